@@ -1,0 +1,299 @@
+"""``bgd-run``: the Hydra application, and the only module that touches DictConfig.
+
+It composes the config, refuses bad values before anything expensive happens, turns the
+config into plain Python objects and calls the library (data, models, optim, training,
+linesearch). Everything it calls is usable from a notebook without Hydra.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("bgd_experiments")
+
+# Absolute, so the installed `bgd-run` finds the configs from any working directory.
+CONFIG_DIR = Path(
+    os.environ.get("BGD_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf")
+)
+TASKS = ("train", "search", "functions", "fig2b")
+
+
+class ConfigError(ValueError):
+    """A value in the composed config that the run cannot use."""
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse values that cannot produce a meaningful run, with one message naming them."""
+    problems: list[str] = []
+    if cfg.task not in TASKS:
+        problems.append(f"task={cfg.task!r} is not one of {', '.join(TASKS)}")
+    if cfg.task in ("functions",):
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return
+    if not cfg.optimizer.lr > 0:
+        problems.append(f"optimizer.lr must be > 0, got {cfg.optimizer.lr}")
+    if not cfg.trainer.batch_size >= 1:
+        problems.append(f"trainer.batch_size must be >= 1, got {cfg.trainer.batch_size}")
+    if not cfg.trainer.eval_batch_size >= 1:
+        problems.append(f"trainer.eval_batch_size must be >= 1, got {cfg.trainer.eval_batch_size}")
+    if not cfg.trainer.epochs >= 1:
+        problems.append(f"trainer.epochs must be >= 1, got {cfg.trainer.epochs}")
+    if not cfg.model.width > 0:
+        problems.append(f"model.width must be > 0, got {cfg.model.width}")
+    subset = cfg.dataset.train_subset
+    if subset is not None and subset < cfg.dataset.num_classes:
+        problems.append(
+            f"dataset.train_subset must be null or >= {cfg.dataset.num_classes} (one image per "
+            f"class), got {subset}"
+        )
+    if cfg.trainer.device not in ("auto", "cpu", "cuda") and not str(
+        cfg.trainer.device
+    ).startswith("cuda:"):
+        problems.append(f"trainer.device must be auto, cpu or cuda[:N], got {cfg.trainer.device!r}")
+    if cfg.trainer.device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(f"trainer.device={cfg.trainer.device} but no CUDA device is available")
+    if cfg.trainer.protocol not in ("paper", "clean"):
+        problems.append(f"trainer.protocol must be paper or clean, got {cfg.trainer.protocol!r}")
+    if cfg.dataset.augment not in ("paper", "none", "flip_crop"):
+        problems.append(f"dataset.augment must be paper, flip_crop or none, got {cfg.dataset.augment!r}")
+    if cfg.task == "search" and not str(cfg.optimizer.name).startswith("mbt_"):
+        problems.append(f"task=search needs an MBT optimizer (mbt_gd/mmt/nag), got {cfg.optimizer.name}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _without(node: DictConfig, *keys: str) -> dict[str, Any]:
+    plain = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(plain, dict)
+    return {key: value for key, value in plain.items() if key not in keys}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run(cfg: DictConfig) -> dict[str, Any] | None:
+    """Execute one job of the composed config; returns the run's summary (None if skipped)."""
+    validate(cfg)
+    if cfg.trainer.get("num_threads") and cfg.task != "functions":
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    if cfg.task == "functions":
+        return run_functions(cfg)
+    if cfg.task == "fig2b":
+        return run_fig2b(cfg)
+    return run_training(cfg)
+
+
+def run_functions(cfg: DictConfig) -> dict[str, Any]:
+    from bgd_experiments.linesearch.experiments import run_deterministic_experiments
+
+    out_dir = Path(cfg.results_dir)
+    settings = _without(cfg.functions)
+    log.info("deterministic line-search experiments -> %s (%s)", out_dir, settings)
+    return run_deterministic_experiments(out_dir, **settings)
+
+
+def _load_data(cfg: DictConfig, device: torch.device):
+    from bgd_experiments import data
+
+    train = data.load_cifar(cfg.dataset.name, cfg.dataset.root, "train", download=cfg.dataset.download)
+    test = data.load_cifar(cfg.dataset.name, cfg.dataset.root, "test", download=cfg.dataset.download)
+    val = None
+    if cfg.trainer.protocol == "clean":
+        train, val = data.split_validation(train, cfg.trainer.val_size, seed=cfg.seed)
+    if cfg.dataset.train_subset is not None:
+        train = data.class_balanced_subset(train, cfg.dataset.train_subset, seed=cfg.seed)
+    return train, val, test
+
+
+def _eval_loader(dataset, cfg: DictConfig, device: torch.device) -> EvalBatches:
+    from bgd_experiments.data import DeviceLoader
+
+    loader = DeviceLoader(
+        dataset.images, dataset.labels, cfg.trainer.eval_batch_size,
+        shuffle=False, augment="none", seed=cfg.seed, device=device,
+    )
+    return EvalBatches(loader)
+
+
+class EvalBatches:
+    """Re-iterable view of a loader's fixed, un-augmented order (for evaluation)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        return self.loader.epoch(0)
+
+
+def describe_data_source(cfg: DictConfig) -> str:
+    """Where the images came from, for the provenance line of the tables."""
+    root = Path(cfg.dataset.root).expanduser()
+    where = str(root.resolve()) if root.exists() else str(root)
+    return f"{cfg.dataset.name} from {where}" + (" (torchvision download)" if cfg.dataset.download else "")
+
+
+def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    # Seeded right before construction: every optimizer of a comparison (same seed) starts
+    # from the same initial weights.
+    torch.manual_seed(cfg.seed)
+    return instantiate(_without(cfg.model, "name")).to(device)
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data, without Hydra's own node."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    plain.pop("hydra", None)
+    return plain
+
+
+def run_training(cfg: DictConfig) -> dict[str, Any] | None:
+    from bgd_experiments import data
+    from bgd_experiments.training import (
+        RunIdentity,
+        RunState,
+        fit,
+        prepare_run_folder,
+        run_folder,
+    )
+
+    # Cheap checks of the data source first: a missing dataset must fail before any model
+    # is built or any folder is written.
+    data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
+    run_dir = run_folder(
+        cfg.results_dir,
+        task=cfg.task,
+        dataset=cfg.dataset.name,
+        model=cfg.model.name,
+        optimizer=cfg.optimizer.name,
+        lr=float(cfg.optimizer.lr),
+        batch_size=int(cfg.trainer.batch_size),
+        seed=int(cfg.seed),
+    )
+    state = prepare_run_folder(run_dir, run_config(cfg), force=bool(cfg.force))
+    if state is RunState.FINISHED:
+        log.info("skipped: %s is finished (force=true reruns it)", run_dir)
+        return None
+    log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
+
+    device = resolve_device(cfg.trainer.device)
+    train, val, test = _load_data(cfg, device)
+    model = _build_model(cfg, device)
+    optimizer = instantiate(_without(cfg.optimizer, "name"))(params=model.parameters())
+    identity = RunIdentity(
+        task=cfg.task,
+        dataset=cfg.dataset.name,
+        model=cfg.model.name,
+        optimizer=cfg.optimizer.name,
+        lr=float(cfg.optimizer.lr),
+        batch_size=int(cfg.trainer.batch_size),
+        seed=int(cfg.seed),
+        epochs=int(cfg.trainer.epochs) if cfg.task == "train" else 0,
+        width=float(cfg.model.width),
+        train_subset=cfg.dataset.train_subset,
+        augment=cfg.dataset.augment,
+        budget=cfg.get("budget_name"),
+        data_source=describe_data_source(cfg),
+    )
+    train_loader = data.DeviceLoader(
+        train.images, train.labels, int(cfg.trainer.batch_size),
+        shuffle=True, augment=cfg.dataset.augment, seed=int(cfg.seed), device=device,
+    )
+    if cfg.task == "search":
+        return _search_only(model, optimizer, train_loader, run_dir, identity, device)
+    return fit(
+        model,
+        optimizer,
+        train_loader,
+        _eval_loader(test, cfg, device),
+        val_loader=_eval_loader(val, cfg, device) if val is not None else None,
+        epochs=int(cfg.trainer.epochs),
+        run_dir=run_dir,
+        identity=identity,
+        progress=cfg.trainer.progress,
+        tensorboard=bool(cfg.trainer.tensorboard),
+    )
+
+
+def _search_only(model, optimizer, train_loader, run_dir: Path, identity, device) -> dict:
+    from bgd_experiments.io import atomic_write_json
+    from bgd_experiments.training.provenance import provenance
+    from bgd_experiments.training.runs import SUMMARY_FILE
+
+    result = optimizer.search(
+        model, torch.nn.CrossEntropyLoss(), train_loader.epoch(0, stream=1),
+        num_samples=train_loader.num_samples,
+    )
+    log.info(
+        "search from lr %g found lr %.6g (%d trials, %.1fs, %s)",
+        identity.lr, result.lr, result.trials, result.wall_time, result.status,
+    )
+    summary = {
+        "status": "finished" if result.status != "nonfinite" else "diverged",
+        "run": asdict(identity),
+        "found_lr": result.lr,
+        "search": asdict(result),
+        "wall_time": result.wall_time,
+        **provenance(device),
+    }
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def run_fig2b(cfg: DictConfig) -> dict[str, Any]:
+    from bgd_experiments import data
+    from bgd_experiments.linesearch.experiments import run_fig2b as fig2b
+
+    data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
+    device = resolve_device(cfg.trainer.device)
+    train, _, _ = _load_data(cfg, device)
+    loader = data.DeviceLoader(
+        train.images, train.labels, len(train.labels),
+        shuffle=False, augment="none", seed=int(cfg.seed), device=device,
+    )
+    inputs, targets = next(iter(loader.epoch(0)))
+    model = _build_model(cfg, device)
+    settings = _without(cfg.fig2b)
+    out_dir = Path(cfg.results_dir)
+    log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
+    return fig2b(model, inputs, targets, out_dir, **settings)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def _app(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ConfigError as error:
+        log.error("invalid configuration: %s", error)
+        sys.exit(2)
+    except Exception as error:
+        from bgd_experiments.data import DatasetError
+        from bgd_experiments.training import RunFolderConflict
+
+        if isinstance(error, DatasetError | RunFolderConflict):
+            log.error("%s", error)
+            sys.exit(2)
+        raise
+
+
+def main() -> None:
+    """Console entry point of ``bgd-run``."""
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Shared helpers for the CIFAR model builders: argument validation and channel scaling."""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import torch
+from torch import nn
+
+
+def validate_builder_args(num_classes: object, width: object) -> tuple[int, float]:
+    """Check builder arguments and return them as ``(int, float)``.
+
+    Raises:
+        ValueError: if ``num_classes`` is not an integer >= 1 or ``width`` is not a finite
+            number > 0. The message names the value given and the allowed range.
+    """
+    # bool is an Integral subclass; True classes would be a silent bug, so refuse it.
+    if isinstance(num_classes, bool) or not isinstance(num_classes, Integral):
+        raise ValueError(
+            f"num_classes must be an integer >= 1, got {num_classes!r} "
+            f"(type {type(num_classes).__name__})"
+        )
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be an integer >= 1, got {num_classes}")
+    if isinstance(width, bool) or not isinstance(width, Real):
+        raise ValueError(
+            f"width must be a finite number > 0 (1.0 = the paper's model), got {width!r} "
+            f"(type {type(width).__name__})"
+        )
+    if not math.isfinite(float(width)) or width <= 0:
+        raise ValueError(
+            f"width must be a finite number > 0 (1.0 = the paper's model), got {width}"
+        )
+    return int(num_classes), float(width)
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """Channel count after the width multiplier: ``max(1, round(channels * width))``."""
+    return max(1, round(channels * width))
+
+
+def global_average_pool(features: torch.Tensor) -> torch.Tensor:
+    """Average over the spatial dimensions, giving ``(N, C)``.
+
+    A plain mean is used instead of ``AdaptiveAvgPool2d`` because the latter's CUDA backward is
+    non-deterministic; on the 4x4 maps that CIFAR inputs produce it equals ``avg_pool2d(x, 4)``.
+    """
+    return features.mean(dim=(2, 3))
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding 1 and no bias (a BatchNorm follows or precedes it)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution without bias (projection shortcuts and bottlenecks)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)

@@ -1,0 +1,26 @@
+"""Training: plain-function loop, run folders with resume/skip, metrics tracking."""
+
+from bgd_experiments.training.loop import evaluate, fit, summarize, train_one_epoch
+from bgd_experiments.training.runs import (
+    RunFolderConflict,
+    RunIdentity,
+    RunState,
+    lr_tag,
+    prepare_run_folder,
+    run_folder,
+    run_state,
+)
+
+__all__ = [
+    "RunFolderConflict",
+    "RunIdentity",
+    "RunState",
+    "evaluate",
+    "fit",
+    "lr_tag",
+    "prepare_run_folder",
+    "run_folder",
+    "run_state",
+    "summarize",
+    "train_one_epoch",
+]

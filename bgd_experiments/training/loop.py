@@ -1,0 +1,323 @@
+"""The training loop as plain functions: fit -> (search) -> train_one_epoch -> evaluate.
+
+``fit`` owns the run folder's life cycle: it resumes from ``checkpoint.pt`` when there is one,
+writes a checkpoint atomically after every epoch, ends a diverging run at once, and writes
+``summary.json`` last, so a folder with a summary is always a finished run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bgd_experiments.io import atomic_torch_save, atomic_write_json
+from bgd_experiments.optim import MBTSGD, SearchResult
+from bgd_experiments.training.provenance import provenance
+from bgd_experiments.training.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity
+from bgd_experiments.training.tracking import RunTracker
+
+log = logging.getLogger("bgd_experiments.training")
+
+# Test hook: SIGKILL this process after that many training steps, to prove that resuming an
+# interrupted run reproduces the uninterrupted one.
+KILL_AT_STEP_ENV = "BGD_KILL_AT_STEP"
+
+
+class Batches(Iterable[tuple[torch.Tensor, torch.Tensor]]):
+    """What fit needs from a data loader (``bgd_experiments.data.DeviceLoader`` has it)."""
+
+    num_samples: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, epoch: int, stream: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    steps: int
+    diverged: bool
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    check_every: int = 1,
+    on_step: Callable[[int, float], None] | None = None,
+) -> EpochStats:
+    """One pass of SGD-style training; stops at the first non-finite loss it sees.
+
+    Loss and accuracy are accumulated on the device and read back every ``check_every``
+    steps, which bounds both the host synchronisations and how late divergence is noticed.
+    """
+    model.train()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    samples = 0
+    steps = 0
+    for steps, (inputs, targets) in enumerate(batches, start=1):
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(inputs)
+        loss = loss_fn(logits, targets)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().double() * targets.shape[0]
+        correct += (logits.detach().argmax(dim=1) == targets).sum()
+        samples += targets.shape[0]
+        _maybe_kill_for_test()
+        if steps % check_every == 0:
+            # A NaN/inf loss poisons the running sum, so one read covers every step since.
+            running = loss_sum.item() / samples
+            if not math.isfinite(running):
+                return EpochStats(running, 100.0 * correct.item() / samples, steps, True)
+            if on_step is not None:
+                on_step(steps, running)
+    if samples == 0:
+        raise ValueError("the training data yielded no batch")
+    mean_loss = loss_sum.item() / samples
+    return EpochStats(
+        mean_loss, 100.0 * correct.item() / samples, steps, not math.isfinite(mean_loss)
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loss_fn: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[float, float, int]:
+    """Mean loss, accuracy (percent) and number of forward passes over ``batches``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    samples = 0
+    forwards = 0
+    for inputs, targets in batches:
+        logits = model(inputs)
+        loss_sum += loss_fn(logits, targets).double() * targets.shape[0]
+        correct += (logits.argmax(dim=1) == targets).sum()
+        samples += targets.shape[0]
+        forwards += 1
+    model.train(was_training)
+    return loss_sum.item() / samples, 100.0 * correct.item() / samples, forwards
+
+
+_steps_this_process = 0
+
+
+def _maybe_kill_for_test() -> None:
+    global _steps_this_process
+    _steps_this_process += 1
+    kill_at = os.environ.get(KILL_AT_STEP_ENV)
+    if kill_at is not None and _steps_this_process >= int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _search_record(result: SearchResult | None, optimizer: torch.optim.Optimizer) -> dict:
+    if not isinstance(optimizer, MBTSGD):
+        return {}
+    record: dict[str, Any] = {"momentum_enabled": optimizer.momentum_enabled}
+    if result is None:
+        record.update(
+            search_lr=None, search_alpha=None, search_trials=None, search_time=None,
+            search_status=None,
+        )
+    else:
+        record.update(
+            search_lr=result.lr,
+            search_alpha=result.alpha,
+            search_trials=result.trials,
+            search_time=result.wall_time,
+            search_status=result.status,
+        )
+    return record
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: Batches,
+    test_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    epochs: int,
+    run_dir: Path,
+    identity: RunIdentity,
+    val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    loss_fn: nn.Module | None = None,
+    progress: str = "auto",
+    tensorboard: bool = True,
+) -> dict[str, Any]:
+    """Train for ``epochs`` epochs (resuming from ``run_dir``) and return the summary.
+
+    With an :class:`~bgd_experiments.optim.MBTSGD` optimizer, the learning-rate search runs
+    at the start of the epochs the optimizer asks for; in restore mode it draws its batches
+    from an independent data stream, in keep mode it consumes the epoch's first batches.
+    The plateau rule sees the validation accuracy when a validation set is given (the clean
+    protocol), else the test accuracy (the paper's protocol).
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    device = next(model.parameters()).device
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    elapsed_before = 0.0
+    checkpoint_path = run_dir / CHECKPOINT_FILE
+    if checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        _restore_rng(checkpoint["rng"], device)
+        history = checkpoint["history"]
+        start_epoch = checkpoint["epoch"]
+        elapsed_before = checkpoint["wall_time"]
+        log.info("resuming %s from epoch %d", run_dir, start_epoch)
+
+    tracker = RunTracker(
+        run_dir,
+        total_epochs=epochs,
+        steps_per_epoch=len(train_loader),
+        history=history,
+        progress=progress,
+        tensorboard=tensorboard,
+        title=f"{identity.model}/{identity.optimizer} lr={identity.lr:g}",
+    )
+    check_every = 1 if device.type == "cpu" else 10
+    started = time.perf_counter()
+    status = "finished"
+    try:
+        for epoch in range(start_epoch, epochs):
+            tracker.start_epoch(epoch + 1)
+            epoch_started = time.perf_counter()
+            batches = train_loader.epoch(epoch)
+            search: SearchResult | None = None
+            if isinstance(optimizer, MBTSGD) and optimizer.needs_search(epoch):
+                source = batches if optimizer.keep_search_steps else train_loader.epoch(epoch, 1)
+                search = optimizer.search(
+                    model, loss_fn, source, num_samples=train_loader.num_samples
+                )
+                tracker.note(
+                    f"epoch {epoch + 1}: searched lr {search.lr:.4g} (alpha {search.alpha:g}, "
+                    f"{search.trials} trials, {search.wall_time:.1f}s, {search.status})"
+                )
+            stats = train_one_epoch(
+                model,
+                optimizer,
+                loss_fn,
+                batches,
+                check_every=check_every,
+                on_step=tracker.advance,
+            )
+            if stats.diverged:
+                status = "diverged"
+                tracker.note(
+                    f"epoch {epoch + 1}: training loss became {stats.loss} after "
+                    f"{stats.steps} steps; the run diverged and stops here"
+                )
+                break
+            test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": stats.loss,
+                "train_acc": stats.accuracy,
+                "test_loss": test_loss,
+                "test_acc": test_acc,
+            }
+            plateau_acc = test_acc
+            if val_loader is not None:
+                val_loss, val_acc, _ = evaluate(model, loss_fn, val_loader)
+                record.update(val_loss=val_loss, val_acc=val_acc)
+                plateau_acc = val_acc
+            search_forwards = search.forward_passes if search else 0
+            search_backwards = search.backward_passes if search else 0
+            record.update(
+                lr=optimizer.param_groups[0]["lr"],
+                epoch_time=time.perf_counter() - epoch_started,
+                forward_passes=stats.steps + search_forwards,
+                backward_passes=stats.steps + search_backwards,
+                eval_forward_passes=test_forwards,
+                **_search_record(search, optimizer),
+            )
+            stop_early = isinstance(optimizer, MBTSGD) and optimizer.end_epoch(
+                stats.loss, plateau_acc
+            )
+            history.append(record)
+            atomic_torch_save(
+                checkpoint_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": _rng_state(device),
+                    "history": history,
+                    "epoch": epoch + 1,
+                    "wall_time": elapsed_before + time.perf_counter() - started,
+                },
+            )
+            tracker.log_epoch(record)
+            if stop_early:
+                status = "stopped_early"
+                tracker.note(f"epoch {epoch + 1}: plateau patience exhausted, stopping early")
+                break
+    finally:
+        tracker.close()
+
+    summary = summarize(history, status=status, identity=identity)
+    summary["wall_time"] = elapsed_before + time.perf_counter() - started
+    summary.update(provenance(device))
+    # Written last: its presence is what marks the run as finished. The checkpoint stays as
+    # the final weights (and lets a later, longer run extend this one).
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def summarize(
+    history: list[dict[str, Any]], *, status: str, identity: RunIdentity
+) -> dict[str, Any]:
+    """The summary fields the report step reads, computed from the per-epoch records."""
+    summary: dict[str, Any] = {"status": status, "run": asdict(identity)}
+    if history:
+        best = max(history, key=lambda record: record["test_acc"])
+        summary.update(
+            best_test_acc=best["test_acc"],
+            best_epoch=best["epoch"],
+            final_test_acc=history[-1]["test_acc"],
+            final_train_loss=history[-1]["train_loss"],
+        )
+        if "val_acc" in history[-1]:
+            best_val = max(history, key=lambda record: record["val_acc"])
+            summary.update(
+                best_val_acc=best_val["val_acc"], test_acc_at_best_val=best_val["test_acc"]
+            )
+    else:
+        summary.update(best_test_acc=None, best_epoch=None, final_test_acc=None)
+    summary["epochs_completed"] = len(history)
+    return summary

@@ -1,0 +1,149 @@
+"""Run folders: named by the configuration, so a re-run finds its own earlier work.
+
+``<results_dir>/runs/<dataset>/<model>/<optimizer>/lr=<lr>/bs=<batch>/seed=<seed>/`` for training
+and ``<results_dir>/runs/search/...`` for search-only runs (Table 1). A folder holding
+``summary.json`` is finished (skipped unless forced); one holding only ``checkpoint.pt`` is
+resumed; one without either starts fresh.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.yaml"
+
+# Keys that may change between an interrupted run and its resumption without changing
+# what is computed (where it runs, how it is displayed) or that extend it (more epochs).
+RESUMABLE_DIFFERENCES = frozenset(
+    {
+        "force",
+        "results_dir",
+        "trainer.device",
+        "trainer.progress",
+        "trainer.epochs",
+        "trainer.num_threads",
+        "trainer.tensorboard",
+        "dataset.download",
+    }
+)
+
+
+class RunState(Enum):
+    NEW = "new"
+    INTERRUPTED = "interrupted"
+    FINISHED = "finished"
+
+
+def lr_tag(lr: float) -> str:
+    """A short, exact-enough text for a learning rate: 0.01, 1e-06, 100."""
+    return f"{lr:g}"
+
+
+def run_folder(
+    results_dir: str | Path,
+    *,
+    task: str,
+    dataset: str,
+    model: str,
+    optimizer: str,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> Path:
+    root = Path(results_dir) / "runs"
+    if task == "search":
+        root = root / "search"
+    elif task != "train":
+        raise ValueError(f"run folders exist for task train or search, not {task!r}")
+    return root / dataset / model / optimizer / f"lr={lr_tag(lr)}" / f"bs={batch_size}" / f"seed={seed}"
+
+
+def run_state(run_dir: Path) -> RunState:
+    if (run_dir / SUMMARY_FILE).exists():
+        return RunState.FINISHED
+    if (run_dir / CHECKPOINT_FILE).exists():
+        return RunState.INTERRUPTED
+    return RunState.NEW
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose values differ in a way that makes the old run folder not this run's."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    keys = sorted(set(flat_old) | set(flat_new))
+    return [
+        f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
+        for key in keys
+        if key not in RESUMABLE_DIFFERENCES and flat_old.get(key) != flat_new.get(key)
+    ]
+
+
+def prepare_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) -> RunState:
+    """Decide between skip / resume / fresh start, and record the config of this run.
+
+    A folder written by a different configuration is refused (unless ``force``) instead of
+    being silently mixed with this run.
+    """
+    state = run_state(run_dir)
+    if force and state is not RunState.NEW:
+        shutil.rmtree(run_dir)
+        state = RunState.NEW
+    config_path = run_dir / CONFIG_FILE
+    if state is not RunState.NEW and config_path.exists():
+        old = yaml.safe_load(config_path.read_text()) or {}
+        differences = config_differences(old, config)
+        if differences:
+            raise RunFolderConflict(
+                f"{run_dir} holds a run with a different configuration "
+                f"({'; '.join(differences)}). Rerun with force=true to replace it, or set "
+                "results_dir to another folder."
+            )
+    if state is RunState.FINISHED:
+        return state
+    if state is RunState.NEW and run_dir.exists():
+        # Leftovers of a run killed before its first checkpoint: nothing worth keeping.
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from bgd_experiments.io import atomic_write_text
+
+    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+    return state
+
+
+class RunFolderConflict(RuntimeError):
+    """The run folder belongs to a run with another configuration."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What the report step needs to place a run in a table (written into summary.json)."""
+
+    task: str
+    dataset: str
+    model: str
+    optimizer: str
+    lr: float
+    batch_size: int
+    seed: int
+    epochs: int
+    width: float
+    train_subset: int | None
+    augment: str
+    budget: str | None
+    data_source: str

@@ -1,0 +1,254 @@
+"""End-to-end tests of the real `bgd-run` entry point on tiny generated CIFAR-format data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bgd_experiments.io import read_json, read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+BGD_RUN = Path(sys.executable).parent / "bgd-run"
+
+# Small enough for seconds per run on 2 CPU cores, big enough to exercise every code path.
+TINY = [
+    "model.width=0.125",
+    "trainer.batch_size=25",
+    "trainer.eval_batch_size=100",
+    "trainer.device=cpu",
+    "trainer.num_threads=1",
+    "trainer.progress=plain",
+    "dataset.augment=paper",
+]
+EPOCH_KEYS = {
+    "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time",
+    "forward_passes", "backward_passes", "eval_forward_passes",
+}
+
+
+def bgd_run(*overrides: str, cwd: Path, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [str(BGD_RUN), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def only_run_dir(results: Path) -> Path:
+    summaries = sorted(results.rglob("config.yaml"))
+    assert len(summaries) == 1, summaries
+    return summaries[0].parent
+
+
+def test_help_and_cfg_job_work_from_any_directory(tmp_path):
+    help_text = bgd_run("--help", cwd=tmp_path)
+    assert help_text.returncode == 0, help_text.stderr
+    for group in ("dataset", "model", "optimizer", "budget", "experiment"):
+        assert f"{group}:" in help_text.stdout
+    cfg = bgd_run("--cfg", "job", "optimizer=nag", "model=densenet121", cwd=tmp_path)
+    assert cfg.returncode == 0, cfg.stderr
+    job = yaml.safe_load(cfg.stdout)
+    assert job["optimizer"]["nesterov"] is True and job["optimizer"]["momentum"] == 0.9
+    assert job["model"]["_target_"] == "bgd_experiments.models.densenet121"
+    assert job["model"]["num_classes"] == 10
+
+
+@pytest.mark.slow
+def test_train_writes_results_and_skips_when_finished(tmp_path, tiny_cifar10_torchvision):
+    results = tmp_path / "results"
+    args = [
+        f"dataset.root={tiny_cifar10_torchvision}", *TINY, "optimizer=nag",
+        "optimizer.lr=0.05", "trainer.epochs=2", f"results_dir={results}", "seed=3",
+    ]
+    first = bgd_run(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = only_run_dir(results)
+    assert run_dir.relative_to(results).parts == (
+        "runs", "cifar10", "resnet18", "nag", "lr=0.05", "bs=25", "seed=3"
+    )
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert EPOCH_KEYS <= set(records[0])
+    steps = records[0]["forward_passes"]
+    assert steps == records[0]["backward_passes"] > 0
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "finished"
+    assert summary["epochs_completed"] == 2
+    assert summary["best_test_acc"] == max(r["test_acc"] for r in records)
+    assert summary["final_test_acc"] == records[-1]["test_acc"]
+    assert summary["run"]["optimizer"] == "nag" and summary["run"]["seed"] == 3
+    assert summary["versions"]["torch"]
+    assert "git_commit" in summary
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["optimizer"]["lr"] == 0.05 and "hydra" not in config
+    assert list(run_dir.glob("events.out.tfevents.*")), "no TensorBoard events written"
+    assert "epoch 2/2" in first.stdout + first.stderr
+
+    again = bgd_run(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "skipped" in again.stdout + again.stderr
+    assert read_json(run_dir / "summary.json") == summary
+
+    conflicting = bgd_run(*args, "model.width=0.25", cwd=tmp_path)
+    assert conflicting.returncode == 2
+    assert "different configuration" in conflicting.stdout + conflicting.stderr
+    assert read_json(run_dir / "summary.json") == summary
+
+
+@pytest.mark.slow
+def test_mbt_nag_on_image_folder_logs_the_search(tmp_path, tiny_cifar10_targz):
+    results = tmp_path / "results"
+    done = bgd_run(
+        f"dataset.root={tiny_cifar10_targz}", *TINY, "optimizer=mbt_nag",
+        "optimizer.num_batches=3", "trainer.epochs=2", f"results_dir={results}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = only_run_dir(results)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    steps_per_epoch = records[0]["eval_forward_passes"] and None  # evaluated, not trained
+    del steps_per_epoch
+    for record in records:
+        assert record["search_lr"] is not None and record["search_lr"] > 0
+        assert record["lr"] == pytest.approx(record["search_lr"])
+        assert record["search_trials"] >= 3
+        assert record["momentum_enabled"] is True
+        # The search's passes are counted on top of the epoch's training steps.
+        assert record["forward_passes"] > record["backward_passes"] - 3
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_cifar10_torchvision):
+    def run(results: Path, env: dict[str, str] | None = None):
+        return bgd_run(
+            f"dataset.root={tiny_cifar10_torchvision}", *TINY, "optimizer=mbt_mmt",
+            "optimizer.num_batches=2", "trainer.epochs=3", f"results_dir={results}",
+            cwd=tmp_path, env=env,
+        )
+
+    reference = run(tmp_path / "a")
+    assert reference.returncode == 0, reference.stderr
+    steps_per_epoch = read_jsonl(only_run_dir(tmp_path / "a") / "metrics.jsonl")[0][
+        "backward_passes"
+    ]
+    # Killed in the middle of the second epoch (search steps are restored, not counted).
+    killed = run(tmp_path / "b", env={"BGD_KILL_AT_STEP": str(steps_per_epoch + 3)})
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)
+    interrupted = only_run_dir(tmp_path / "b")
+    assert not (interrupted / "summary.json").exists()
+    assert len(read_jsonl(interrupted / "metrics.jsonl")) == 1
+    resumed = run(tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout + resumed.stderr
+
+    def comparable(results: Path) -> list[dict]:
+        records = read_jsonl(only_run_dir(results) / "metrics.jsonl")
+        return [
+            {k: v for k, v in r.items() if k not in ("epoch_time", "search_time")}
+            for r in records
+        ]
+
+    assert comparable(tmp_path / "b") == comparable(tmp_path / "a")
+    summary_a = read_json(only_run_dir(tmp_path / "a") / "summary.json")
+    summary_b = read_json(only_run_dir(tmp_path / "b") / "summary.json")
+    assert summary_b["best_test_acc"] == summary_a["best_test_acc"]
+    assert summary_b["epochs_completed"] == 3
+
+
+@pytest.mark.slow
+def test_divergence_ends_the_run_at_once(tmp_path, tiny_cifar10_torchvision):
+    results = tmp_path / "results"
+    done = bgd_run(
+        f"dataset.root={tiny_cifar10_torchvision}", *TINY, "optimizer=sgd",
+        "optimizer.lr=1e12", "trainer.epochs=50", f"results_dir={results}", cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(results)
+    summary = read_json(run_dir / "summary.json")
+    assert summary["status"] == "diverged"
+    assert summary["epochs_completed"] <= 1
+    assert "diverged" in done.stdout + done.stderr
+    again = bgd_run(
+        f"dataset.root={tiny_cifar10_torchvision}", *TINY, "optimizer=sgd",
+        "optimizer.lr=1e12", "trainer.epochs=50", f"results_dir={results}", cwd=tmp_path,
+    )
+    assert "skipped" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", "optimizer.lr must be > 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr must be > 0"),
+        ("trainer.batch_size=0", "trainer.batch_size must be >= 1"),
+        ("model.width=0", "model.width must be > 0"),
+        ("dataset.train_subset=3", "dataset.train_subset must be null or >= 10"),
+        ("task=nonsense", "task='nonsense' is not one of"),
+    ],
+)
+def test_bad_values_are_refused_before_training(tmp_path, tiny_cifar10_torchvision, override, message):
+    results = tmp_path / "results"
+    done = bgd_run(
+        f"dataset.root={tiny_cifar10_torchvision}", *TINY, override, f"results_dir={results}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert message in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list(results.rglob("summary.json"))
+    assert not (results / "runs").exists()
+
+
+def test_missing_data_names_the_three_ways_to_provide_it(tmp_path):
+    results = tmp_path / "results"
+    done = bgd_run(
+        f"dataset.root={tmp_path / 'nowhere'}", *TINY, f"results_dir={results}", cwd=tmp_path
+    )
+    assert done.returncode == 2
+    output = done.stdout + done.stderr
+    assert "dataset.download=true" in output
+    assert "tar.gz" in output
+    assert "nowhere" in output
+    assert not (results / "runs").exists()
+
+
+def test_unknown_folder_layout_is_refused(tmp_path):
+    strange = tmp_path / "strange"
+    (strange / "images").mkdir(parents=True)
+    (strange / "images" / "a.txt").write_text("not an image")
+    results = tmp_path / "results"
+    done = bgd_run(f"dataset.root={strange}", *TINY, f"results_dir={results}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert not (results / "runs").exists()
+
+
+@pytest.mark.slow
+def test_search_only_task_reports_the_found_rate(tmp_path, tiny_cifar10_imagefolder):
+    results = tmp_path / "results"
+    done = bgd_run(
+        f"dataset.root={tiny_cifar10_imagefolder}", *TINY, "task=search", "optimizer=mbt_gd",
+        "optimizer.lr=1", "optimizer.num_batches=4", f"results_dir={results}", cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = only_run_dir(results)
+    assert run_dir.relative_to(results).parts[:3] == ("runs", "search", "cifar10")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["found_lr"] > 0
+    assert summary["found_lr"] == summary["search"]["lr"]
+    assert len(summary["search"]["sigmas"]) == 4
+    refused = bgd_run(
+        f"dataset.root={tiny_cifar10_imagefolder}", *TINY, "task=search", "optimizer=sgd",
+        f"results_dir={tmp_path / 'r2'}", cwd=tmp_path,
+    )
+    assert refused.returncode == 2
+    assert "needs an MBT optimizer" in refused.stdout + refused.stderr

@@ -1,0 +1,162 @@
+"""Tests for the CIFAR model builders in ``bgd_experiments.models``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bgd_experiments.models import (
+    MODEL_BUILDERS,
+    build_model,
+    count_trainable_parameters,
+    densenet121,
+    mobilenetv2,
+    preactresnet18,
+    resnet18,
+    senet18,
+)
+
+MODEL_NAMES = ("resnet18", "preactresnet18", "mobilenetv2", "senet18", "densenet121")
+
+# Spec table (/work/shared/spec/algorithms.md): parameter counts of the reference
+# implementations for 10- and 100-class heads, and their number of BatchNorm2d layers.
+EXPECTED_PARAMETERS = {
+    ("resnet18", 10): 11_173_962,
+    ("resnet18", 100): 11_220_132,
+    ("preactresnet18", 10): 11_171_146,
+    ("preactresnet18", 100): 11_217_316,
+    ("mobilenetv2", 10): 2_296_922,
+    ("mobilenetv2", 100): 2_412_212,
+    ("senet18", 10): 11_260_354,
+    ("senet18", 100): 11_306_524,
+    ("densenet121", 10): 6_956_298,
+    ("densenet121", 100): 7_048_548,
+}
+EXPECTED_BATCHNORM_LAYERS = {
+    "resnet18": 20,
+    "preactresnet18": 16,
+    "mobilenetv2": 57,
+    "senet18": 17,
+    "densenet121": 120,
+}
+
+
+def count_batchnorm_layers(model: nn.Module) -> int:
+    return sum(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+
+
+def test_registry_holds_exactly_the_five_builders() -> None:
+    assert set(MODEL_BUILDERS) == set(MODEL_NAMES)
+    assert MODEL_BUILDERS["resnet18"] is resnet18
+    assert MODEL_BUILDERS["preactresnet18"] is preactresnet18
+    assert MODEL_BUILDERS["mobilenetv2"] is mobilenetv2
+    assert MODEL_BUILDERS["senet18"] is senet18
+    assert MODEL_BUILDERS["densenet121"] is densenet121
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "num_classes"), sorted(EXPECTED_PARAMETERS))
+def test_full_width_parameter_and_batchnorm_counts_match_reference(
+    name: str, num_classes: int
+) -> None:
+    model = build_model(name, num_classes=num_classes)
+    assert count_trainable_parameters(model) == EXPECTED_PARAMETERS[(name, num_classes)]
+    assert count_batchnorm_layers(model) == EXPECTED_BATCHNORM_LAYERS[name]
+    # The head really has num_classes outputs.
+    linear_layers = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    assert linear_layers[-1].out_features == num_classes
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_batchnorm_count_does_not_depend_on_width(name: str) -> None:
+    model = build_model(name, num_classes=10, width=0.25)
+    assert count_batchnorm_layers(model) == EXPECTED_BATCHNORM_LAYERS[name]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_and_backward_at_quarter_width(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=7, width=0.25)
+    images = torch.randn(2, 3, 32, 32)
+
+    model.train()
+    logits = model(images)
+    assert logits.shape == (2, 7)
+    assert torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    parameters_without_grad = [
+        parameter_name
+        for parameter_name, parameter in model.named_parameters()
+        if parameter.grad is None
+    ]
+    assert parameters_without_grad == []
+
+    model.eval()
+    with torch.no_grad():
+        eval_logits = model(images)
+        eval_logits_again = model(images)
+    assert eval_logits.shape == (2, 7)
+    assert torch.isfinite(eval_logits).all()
+    # Eval mode uses running statistics, so each sample's logits are independent of the batch.
+    with torch.no_grad():
+        single = model(images[:1])
+    torch.testing.assert_close(single, eval_logits[:1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(eval_logits, eval_logits_again)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_parameter_count_grows_with_width(name: str) -> None:
+    counts = [
+        count_trainable_parameters(build_model(name, num_classes=10, width=width))
+        for width in (0.0625, 0.125, 0.25, 0.5)
+    ]
+    assert counts == sorted(counts)
+    assert len(set(counts)) == len(counts), f"counts not strictly increasing: {counts}"
+
+
+def test_tiny_width_keeps_at_least_one_channel() -> None:
+    model = build_model("mobilenetv2", num_classes=3, width=1e-3)
+    convolutions = [module for module in model.modules() if isinstance(module, nn.Conv2d)]
+    assert min(conv.out_channels for conv in convolutions) == 1
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_same_seed_gives_identical_initial_weights_and_different_seed_does_not() -> None:
+    def initial_state(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        return build_model("senet18", num_classes=10, width=0.25).state_dict()
+
+    first, second, other = initial_state(123), initial_state(123), initial_state(124)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    assert not torch.equal(first["conv1.weight"], other["conv1.weight"])
+
+
+def test_unknown_name_lists_the_known_models() -> None:
+    with pytest.raises(ValueError, match=r"unknown model name 'resnet50'.*densenet121"):
+        build_model("resnet50", num_classes=10)
+
+
+def test_name_is_case_insensitive() -> None:
+    model = build_model("ResNet18", num_classes=10, width=0.125)
+    assert count_trainable_parameters(model) == count_trainable_parameters(
+        resnet18(num_classes=10, width=0.125)
+    )
+
+
+@pytest.mark.parametrize("width", [0, -0.5, float("nan"), float("inf"), "wide", True])
+def test_bad_width_is_refused_with_a_helpful_message(width: object) -> None:
+    with pytest.raises(ValueError, match=r"width must be a finite number > 0.*got"):
+        build_model("resnet18", num_classes=10, width=width)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"width must be a finite number > 0"):
+        densenet121(num_classes=10, width=width)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("num_classes", [0, -3, 2.5, "10", True])
+def test_bad_num_classes_is_refused_with_a_helpful_message(num_classes: object) -> None:
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1, got"):
+        build_model("mobilenetv2", num_classes=num_classes)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1"):
+        senet18(num_classes=num_classes)  # type: ignore[arg-type]
