@@ -15,16 +15,15 @@ ARGS ?=
 SHARED_DATA ?= ../shared/data
 
 # Offline machines carry the archives in ../shared/data; elsewhere torchvision downloads.
-ifneq (,$(wildcard $(SHARED_DATA)/cifar10-jpeg.tar.gz))
-CIFAR10 := dataset.root=$(SHARED_DATA)/cifar10-jpeg.tar.gz
-else
-CIFAR10 := dataset.root=data dataset.download=true
-endif
-ifneq (,$(wildcard $(SHARED_DATA)/cifar100-png.tar.gz))
-CIFAR100 := dataset.root=$(SHARED_DATA)/cifar100-png.tar.gz
-else
-CIFAR100 := dataset.root=data dataset.download=true
-endif
+
+# The dataset configs read these, so sweeps over both datasets find their data.
+export BGD_CIFAR10_ROOT ?= $(if $(wildcard $(SHARED_DATA)/cifar10-jpeg.tar.gz),$(abspath $(SHARED_DATA)/cifar10-jpeg.tar.gz),data)
+export BGD_CIFAR100_ROOT ?= $(if $(wildcard $(SHARED_DATA)/cifar100-png.tar.gz),$(abspath $(SHARED_DATA)/cifar100-png.tar.gz),data)
+DOWNLOAD := $(if $(wildcard $(SHARED_DATA)/cifar10-jpeg.tar.gz),,dataset.download=true)
+# Seeds of every cell, e.g. SEEDS=0,1,2 (the report shows mean +- std).
+SEEDS ?= 0
+SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
+	trainer.progress=plain $(DOWNLOAD) $(ARGS)
 
 .PHONY: help install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench clean
 
@@ -53,14 +52,34 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 demo: $(STAMP) ## A short real run on CPU: NAG vs MBT-NAG, ResNet18/4 on 2,000 CIFAR-10 images
-	$(BIN)/bgd-run $(CIFAR10) model.width=0.25 dataset.train_subset=2000 trainer.epochs=3 \
-	  trainer.device=cpu results_dir=results/demo optimizer=nag optimizer.lr=0.05 $(ARGS)
-	$(BIN)/bgd-run $(CIFAR10) model.width=0.25 dataset.train_subset=2000 trainer.epochs=3 \
-	  trainer.device=cpu results_dir=results/demo optimizer=mbt_nag $(ARGS)
-	$(BIN)/python -m bgd_experiments.reporting.runs_table results/demo
+	$(BIN)/bgd-run -m optimizer=nag,mbt_nag optimizer.lr=0.05 budget=cpu trainer.epochs=3 \
+	  trainer.device=cpu results_dir=results/demo $(DOWNLOAD) $(ARGS)
+	$(BIN)/bgd-report runs --results-dir results/demo
 
 functions: $(STAMP) ## The deterministic experiments (Examples 3.6/3.7, Mexican hat, Fig. 2a)
-	$(BIN)/bgd-run experiment=functions results_dir=$(RESULTS) $(ARGS)
+	$(BIN)/bgd-run experiment=functions budget=$(BUDGET) results_dir=$(RESULTS) $(ARGS)
+
+table1: $(STAMP) ## Table 1: found lr for 7 batch sizes x 9 start rates (search only)
+	$(call SWEEP,table1)
+	$(BIN)/bgd-report table1 --results-dir $(RESULTS)
+
+table2: $(STAMP) ## Table 2: 8 baselines x 9 rates + MBT-GD/MMT/NAG, ResNet18 CIFAR-10
+	$(call SWEEP,table2)
+	$(BIN)/bgd-report table2 --results-dir $(RESULTS)
+
+table3: $(STAMP) ## Table 3: MBT-MMT/NAG on 5 models x CIFAR-10/100
+	$(call SWEEP,table3)
+	$(BIN)/bgd-report table3 --results-dir $(RESULTS)
+
+fig2: $(STAMP) ## Figure 2: (a) Mexican hat + examples, (b) Two-way GD on ResNet18 full batch
+	$(BIN)/bgd-run experiment=fig2 budget=$(BUDGET) results_dir=$(RESULTS) $(DOWNLOAD) $(ARGS)
+
+fig3: $(STAMP) ## Figure 3: lr per epoch of MBT-MMT/NAG (ResNet18 runs of Table 3)
+	$(call SWEEP,fig3)
+	$(BIN)/bgd-report fig3 --results-dir $(RESULTS)
+
+paper: table1 table2 table3 fig2 fig3 ## Every table and figure at BUDGET
+	$(BIN)/bgd-report all --results-dir $(RESULTS)
 
 bench: $(STAMP) ## Benchmarks: MBT search vs the authors'-style one, MBT-NAG vs NAG epochs
 	$(BIN)/python scripts/bench_mbt.py $(ARGS)

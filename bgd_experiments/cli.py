@@ -25,7 +25,7 @@ log = logging.getLogger("bgd_experiments")
 CONFIG_DIR = Path(
     os.environ.get("BGD_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf")
 )
-TASKS = ("train", "search", "functions", "fig2b")
+TASKS = ("train", "search", "functions", "fig2")
 
 
 class ConfigError(ValueError):
@@ -56,6 +56,11 @@ def validate(cfg: DictConfig) -> None:
         problems.append(
             f"dataset.train_subset must be null or >= {cfg.dataset.num_classes} (one image per "
             f"class), got {subset}"
+        )
+    test_subset = cfg.dataset.test_subset
+    if test_subset is not None and test_subset < cfg.dataset.num_classes:
+        problems.append(
+            f"dataset.test_subset must be null or >= {cfg.dataset.num_classes}, got {test_subset}"
         )
     if cfg.trainer.device not in ("auto", "cpu", "cuda") and not str(
         cfg.trainer.device
@@ -92,8 +97,9 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     if cfg.task == "functions":
         return run_functions(cfg)
-    if cfg.task == "fig2b":
-        return run_fig2b(cfg)
+    if cfg.task == "fig2":
+        # Figure 2(a) comes with the deterministic experiments, 2(b) trains nothing.
+        return {"fig2a": run_functions(cfg), "fig2b": run_fig2b(cfg)}
     return run_training(cfg)
 
 
@@ -116,6 +122,9 @@ def _load_data(cfg: DictConfig, device: torch.device):
         train, val = data.split_validation(train, cfg.trainer.val_size, seed=cfg.seed)
     if cfg.dataset.train_subset is not None:
         train = data.class_balanced_subset(train, cfg.dataset.train_subset, seed=cfg.seed)
+    if cfg.dataset.test_subset is not None:
+        # A fixed choice (seed 0), so every run of a comparison sees the same test images.
+        test = data.class_balanced_subset(test, cfg.dataset.test_subset, seed=0)
     return train, val, test
 
 
@@ -206,7 +215,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         width=float(cfg.model.width),
         train_subset=cfg.dataset.train_subset,
         augment=cfg.dataset.augment,
-        budget=cfg.get("budget_name"),
+        budget=cfg.budget.name,
         data_source=describe_data_source(cfg),
     )
     train_loader = data.DeviceLoader(
@@ -231,11 +240,12 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
 
 def _search_only(model, optimizer, train_loader, run_dir: Path, identity, device) -> dict:
     from bgd_experiments.io import atomic_write_json
+    from bgd_experiments.training.loop import search_batches
     from bgd_experiments.training.provenance import provenance
     from bgd_experiments.training.runs import SUMMARY_FILE
 
     result = optimizer.search(
-        model, torch.nn.CrossEntropyLoss(), train_loader.epoch(0, stream=1),
+        model, torch.nn.CrossEntropyLoss(), search_batches(train_loader, 0),
         num_samples=train_loader.num_samples,
     )
     log.info(

@@ -7,6 +7,7 @@ writes a checkpoint atomically after every epoch, ends a diverging run at once, 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -118,6 +119,17 @@ def evaluate(
     return loss_sum.item() / samples, 100.0 * correct.item() / samples, forwards
 
 
+def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches for a restore-mode search, independent of the epoch's own order.
+
+    Streams 1, 2, ... of the loader are fresh shuffles; cycling through them lets a search of
+    k batches run on a training subset smaller than k batches.
+    """
+    return itertools.chain.from_iterable(
+        loader.epoch(epoch, stream) for stream in itertools.count(1)
+    )
+
+
 _steps_this_process = 0
 
 
@@ -221,7 +233,9 @@ def fit(
             batches = train_loader.epoch(epoch)
             search: SearchResult | None = None
             if isinstance(optimizer, MBTSGD) and optimizer.needs_search(epoch):
-                source = batches if optimizer.keep_search_steps else train_loader.epoch(epoch, 1)
+                source = (
+                    batches if optimizer.keep_search_steps else search_batches(train_loader, epoch)
+                )
                 search = optimizer.search(
                     model, loss_fn, source, num_samples=train_loader.num_samples
                 )

@@ -90,7 +90,10 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [
         f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
         for key in keys
-        if key not in RESUMABLE_DIFFERENCES and flat_old.get(key) != flat_new.get(key)
+        # budget.* only feeds the other keys through interpolation; compare those instead.
+        if key not in RESUMABLE_DIFFERENCES
+        and not key.startswith("budget.")
+        and flat_old.get(key) != flat_new.get(key)
     ]
 
 
