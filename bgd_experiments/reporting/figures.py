@@ -1,0 +1,238 @@
+"""Figure 3: the learning rate MBT-MMT / MBT-NAG chose per epoch (ResNet18, CIFAR-10/100).
+
+The curves come from the Table-3 runs' ``metrics.jsonl`` (no retraining). The paper's visible
+drop is the plateau switch of alpha from 1e-4 to 0.5; it is marked where ``search_alpha``
+changes between consecutive searched epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from bgd_experiments.io import atomic_write_text
+from bgd_experiments.reporting.paper import DATASET_LABELS, OPTIMIZER_LABELS
+from bgd_experiments.reporting.runs import RunRecord
+from bgd_experiments.reporting.tables import build_table3
+
+FIG3_MODEL = "resnet18"
+FIG3_DATASETS = ("cifar10", "cifar100")
+FIG3_OPTIMIZERS = ("mbt_mmt", "mbt_nag")
+FIG3_CSV_COLUMNS = (
+    "dataset",
+    "model",
+    "optimizer",
+    "seed",
+    "status",
+    "epoch",
+    "lr",
+    "search_alpha",
+    "momentum_enabled",
+    "alpha_switch",
+)
+_COLOURS = {"mbt_mmt": "tab:blue", "mbt_nag": "tab:orange"}
+
+
+@dataclass
+class LrCurve:
+    """The per-epoch lr of one run, and the epochs where the search's alpha changed."""
+
+    dataset: str
+    optimizer: str
+    seed: int | None
+    status: str
+    epochs: list[int]
+    lrs: list[float | None]
+    alphas: list[float | None]
+    momentum: list[bool | None]
+    switch_epochs: list[int]
+
+
+def alpha_switch_epochs(epochs: Sequence[int], alphas: Sequence[float | None]) -> list[int]:
+    """Epochs whose search alpha differs from the previous searched epoch's (None = no search)."""
+    switches = []
+    previous: float | None = None
+    for epoch, alpha in zip(epochs, alphas, strict=True):
+        if alpha is None:
+            continue
+        if previous is not None and alpha != previous:
+            switches.append(epoch)
+        previous = alpha
+    return switches
+
+
+def fig3_curves(runs: Sequence[RunRecord], paper_csv: str | None = None) -> list[LrCurve]:
+    """The curves to plot: the same runs Table 3 uses for ResNet18, every seed."""
+    table = build_table3(runs, paper_csv)
+    curves = []
+    for dataset in FIG3_DATASETS:
+        for optimizer in FIG3_OPTIMIZERS:
+            cell = next(
+                (
+                    c
+                    for c in table.cells
+                    if c.model == FIG3_MODEL and c.dataset == dataset and c.optimizer == optimizer
+                ),
+                None,
+            )
+            for run in cell.runs if cell else []:
+                if not run.lr_history:
+                    continue
+                curves.append(
+                    LrCurve(
+                        dataset=dataset,
+                        optimizer=optimizer,
+                        seed=run.seed,
+                        status=run.status,
+                        epochs=list(run.epoch_numbers),
+                        lrs=list(run.lr_history),
+                        alphas=list(run.alpha_history),
+                        momentum=list(run.momentum_history),
+                        switch_epochs=alpha_switch_epochs(run.epoch_numbers, run.alpha_history),
+                    )
+                )
+    return curves
+
+
+def render_fig3_csv(curves: Sequence[LrCurve]) -> str:
+    """The plotted data, one row per (run, epoch)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(FIG3_CSV_COLUMNS)
+    for curve in curves:
+        for index, epoch in enumerate(curve.epochs):
+            lr = curve.lrs[index]
+            alpha = curve.alphas[index]
+            momentum = curve.momentum[index]
+            writer.writerow(
+                [
+                    curve.dataset,
+                    FIG3_MODEL,
+                    curve.optimizer,
+                    "" if curve.seed is None else curve.seed,
+                    curve.status,
+                    epoch,
+                    "" if lr is None else repr(lr),
+                    "" if alpha is None else repr(alpha),
+                    "" if momentum is None else str(bool(momentum)).lower(),
+                    str(epoch in curve.switch_epochs).lower(),
+                ]
+            )
+    return buffer.getvalue()
+
+
+def _switch_label(curve: LrCurve, epoch: int) -> str:
+    """``alpha switch (1e-4 → 0.5)`` with the alphas actually logged around ``epoch``."""
+    index = curve.epochs.index(epoch)
+    before = [alpha for alpha in curve.alphas[:index] if alpha is not None]
+    after = curve.alphas[index]
+    if before and after is not None:
+        return f"alpha switch ({before[-1]:g} → {after:g})"
+    return "alpha switch"
+
+
+def _plot(curves: Sequence[LrCurve]) -> plt.Figure:
+    figure, axes = plt.subplots(1, len(FIG3_DATASETS), figsize=(10, 4), sharey=False)
+    several_seeds = len({curve.seed for curve in curves}) > 1
+    for axis, dataset in zip(axes, FIG3_DATASETS, strict=True):
+        panel = [curve for curve in curves if curve.dataset == dataset]
+        switch_labelled = False
+        for curve in panel:
+            points = [
+                (epoch, lr)
+                for epoch, lr in zip(curve.epochs, curve.lrs, strict=True)
+                if lr is not None and lr > 0  # a log axis cannot show 0
+            ]
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            label = OPTIMIZER_LABELS[curve.optimizer]
+            if several_seeds:
+                label += f" (seed {curve.seed})"
+            if curve.status != "finished":
+                label += f" [{curve.status}]"
+            colour = _COLOURS.get(curve.optimizer)
+            axis.plot(xs, ys, marker=".", color=colour, label=label)
+            by_epoch = dict(points)
+            for epoch in curve.switch_epochs:
+                if epoch not in by_epoch:
+                    continue
+                axis.axvline(epoch, color=colour, linestyle=":", linewidth=1)
+                axis.plot(
+                    [epoch],
+                    [by_epoch[epoch]],
+                    marker="v",
+                    markersize=9,
+                    color=colour,
+                    linestyle="none",
+                    label=None if switch_labelled else _switch_label(curve, epoch),
+                )
+                switch_labelled = True
+        axis.set_yscale("log")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        absent = [
+            OPTIMIZER_LABELS[name]
+            for name in FIG3_OPTIMIZERS
+            if not any(curve.optimizer == name for curve in panel)
+        ]
+        if panel and absent:
+            axis.text(
+                0.02,
+                0.02,
+                "missing: " + ", ".join(absent),
+                transform=axis.transAxes,
+                fontsize=8,
+                color="tab:red",
+            )
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("learning rate chosen by the search")
+        axis.set_title(f"ResNet18, {DATASET_LABELS[dataset]}")
+        axis.grid(True, which="both", alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+        else:
+            axis.text(
+                0.5,
+                0.5,
+                "missing: no MBT-MMT/NAG run",
+                transform=axis.transAxes,
+                ha="center",
+                va="center",
+            )
+    figure.suptitle("Figure 3: learning rate per epoch of MBT-MMT and MBT-NAG")
+    figure.tight_layout()
+    return figure
+
+
+def write_fig3(
+    runs: Sequence[RunRecord], out_dir: str | Path, paper_csv: str | None = None
+) -> list[Path]:
+    """Write ``fig3.png``, ``fig3.pdf`` and ``fig3.csv`` (the plotted data) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = fig3_curves(runs, paper_csv)
+    figure = _plot(curves)
+    written = []
+    try:
+        for suffix in (".png", ".pdf"):
+            path = out / f"fig3{suffix}"
+            # Save next to the target then rename, so a reader never sees half a file.
+            temporary = out / f".fig3{suffix}.tmp{suffix}"
+            figure.savefig(temporary, dpi=150)
+            temporary.replace(path)
+            written.append(path)
+    finally:
+        plt.close(figure)
+    csv_path = out / "fig3.csv"
+    atomic_write_text(csv_path, render_fig3_csv(curves))
+    written.append(csv_path)
+    return written

@@ -1,0 +1,301 @@
+"""Discover run folders and read what each one says about itself.
+
+A run folder is any directory holding ``summary.json``, ``metrics.jsonl`` or ``config.yaml``
+(written by the training code). The identity of a run comes from ``summary.json`` when the run
+ended, otherwise from ``config.yaml``; the folder path (``.../lr=<lr>/bs=<bs>/seed=<seed>``) is
+only a last resort, so renamed or moved folders still report correctly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bgd_experiments.io import read_json, read_jsonl
+
+SUMMARY_FILE = "summary.json"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE)
+
+# Statuses a summary may carry; a folder without a summary is "incomplete".
+ENDED_STATUSES = ("finished", "stopped_early", "diverged")
+INCOMPLETE = "incomplete"
+
+
+@dataclass
+class RunRecord:
+    """Everything the report needs from one run folder."""
+
+    path: Path
+    task: str  # "train" or "search"
+    dataset: str | None
+    model: str | None
+    optimizer: str | None
+    lr: float | None  # constant rate, or the start rate of an MBT search
+    batch_size: int | None
+    seed: int | None
+    status: str  # finished | stopped_early | diverged | incomplete
+    best_test_acc: float | None = None
+    best_epoch: int | None = None
+    final_test_acc: float | None = None
+    best_val_acc: float | None = None
+    test_acc_at_best_val: float | None = None
+    found_lr: float | None = None
+    epochs: int | None = None  # configured
+    epochs_completed: int = 0
+    width: float | None = None
+    train_subset: int | None = None
+    augment: str | bool | None = None  # augmentation name ("paper", "none") or a flag
+    budget: str | None = None
+    data_source: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    wall_time: float | None = None
+    lr_history: list[float | None] = field(default_factory=list)
+    alpha_history: list[float | None] = field(default_factory=list)
+    momentum_history: list[bool | None] = field(default_factory=list)
+    epoch_numbers: list[int] = field(default_factory=list)
+    has_val: bool = False
+
+    @property
+    def ended(self) -> bool:
+        """True once the run wrote its summary (finished, stopped early or diverged)."""
+        return self.status in ENDED_STATUSES
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    # Hydra keeps its own config.yaml under ".hydra/"; such folders are not runs.
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def find_run_dirs(results_dir: str | Path) -> list[Path]:
+    """Every non-hidden folder under ``results_dir`` that holds one of the run files, sorted."""
+    root = Path(results_dir)
+    found = []
+    for current, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
+        current_path = Path(current)
+        if _is_hidden(current_path, root):
+            continue
+        if any(name in filenames for name in RUN_FILES):
+            found.append(current_path)
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- config lookup
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are kept whole)."""
+    flat: dict[str, Any] = {}
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, Mapping):
+                flat.update(_flatten(value, dotted))
+            else:
+                flat[dotted] = value
+    return flat
+
+
+def _lookup(flat: Mapping[str, Any], candidates: Iterable[str]) -> Any:
+    """First value whose dotted key equals a candidate, or ends with ``.<candidate>``."""
+    candidates = list(candidates)
+    for candidate in candidates:
+        if flat.get(candidate) is not None:
+            return flat[candidate]
+    for candidate in candidates:
+        for key, value in flat.items():
+            if value is not None and key.endswith("." + candidate):
+                return value
+    return None
+
+
+def _name_of(flat: Mapping[str, Any], group: str) -> str | None:
+    """The chosen option of a config group: ``group: cifar10`` or ``group: {name: cifar10}``."""
+    value = _lookup(flat, [f"run.{group}", group, f"{group}.name", f"{group}.id"])
+    return str(value).lower() if value is not None else None
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _as_int(value: Any) -> int | None:
+    number = _as_float(value)
+    return int(number) if number is not None else None
+
+
+def _from_path(path: Path) -> dict[str, Any]:
+    """Identity parsed from ``.../<dataset>/<model>/<optimizer>/lr=../bs=../seed=..``."""
+    parts = path.parts
+    identity: dict[str, Any] = {"task": "search" if "search" in parts else None}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep:
+            continue
+        if key == "lr":
+            identity["lr"] = _as_float(value)
+        elif key in ("bs", "batch_size"):
+            identity["batch_size"] = _as_int(value)
+        elif key == "seed":
+            identity["seed"] = _as_int(value)
+    lr_index = next((i for i, part in enumerate(parts) if part.startswith("lr=")), None)
+    if lr_index is not None and lr_index >= 3:
+        identity["dataset"], identity["model"], identity["optimizer"] = parts[
+            lr_index - 3 : lr_index
+        ]
+    return identity
+
+
+def _identity_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    flat = _flatten(config)
+    return {
+        "task": _lookup(flat, ["run.task", "task"]),
+        "dataset": _name_of(flat, "dataset"),
+        "model": _name_of(flat, "model"),
+        "optimizer": _name_of(flat, "optimizer"),
+        "lr": _as_float(_lookup(flat, ["run.lr", "optimizer.lr", "lr", "start_lr"])),
+        "batch_size": _as_int(_lookup(flat, ["run.batch_size", "batch_size"])),
+        "seed": _as_int(_lookup(flat, ["run.seed", "seed"])),
+        "epochs": _as_int(_lookup(flat, ["run.epochs", "epochs"])),
+        "width": _as_float(_lookup(flat, ["run.width", "model.width", "width"])),
+        "train_subset": _as_int(_lookup(flat, ["run.train_subset", "train_subset"])),
+        "augment": _lookup(flat, ["run.augment", "augment"]),
+        "budget": _name_of(flat, "budget"),
+        "data_source": _lookup(flat, ["run.data_source", "data_source"]),
+    }
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+# --------------------------------------------------------------------------- one folder
+
+
+def _best_from_metrics(metrics: list[dict[str, Any]], key: str) -> tuple[float | None, int | None]:
+    best_value: float | None = None
+    best_epoch: int | None = None
+    for record in metrics:
+        value = _as_float(record.get(key))
+        if value is not None and (best_value is None or value > best_value):
+            best_value, best_epoch = value, _as_int(record.get("epoch"))
+    return best_value, best_epoch
+
+
+def _one_record_per_epoch(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Epoch order, the last record of an epoch winning (a resumed run may log it twice)."""
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for index, record in enumerate(metrics):
+        epoch = _as_int(record.get("epoch"))
+        by_epoch[epoch if epoch is not None else index + 1] = record
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
+def read_run(path: str | Path) -> RunRecord | None:
+    """The record of one run folder, or None if the folder does not say what run it is."""
+    folder = Path(path)
+    summary_path = folder / SUMMARY_FILE
+    summary: dict[str, Any] = {}
+    if summary_path.exists():
+        try:
+            loaded = read_json(summary_path)
+            summary = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            summary = {}  # a summary that cannot be read counts as not written
+    config = _read_config(folder / CONFIG_FILE) if (folder / CONFIG_FILE).exists() else {}
+    metrics = read_jsonl(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else []
+    metrics = _one_record_per_epoch(metrics)
+
+    # Summary first, then the config, then the path: each fills what the previous lacks.
+    identity: dict[str, Any] = {}
+    for source in (summary.get("run") or {}, _identity_from_config(config), _from_path(folder)):
+        for key, value in source.items():
+            if identity.get(key) is None and value is not None:
+                identity[key] = value
+    if not (identity.get("dataset") and identity.get("model") and identity.get("optimizer")):
+        return None
+
+    status = str(summary["status"]) if summary.get("status") else INCOMPLETE
+    task = str(identity.get("task") or ("search" if "found_lr" in summary else "train"))
+
+    best_test_acc = _as_float(summary.get("best_test_acc"))
+    best_epoch = _as_int(summary.get("best_epoch"))
+    if not summary:
+        # An interrupted run: what it reached so far, marked incomplete by the tables.
+        best_test_acc, best_epoch = _best_from_metrics(metrics, "test_acc")
+    final_test_acc = _as_float(summary.get("final_test_acc"))
+    if final_test_acc is None and metrics:
+        final_test_acc = _as_float(metrics[-1].get("test_acc"))
+
+    search = summary.get("search") or {}
+    found_lr = _as_float(summary.get("found_lr"))
+    if found_lr is None:
+        found_lr = _as_float(search.get("lr"))
+
+    return RunRecord(
+        path=folder,
+        task=task,
+        dataset=str(identity["dataset"]).lower(),
+        model=str(identity["model"]).lower(),
+        optimizer=str(identity["optimizer"]).lower(),
+        lr=_as_float(identity.get("lr")),
+        batch_size=_as_int(identity.get("batch_size")),
+        seed=_as_int(identity.get("seed")),
+        status=status,
+        best_test_acc=best_test_acc,
+        best_epoch=best_epoch,
+        final_test_acc=final_test_acc,
+        best_val_acc=_as_float(summary.get("best_val_acc")),
+        test_acc_at_best_val=_as_float(summary.get("test_acc_at_best_val")),
+        found_lr=found_lr,
+        epochs=_as_int(identity.get("epochs")),
+        epochs_completed=_as_int(summary.get("epochs_completed")) or len(metrics),
+        width=_as_float(identity.get("width")),
+        train_subset=_as_int(identity.get("train_subset")),
+        augment=identity.get("augment"),
+        budget=str(identity["budget"]) if identity.get("budget") is not None else None,
+        data_source=(
+            str(identity["data_source"]) if identity.get("data_source") is not None else None
+        ),
+        git_commit=summary.get("git_commit"),
+        git_dirty=summary.get("git_dirty"),
+        wall_time=_as_float(summary.get("wall_time")),
+        lr_history=[_as_float(record.get("lr")) for record in metrics],
+        alpha_history=[_as_float(record.get("search_alpha")) for record in metrics],
+        momentum_history=[record.get("momentum_enabled") for record in metrics],
+        epoch_numbers=[
+            _as_int(record.get("epoch")) or index + 1 for index, record in enumerate(metrics)
+        ],
+        has_val=any("val_acc" in record for record in metrics) or "best_val_acc" in summary,
+    )
+
+
+def scan_runs(results_dir: str | Path) -> list[RunRecord]:
+    """Read every run folder under ``results_dir`` (recursively), sorted by path.
+
+    Folders that hold run files but no recognisable identity (no dataset, model or optimizer
+    anywhere) are skipped; everything else is returned, interrupted runs included.
+    """
+    records = []
+    for folder in find_run_dirs(results_dir):
+        record = read_run(folder)
+        if record is not None:
+            records.append(record)
+    return records

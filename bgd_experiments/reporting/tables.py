@@ -1,0 +1,491 @@
+"""Build the paper's Tables 1-3 from run records, with the published value beside each cell.
+
+Every cell of the paper's grid appears exactly once, whether or not a run exists for it:
+"missing" (no run folder), "incomplete" (a run folder without a summary), "diverged" (the run
+reported divergence; its accuracy, if any, is still shown) or "finished" (the run ended
+normally, stopped early by the plateau rule included). Several seeds of one cell are averaged
+(mean, sample standard deviation, n).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bgd_experiments.reporting.paper import (
+    BASELINE_OPTIMIZERS,
+    MBT_OPTIMIZERS,
+    OPTIMIZER_LABELS,
+    TABLE1_BATCH_SIZES,
+    PaperCell,
+    format_rate,
+    paper_cells,
+    same_rate,
+)
+from bgd_experiments.reporting.runs import INCOMPLETE, RunRecord
+
+FINISHED = "finished"
+DIVERGED = "diverged"
+MISSING = "missing"
+CELL_STATUSES = (FINISHED, DIVERGED, INCOMPLETE, MISSING)
+
+# Table 1's claim: the found rate is "nearly independent" of the start. We call a batch size
+# consistent with it when the found rates over the 9 start rates (which span 8 decades) stay
+# within this factor of each other; the paper's own spreads are at most about 1.4.
+NEARLY_INDEPENDENT_MAX_RATIO = 2.0
+CIFAR_TRAIN_SIZE = 50_000
+
+
+@dataclass
+class Cell:
+    """One cell of a paper table: the published value and what our runs give for it."""
+
+    table: int
+    dataset: str
+    model: str
+    optimizer: str
+    batch_size: int
+    start_lr: float  # the paper's start rate for this cell
+    metric: str  # "found_lr" or "best_test_acc"
+    paper: float | None
+    status: str = MISSING
+    ours: float | None = None  # mean over the runs that give a value
+    std: float | None = None  # sample std over seeds, None for n < 2
+    n: int = 0  # number of runs in ``ours``
+    n_runs: int = 0
+    n_finished: int = 0
+    n_diverged: int = 0
+    n_incomplete: int = 0
+    start_lr_used: float | None = None  # the start rate of the runs used (MBT may differ)
+    clean: float | None = None  # test accuracy at the best validation epoch (clean protocol)
+    clean_std: float | None = None
+    clean_n: int = 0
+    runs: list[RunRecord] = field(default_factory=list, repr=False)
+
+    @property
+    def diff(self) -> float | None:
+        """Ours minus the paper (same unit as the metric), None if either side is absent."""
+        if self.ours is None or self.paper is None:
+            return None
+        return self.ours - self.paper
+
+    @property
+    def ratio(self) -> float | None:
+        """Ours divided by the paper, None if either side is absent or the paper's value is 0."""
+        if self.ours is None or not self.paper:
+            return None
+        return self.ours / self.paper
+
+
+@dataclass
+class Table:
+    """A built table: its cells in the paper's order plus plain-language findings."""
+
+    number: int
+    title: str
+    metric: str
+    cells: list[Cell]
+    findings: list[str] = field(default_factory=list)
+    spreads: list[dict[str, object]] = field(default_factory=list)  # Table 1 only
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        """All run records used by any cell (each once)."""
+        seen: dict[str, RunRecord] = {}
+        for cell in self.cells:
+            for run in cell.runs:
+                seen.setdefault(str(run.path), run)
+        return list(seen.values())
+
+    def status_counts(self) -> dict[str, int]:
+        """How many cells are finished / diverged / incomplete / missing."""
+        counts = dict.fromkeys(CELL_STATUSES, 0)
+        for cell in self.cells:
+            counts[cell.status] += 1
+        return counts
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std
+
+
+def _fill_cell(cell: Cell, runs: list[RunRecord], value_of: Callable[[RunRecord], float | None]):
+    """Aggregate ``runs`` into ``cell`` (status, mean, std, n, counts)."""
+    cell.runs = sorted(runs, key=lambda run: (run.seed is None, run.seed, str(run.path)))
+    cell.n_runs = len(runs)
+    cell.n_finished = sum(run.status in ("finished", "stopped_early") for run in runs)
+    cell.n_diverged = sum(run.status == DIVERGED for run in runs)
+    cell.n_incomplete = sum(run.status == INCOMPLETE for run in runs)
+    if not runs:
+        cell.status = MISSING
+        return
+    if cell.n_incomplete:
+        cell.status = INCOMPLETE
+    elif cell.n_diverged:
+        cell.status = DIVERGED
+    else:
+        cell.status = FINISHED
+    # Ended runs give the value; an interrupted run's best-so-far is shown only when no run of
+    # the cell has ended (the status then says "incomplete").
+    ended = [run for run in runs if run.ended]
+    source = ended if any(value_of(run) is not None for run in ended) else runs
+    values = [v for v in (value_of(run) for run in source) if v is not None]
+    cell.ours, cell.std = _mean_std(values)
+    cell.n = len(values)
+    clean_values = [
+        run.test_acc_at_best_val for run in source if run.test_acc_at_best_val is not None
+    ]
+    cell.clean, cell.clean_std = _mean_std(clean_values)
+    cell.clean_n = len(clean_values)
+    start_rates = sorted({run.lr for run in runs if run.lr is not None})
+    cell.start_lr_used = start_rates[0] if len(start_rates) == 1 else None
+
+
+def _prefer(runs: list[RunRecord], matches: Callable[[RunRecord], bool]) -> list[RunRecord]:
+    """The runs that match, if any do; otherwise all of them."""
+    preferred = [run for run in runs if matches(run)]
+    return preferred or runs
+
+
+def _pick_start_rate_group(runs: list[RunRecord], paper_rate: float) -> list[RunRecord]:
+    """For MBT cells the start rate only seeds the search: use the paper's if run, else the
+    start rate with the most runs (ties: closest to the paper's, in decades)."""
+    if not runs:
+        return runs
+    exact = [run for run in runs if same_rate(run.lr, paper_rate)]
+    if exact:
+        return exact
+    groups: dict[float | None, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(run.lr, []).append(run)
+
+    def rank(rate: float | None) -> tuple[int, float]:
+        distance = abs(math.log10(rate) - math.log10(paper_rate)) if rate else math.inf
+        return (-len(groups[rate]), distance)
+
+    return groups[min(groups, key=rank)]
+
+
+def _is_search(run: RunRecord) -> bool:
+    return run.task == "search"
+
+
+def _training_runs(runs: Sequence[RunRecord], paper: PaperCell) -> list[RunRecord]:
+    """Training runs of the paper cell's dataset/model/optimizer (any start rate)."""
+    matching = [
+        run
+        for run in runs
+        if not _is_search(run)
+        and run.dataset == paper.dataset
+        and run.model == paper.model
+        and run.optimizer == paper.optimizer
+    ]
+    # The paper trains at batch 200; a budget may change it, so fall back to whatever ran.
+    return _prefer(matching, lambda run: run.batch_size == paper.batch_size)
+
+
+def _best_test_acc(run: RunRecord) -> float | None:
+    return run.best_test_acc
+
+
+def _found_lr(run: RunRecord) -> float | None:
+    return run.found_lr
+
+
+def _new_cell(paper: PaperCell) -> Cell:
+    return Cell(
+        table=paper.table,
+        dataset=paper.dataset,
+        model=paper.model,
+        optimizer=paper.optimizer,
+        batch_size=paper.batch_size,
+        start_lr=paper.start_lr,
+        metric=paper.metric,
+        paper=paper.value,
+    )
+
+
+def _fmt_acc(value: float) -> str:
+    return f"{value:.2f}"
+
+
+# --------------------------------------------------------------------------- Table 1
+
+
+def build_table1(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Table:
+    """Table 1: the lr found by the MBT search (ResNet18, CIFAR-10), 7 batch sizes x 9 starts."""
+    cells = []
+    for paper in paper_cells(1, paper_csv):
+        cell = _new_cell(paper)
+        matching = [
+            run
+            for run in runs
+            if _is_search(run)
+            and run.dataset == paper.dataset
+            and run.model == paper.model
+            and run.batch_size == paper.batch_size
+            and same_rate(run.lr, paper.start_lr)
+        ]
+        _fill_cell(cell, matching, _found_lr)
+        cells.append(cell)
+    table = Table(
+        1, "Learning rate found by the MBT search (ResNet18, CIFAR-10)", "found_lr", cells
+    )
+    table.spreads = _table1_spreads(cells)
+    table.findings = _table1_findings(table)
+    return table
+
+
+def _spread(values: list[float]) -> tuple[float | None, float | None]:
+    """(max/min ratio, coefficient of variation = sample std / mean) of positive values."""
+    values = [value for value in values if value is not None and value > 0]
+    if len(values) < 2:
+        return None, None
+    return max(values) / min(values), statistics.stdev(values) / statistics.fmean(values)
+
+
+def _table1_spreads(cells: list[Cell]) -> list[dict[str, object]]:
+    spreads = []
+    batch_sizes = [size for size in TABLE1_BATCH_SIZES if any(c.batch_size == size for c in cells)]
+    for size in batch_sizes:
+        row = [cell for cell in cells if cell.batch_size == size]
+        ours = [cell.ours for cell in row if cell.ours is not None and cell.status != INCOMPLETE]
+        paper = [cell.paper for cell in row if cell.paper is not None]
+        ours_ratio, ours_cv = _spread(ours)
+        paper_ratio, paper_cv = _spread(paper)
+        spreads.append(
+            {
+                "batch_size": size,
+                "n_starts_ours": len(ours),
+                "n_starts_paper": len(paper),
+                "ours_max_min_ratio": ours_ratio,
+                "ours_cv": ours_cv,
+                "paper_max_min_ratio": paper_ratio,
+                "paper_cv": paper_cv,
+            }
+        )
+    return spreads
+
+
+def _table1_findings(table: Table) -> list[str]:
+    findings = []
+    paper_ratios = [s["paper_max_min_ratio"] for s in table.spreads if s["paper_max_min_ratio"]]
+    judged = [s for s in table.spreads if s["ours_max_min_ratio"] is not None]
+    if paper_ratios:
+        findings.append(
+            "Paper: across the 9 start rates (100 down to 1e-6) the found lr varies by a factor "
+            f"of {min(paper_ratios):.2f}-{max(paper_ratios):.2f} per batch size "
+            "(max/min), i.e. it is nearly independent of the start."
+        )
+    if not judged:
+        findings.append(
+            "Ours: no batch size has found rates for at least two start rates, so the claim "
+            "cannot be checked yet."
+        )
+        return findings
+    within = [s for s in judged if s["ours_max_min_ratio"] <= NEARLY_INDEPENDENT_MAX_RATIO]
+    details = ", ".join(
+        f"bs {s['batch_size']}: x{s['ours_max_min_ratio']:.2f} over {s['n_starts_ours']} starts"
+        for s in judged
+    )
+    if len(within) == len(judged):
+        verdict = "agrees with the paper: the found lr is nearly independent of the start"
+    elif within:
+        verdict = "agrees only partly with the paper"
+    else:
+        verdict = "disagrees with the paper: the found lr depends on the start"
+    judged_cells = sum(int(s["n_starts_ours"]) for s in judged)  # type: ignore[call-overload]
+    findings.append(
+        f"Ours ({details}; {judged_cells} of {len(table.cells)} cells): {len(within)} of "
+        f"{len(judged)} batch sizes stay within a factor "
+        f"{NEARLY_INDEPENDENT_MAX_RATIO:g}, so the reduced run {verdict}."
+    )
+    subsets = sorted({run.train_subset for run in table.runs if run.train_subset})
+    if subsets:
+        scales = ", ".join(f"x{math.sqrt(CIFAR_TRAIN_SIZE / subset):.2f}" for subset in subsets)
+        findings.append(
+            f"Our runs train on a subset of {', '.join(map(str, subsets))} images; the search "
+            f"rescales by sqrt(batch/N), so our rates are expected larger than the paper's by "
+            f"{scales} — compare the spreads, not the absolute rates."
+        )
+    return findings
+
+
+# --------------------------------------------------------------------------- Table 2
+
+
+def build_table2(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Table:
+    """Table 2: best test accuracy of 8 baselines x 9 constant rates and MBT from 1e-2."""
+    cells = []
+    for paper in paper_cells(2, paper_csv):
+        cell = _new_cell(paper)
+        candidates = _training_runs(runs, paper)
+        if paper.optimizer in MBT_OPTIMIZERS:
+            chosen = _pick_start_rate_group(candidates, paper.start_lr)
+        else:
+            chosen = [run for run in candidates if same_rate(run.lr, paper.start_lr)]
+        _fill_cell(cell, chosen, _best_test_acc)
+        cells.append(cell)
+    table = Table(
+        2, "Best test accuracy (%) of ResNet18 on CIFAR-10", "best_test_acc", cells, findings=[]
+    )
+    table.findings = table2_ranking(cells)
+    return table
+
+
+def _describe_ranking(
+    who: str, cells: list[Cell], value: Callable[[Cell], float | None], ours: bool
+) -> tuple[str, str | None]:
+    """One sentence for ``who`` and its verdict: "both", "one", "neither" or None (unknown).
+
+    For our runs only ended cells count (an interrupted run's best-so-far is not a result);
+    the paper's values all count.
+    """
+
+    def usable(cell: Cell) -> bool:
+        return value(cell) is not None and (not ours or cell.status in (FINISHED, DIVERGED))
+
+    baselines = [c for c in cells if c.optimizer in BASELINE_OPTIMIZERS and usable(c)]
+    best = max(baselines, key=lambda cell: value(cell) or 0.0) if baselines else None
+    mbt = {
+        cell.optimizer: cell
+        for cell in cells
+        if cell.optimizer in ("mbt_mmt", "mbt_nag") and usable(cell)
+    }
+    n_baselines = len(baselines)
+    total_baselines = sum(cell.optimizer in BASELINE_OPTIMIZERS for cell in cells)
+    with_noise = ours
+    if best is None:
+        return f"{who}: no finished baseline cell, the ranking cannot be judged.", None
+    best_value = value(best)
+    assert best_value is not None
+    text = (
+        f"{who}: best tuned baseline is {OPTIMIZER_LABELS[best.optimizer]} at lr "
+        f"{format_rate(best.start_lr)} with {_fmt_acc(best_value)}"
+    )
+    if with_noise and n_baselines < total_baselines:
+        text += f" (from {n_baselines} of {total_baselines} baseline cells)"
+    parts = []
+    winners = 0
+    for name in ("mbt_mmt", "mbt_nag"):
+        label = OPTIMIZER_LABELS[name]
+        cell = mbt.get(name)
+        if cell is None:
+            parts.append(f"{label} has no result")
+            continue
+        mbt_value = value(cell)
+        assert mbt_value is not None
+        gap = mbt_value - best_value
+        winners += gap > 0
+        note = ""
+        if with_noise:
+            noise = math.hypot(cell.std or 0.0, best.std or 0.0)
+            if noise > 0 and abs(gap) <= noise:
+                note = ", within seed noise"
+        parts.append(f"{label} {_fmt_acc(mbt_value)} ({gap:+.2f}{note})")
+    text += "; " + ", ".join(parts) + "."
+    if len(mbt) < 2:
+        return text, None
+    return text, ("both" if winners == 2 else "one" if winners == 1 else "neither")
+
+
+def table2_ranking(cells: list[Cell]) -> list[str]:
+    """Plain statements: best baseline cell vs MBT-MMT/NAG, in the paper and in our runs."""
+    paper_text, paper_verdict = _describe_ranking(
+        "Paper", cells, lambda cell: cell.paper, ours=False
+    )
+    ours_text, ours_verdict = _describe_ranking("Ours", cells, lambda cell: cell.ours, ours=True)
+    if ours_verdict is None:
+        conclusion = (
+            "The paper's claim that MBT-MMT and MBT-NAG beat the best tuned baselines cannot "
+            "be checked yet: a needed cell is missing, incomplete or has no accuracy."
+        )
+    elif ours_verdict == paper_verdict == "both":
+        conclusion = (
+            "The reduced run AGREES with the paper's claim: MBT-MMT and MBT-NAG both beat the "
+            "best tuned baseline."
+        )
+    elif ours_verdict == "one":
+        conclusion = (
+            "The reduced run PARTLY DISAGREES with the paper's claim: only one of MBT-MMT / "
+            "MBT-NAG beats the best tuned baseline."
+        )
+    else:
+        conclusion = (
+            "The reduced run DISAGREES with the paper's claim: neither MBT-MMT nor MBT-NAG "
+            "beats the best tuned baseline."
+            if ours_verdict == "neither"
+            else "The reduced run and the paper rank the optimizers differently."
+        )
+    return [paper_text, ours_text, conclusion]
+
+
+# --------------------------------------------------------------------------- Table 3
+
+
+def build_table3(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Table:
+    """Table 3: best test accuracy of MBT-MMT/NAG on 5 models x CIFAR-10/100."""
+    cells = []
+    for paper in paper_cells(3, paper_csv):
+        cell = _new_cell(paper)
+        chosen = _pick_start_rate_group(_training_runs(runs, paper), paper.start_lr)
+        _fill_cell(cell, chosen, _best_test_acc)
+        cells.append(cell)
+    table = Table(3, "Best test accuracy (%) of MBT-MMT and MBT-NAG", "best_test_acc", cells)
+    table.findings = _table3_findings(cells)
+    return table
+
+
+def _table3_findings(cells: list[Cell]) -> list[str]:
+    with_diff = [cell for cell in cells if cell.diff is not None and cell.status != INCOMPLETE]
+    findings = []
+    if with_diff:
+        mean_gap = statistics.fmean(cell.diff for cell in with_diff if cell.diff is not None)
+        findings.append(
+            f"Ours vs paper over {len(with_diff)} of {len(cells)} cells: mean difference "
+            f"{mean_gap:+.2f} points."
+        )
+    agree = total = 0
+    for cell in cells:
+        if cell.optimizer != "mbt_mmt":
+            continue
+        partner = next(
+            (
+                other
+                for other in cells
+                if other.optimizer == "mbt_nag"
+                and other.dataset == cell.dataset
+                and other.model == cell.model
+            ),
+            None,
+        )
+        if partner is None or None in (cell.ours, partner.ours, cell.paper, partner.paper):
+            continue
+        if INCOMPLETE in (cell.status, partner.status):
+            continue
+        total += 1
+        agree += (cell.ours >= partner.ours) == (cell.paper >= partner.paper)  # type: ignore[operator]
+    if total:
+        findings.append(
+            f"Which of MBT-MMT / MBT-NAG is better agrees with the paper in {agree} of {total} "
+            "model/dataset pairs."
+        )
+    if not findings:
+        findings.append("No finished Table-3 cell yet: nothing to compare with the paper.")
+    return findings
+
+
+TABLE_BUILDERS: dict[str, Callable[..., Table]] = {
+    "table1": build_table1,
+    "table2": build_table2,
+    "table3": build_table3,
+}

@@ -1,0 +1,450 @@
+"""Render built tables as Markdown, long-format CSV and booktabs LaTeX, each with provenance."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from bgd_experiments.io import atomic_write_text
+from bgd_experiments.reporting.paper import (
+    BASELINE_OPTIMIZERS,
+    DATASET_LABELS,
+    MBT_OPTIMIZERS,
+    MODEL_LABELS,
+    OPTIMIZER_LABELS,
+    START_RATES,
+    TABLE1_BATCH_SIZES,
+    TABLE3_DATASETS,
+    TABLE3_MODELS,
+    TABLE3_OPTIMIZERS,
+    format_rate,
+    same_rate,
+)
+from bgd_experiments.reporting.runs import INCOMPLETE, RunRecord
+from bgd_experiments.reporting.tables import (
+    CELL_STATUSES,
+    DIVERGED,
+    FINISHED,
+    MISSING,
+    Cell,
+    Table,
+)
+
+PAPER_PROTOCOL = (
+    "best test accuracy over epochs, as in the paper; test set also drives the plateau rule"
+)
+CLEAN_PROTOCOL = "clean protocol: test accuracy at the best validation epoch (separate grid)"
+SEARCH_PROTOCOL = (
+    "lr returned by one MBT search (alpha 1e-4, beta 0.5, k = 20 mini-batches) before "
+    "training, search only"
+)
+
+CSV_COLUMNS = (
+    "table",
+    "dataset",
+    "model",
+    "optimizer",
+    "batch_size",
+    "start_lr",
+    "start_lr_used",
+    "metric",
+    "status",
+    "ours",
+    "ours_std",
+    "n",
+    "paper",
+    "diff",
+    "ratio",
+    "n_runs",
+    "n_finished",
+    "n_diverged",
+    "n_incomplete",
+    "ours_clean",
+    "ours_clean_std",
+    "clean_n",
+    "seeds",
+)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _distinct(values: Iterable[object]) -> list[object]:
+    seen: list[object] = []
+    for value in values:
+        if value not in seen:
+            seen.append(value)
+    return seen
+
+
+def _join(values: Iterable[object], none_as: str = "unknown") -> str:
+    shown = [
+        none_as if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+        for value in _distinct(values)
+    ]
+    return ", ".join(shown) if shown else "none"
+
+
+def _none_last(value: object) -> tuple[bool, object]:
+    return (value is None, value if value is not None else 0)
+
+
+def _commits(runs: Sequence[RunRecord]) -> str:
+    labels = []
+    for run in runs:
+        if not run.git_commit:
+            continue
+        label = str(run.git_commit)[:10] + ("+dirty" if run.git_dirty else "")
+        labels.append(label)
+    return _join(sorted(set(labels))) if labels else "unknown"
+
+
+def provenance_line(table: Table) -> str:
+    """One line: budget, seeds, epochs, subset, width, data source, protocol, commits, counts."""
+    runs = sorted(table.runs, key=lambda run: str(run.path))
+    seeds = sorted({run.seed for run in runs if run.seed is not None})
+    counts = table.status_counts()
+    subsets = [run.train_subset for run in runs]
+    # Search-only runs record 0 epochs: they train nothing.
+    epochs = {run.epochs for run in runs if run.epochs}
+    # Interrupted runs carry no data source (it is written with the summary).
+    sources = {run.data_source for run in runs if run.data_source}
+    if table.metric == "found_lr":
+        protocol = SEARCH_PROTOCOL
+    else:
+        protocol = PAPER_PROTOCOL
+        if any(cell.clean is not None for cell in table.cells):
+            protocol += "; " + CLEAN_PROTOCOL
+    parts = [
+        f"budget {_join(sorted({run.budget or 'unknown' for run in runs}))}",
+        f"seeds {_join(seeds)}",
+        "epochs " + (_join(sorted(epochs)) if epochs else "n/a"),
+        "train subset " + _join(sorted(set(subsets), key=_none_last), none_as="all"),
+        f"width {_join(sorted({run.width for run in runs if run.width is not None}))}",
+        f"batch size {_join(sorted({run.batch_size for run in runs if run.batch_size}))}",
+        f"data source {_join(sorted(sources or {'unknown'}))}",
+        f"protocol: {protocol}",
+        f"git {_commits(runs)}",
+        "cells: " + ", ".join(f"{counts[status]} {status}" for status in CELL_STATUSES),
+    ]
+    return "Provenance: " + "; ".join(parts) + "."
+
+
+# --------------------------------------------------------------------------- cell text
+
+
+def format_value(value: float, metric: str) -> str:
+    """Accuracies with 2 decimals; learning rates with 4 decimals (or 3 significant digits)."""
+    if metric == "found_lr":
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 10 else f"{value:.3g}"
+    return f"{value:.2f}"
+
+
+def format_signed(value: float, metric: str) -> str:
+    text = format_value(abs(value), metric)
+    return ("-" if value < 0 else "+") + text
+
+
+def ours_text(cell: Cell, clean: bool = False) -> str:
+    """Our side of a cell: value (± std, n), or the status when there is no value, marked."""
+    if clean:
+        value, std, n = cell.clean, cell.clean_std, cell.clean_n
+    else:
+        value, std, n = cell.ours, cell.std, cell.n
+    if cell.status == MISSING:
+        return "missing"
+    if value is None:
+        # A run that ended normally but logged no validation data has nothing to show here.
+        return "no val data" if clean and cell.status == FINISHED else cell.status
+    text = format_value(value, cell.metric)
+    if std is not None:
+        text += f" ± {format_value(std, cell.metric)}"
+    if n > 1:
+        text += f" (n={n})"
+    if cell.status == DIVERGED:
+        text += (
+            " [diverged]"
+            if cell.n_diverged == cell.n_runs
+            else f" [{cell.n_diverged}/{cell.n_runs} diverged]"
+        )
+    elif cell.status == INCOMPLETE:
+        text += (
+            " [incomplete]"
+            if cell.n_incomplete == cell.n_runs
+            else f" [{cell.n_incomplete}/{cell.n_runs} incomplete]"
+        )
+    if cell.start_lr_used is not None and not same_rate(cell.start_lr_used, cell.start_lr):
+        text += f" [from {format_rate(cell.start_lr_used)}]"
+    return text
+
+
+def cell_text(cell: Cell) -> str:
+    """``ours / paper (ours - paper)``."""
+    paper = "—" if cell.paper is None else format_value(cell.paper, cell.metric)
+    text = f"{ours_text(cell)} / {paper}"
+    if cell.diff is not None:
+        text += f" ({format_signed(cell.diff, cell.metric)})"
+    return text
+
+
+# --------------------------------------------------------------------------- grids
+
+
+Grid = tuple[list[str], list[list[str]]]  # header, rows
+
+
+def _lookup_cell(cells: Sequence[Cell], **keys: object) -> Cell | None:
+    for cell in cells:
+        if all(
+            same_rate(getattr(cell, key), value)
+            if key == "start_lr"
+            else getattr(cell, key) == value
+            for key, value in keys.items()
+        ):
+            return cell
+    return None
+
+
+def _grid(table: Table, text_of: Callable[[Cell], str]) -> Grid:
+    cells = table.cells
+    if table.number == 1:
+        header = ["batch \\ start lr", *(format_rate(rate) for rate in START_RATES)]
+        rows = []
+        for size in TABLE1_BATCH_SIZES:
+            row = [str(size)]
+            for rate in START_RATES:
+                cell = _lookup_cell(cells, batch_size=size, start_lr=rate)
+                row.append(text_of(cell) if cell else "")
+            rows.append(row)
+        return header, rows
+    if table.number == 2:
+        header = ["optimizer \\ lr", *(format_rate(rate) for rate in START_RATES)]
+        rows = []
+        for name in (*BASELINE_OPTIMIZERS, *MBT_OPTIMIZERS):
+            row = [OPTIMIZER_LABELS[name]]
+            for rate in START_RATES:
+                cell = _lookup_cell(cells, optimizer=name, start_lr=rate)
+                row.append(text_of(cell) if cell else "")
+            rows.append(row)
+        return header, rows
+    header = ["model", "dataset", *(OPTIMIZER_LABELS[name] for name in TABLE3_OPTIMIZERS)]
+    rows = []
+    for model in TABLE3_MODELS:
+        for dataset in TABLE3_DATASETS:
+            row = [MODEL_LABELS[model], DATASET_LABELS[dataset]]
+            for name in TABLE3_OPTIMIZERS:
+                cell = _lookup_cell(cells, model=model, dataset=dataset, optimizer=name)
+                row.append(text_of(cell) if cell else "")
+            rows.append(row)
+    return header, rows
+
+
+def _spread_grid(table: Table) -> Grid:
+    header = ["batch", "ours max/min", "ours CV", "paper max/min", "paper CV", "starts (ours)"]
+    rows = []
+    for spread in table.spreads:
+
+        def show(key: str, spread: dict[str, object] = spread) -> str:
+            value = spread[key]
+            return "—" if value is None else f"{value:.2f}"  # type: ignore[str-format]
+
+        rows.append(
+            [
+                str(spread["batch_size"]),
+                show("ours_max_min_ratio"),
+                show("ours_cv"),
+                show("paper_max_min_ratio"),
+                show("paper_cv"),
+                f"{spread['n_starts_ours']}/{spread['n_starts_paper']}",
+            ]
+        )
+    return header, rows
+
+
+def _markdown_grid(grid: Grid) -> str:
+    header, rows = grid
+
+    def line(values: Sequence[str]) -> str:
+        return "| " + " | ".join(value.replace("|", "\\|") for value in values) + " |"
+
+    lines = [line(header), "|" + "|".join("---" for _ in header) + "|"]
+    lines += [line(row) for row in rows]
+    return "\n".join(lines)
+
+
+def _has_clean(table: Table) -> bool:
+    return any(cell.clean is not None for cell in table.cells)
+
+
+CELL_LEGEND = (
+    "Each cell: ours / paper (ours − paper). Ours is the mean ± sample std over seeds (n runs) "
+    "when there are several. Marks: `missing` = no run folder; `incomplete` = run interrupted "
+    "(value, if shown, is its best so far); `[diverged]` = the run diverged (value, if shown, "
+    "is its best before divergence); `[from X]` = MBT search started from X instead of the "
+    "paper's start rate."
+)
+
+
+def render_markdown(table: Table) -> str:
+    """The full Markdown document of a table: provenance line first, then grid and findings."""
+    parts = [
+        provenance_line(table),
+        "",
+        f"# Table {table.number}: {table.title}",
+        "",
+        CELL_LEGEND,
+        "",
+        _markdown_grid(_grid(table, cell_text)),
+    ]
+    if table.number == 1 and table.spreads:
+        parts += [
+            "",
+            "## Spread of the found lr across the 9 start rates",
+            "",
+            "max/min = largest found lr / smallest; CV = sample std / mean.",
+            "",
+            _markdown_grid(_spread_grid(table)),
+        ]
+    if _has_clean(table):
+        parts += [
+            "",
+            "## Clean protocol: test accuracy at the best validation epoch (ours only)",
+            "",
+            _markdown_grid(_grid(table, lambda cell: ours_text(cell, clean=True))),
+        ]
+    if table.findings:
+        parts += ["", "## Findings", "", *(f"- {finding}" for finding in table.findings)]
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def render_csv(table: Table) -> str:
+    """Long format: one row per paper cell with ours / paper / diff / n / status."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for cell in table.cells:
+        seeds = sorted({run.seed for run in cell.runs if run.seed is not None})
+        writer.writerow(
+            [
+                cell.table,
+                cell.dataset,
+                cell.model,
+                cell.optimizer,
+                cell.batch_size,
+                format_rate(cell.start_lr),
+                "" if cell.start_lr_used is None else f"{cell.start_lr_used:g}",
+                cell.metric,
+                cell.status,
+                _csv_number(cell.ours),
+                _csv_number(cell.std),
+                cell.n,
+                _csv_number(cell.paper),
+                _csv_number(cell.diff),
+                _csv_number(cell.ratio),
+                cell.n_runs,
+                cell.n_finished,
+                cell.n_diverged,
+                cell.n_incomplete,
+                _csv_number(cell.clean),
+                _csv_number(cell.clean_std),
+                cell.clean_n,
+                ";".join(str(seed) for seed in seeds),
+            ]
+        )
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- LaTeX
+
+_TEX_REPLACEMENTS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "_": r"\_",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "±": r"$\pm$",
+    "−": "-",
+    "—": "--",
+}
+
+
+def tex_escape(text: str) -> str:
+    """Escape LaTeX specials; ``±`` becomes ``$\\pm$``."""
+    return "".join(_TEX_REPLACEMENTS.get(char, char) for char in text)
+
+
+def _tex_grid(grid: Grid, label_columns: int = 1) -> list[str]:
+    header, rows = grid
+    columns = "l" * label_columns + "r" * (len(header) - label_columns)
+    lines = [
+        rf"\begin{{tabular}}{{{columns}}}",
+        r"\toprule",
+        " & ".join(tex_escape(value) for value in header) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(tex_escape(value) for value in row) + r" \\" for row in rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return lines
+
+
+def _label_columns(table: Table) -> int:
+    return 2 if table.number == 3 else 1
+
+
+def render_tex(table: Table) -> str:
+    """Booktabs tabular(s); provenance and findings as ``%`` comments so it can be \\input."""
+    lines = [
+        "% " + provenance_line(table),
+        f"% Table {table.number}: {table.title}",
+        "% " + CELL_LEGEND.replace("`", ""),
+        "% Needs \\usepackage{booktabs}.",
+        *_tex_grid(_grid(table, cell_text), _label_columns(table)),
+    ]
+    if table.number == 1 and table.spreads:
+        lines += [
+            "",
+            "% Spread of the found lr across start rates",
+            *_tex_grid(_spread_grid(table)),
+        ]
+    if _has_clean(table):
+        lines += [
+            "",
+            "% Clean protocol: test accuracy at the best validation epoch",
+            *_tex_grid(
+                _grid(table, lambda cell: ours_text(cell, clean=True)), _label_columns(table)
+            ),
+        ]
+    lines += [f"% {finding}" for finding in table.findings]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_table(table: Table, out_dir: str | Path) -> list[Path]:
+    """Write ``table<N>.md``, ``.csv`` and ``.tex`` into ``out_dir`` (atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"table{table.number}"
+    written = []
+    for suffix, text in (
+        (".md", render_markdown(table)),
+        (".csv", render_csv(table)),
+        (".tex", render_tex(table)),
+    ):
+        path = stem.with_suffix(suffix)
+        atomic_write_text(path, text)
+        written.append(path)
+    return written

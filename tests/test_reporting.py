@@ -1,0 +1,470 @@
+"""The report step against a fabricated golden set of run folders (tests/golden/results).
+
+Expected values are recomputed here from the golden summary/metrics files and from the
+packaged paper CSV, never copied from the report's own output.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from bgd_experiments.reporting import (
+    build_table1,
+    build_table2,
+    build_table3,
+    render_markdown,
+    render_tex,
+    scan_runs,
+    write_fig3,
+    write_table,
+)
+from bgd_experiments.reporting.cli import main
+from bgd_experiments.reporting.runs import RunRecord
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).resolve().parent / "golden" / "results"
+PAPER_CSV = REPO / "bgd_experiments" / "reporting" / "paper_results.csv"
+SHARED_PAPER_CSV = Path(__file__).resolve().parents[2] / "shared" / "spec" / "paper_results.csv"
+
+# The golden cells and the status each must get (everything else of the grids: "missing").
+GOLDEN_TABLE2_STATUS = {
+    ("sgd", 0.1): "finished",
+    ("sgd", 10.0): "diverged",
+    ("adam", 100.0): "diverged",
+    ("mmt", 0.1): "incomplete",
+    ("nag", 0.1): "finished",
+    ("mbt_gd", 0.01): "finished",
+    ("mbt_mmt", 0.01): "finished",
+    ("mbt_nag", 0.01): "finished",
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _paper_values() -> dict[tuple[str, ...], float]:
+    """Published values keyed by (table, dataset, model, optimizer, batch, start rate)."""
+    values = {}
+    with open(PAPER_CSV) as handle:
+        for row in csv.DictReader(handle):
+            key = (
+                row["table"],
+                row["dataset"],
+                row["model"],
+                row["optimizer"],
+                row["batch_size"],
+                repr(float(row["start_lr"])),
+            )
+            values[key] = float(row["value"])
+    return values
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def _key(row: dict[str, str]) -> tuple[str, ...]:
+    return (
+        row["table"],
+        row["dataset"],
+        row["model"],
+        row["optimizer"],
+        row["batch_size"],
+        repr(float(row["start_lr"])),
+    )
+
+
+def _golden_summaries(**identity: object) -> list[dict]:
+    """Summaries of the golden runs whose ``run`` block matches ``identity``."""
+    found = []
+    for path in sorted(GOLDEN.rglob("summary.json")):
+        summary = json.loads(path.read_text())
+        run = summary["run"]
+        if all(
+            math.isclose(run[key], value) if isinstance(value, float) else run[key] == value
+            for key, value in identity.items()
+        ):
+            found.append(summary)
+    return found
+
+
+def _float(text: str) -> float | None:
+    return float(text) if text else None
+
+
+@pytest.fixture(scope="module")
+def runs() -> list[RunRecord]:
+    return scan_runs(GOLDEN)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert main(["all", "--results-dir", str(GOLDEN), "--out", str(out)]) == 0
+    return out
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+def test_scan_finds_every_run_and_skips_hydra_decoy(runs: list[RunRecord]) -> None:
+    run_folders = {
+        path.parent
+        for name in ("summary.json", "metrics.jsonl", "config.yaml")
+        for path in GOLDEN.rglob(name)
+        if ".hydra" not in path.parts
+    }
+    assert len(runs) == len(run_folders) == 17
+    assert all(".hydra" not in run.path.parts for run in runs)
+    assert sum(run.task == "search" for run in runs) == 5
+
+
+def test_identity_comes_from_files_not_path(runs: list[RunRecord]) -> None:
+    interrupted = next(run for run in runs if run.path.name == "mmt_run")
+    # Identity from config.yaml (the path says nothing), torn last metrics line ignored.
+    assert (interrupted.dataset, interrupted.model, interrupted.optimizer) == (
+        "cifar10",
+        "resnet18",
+        "mmt",
+    )
+    assert interrupted.lr == pytest.approx(0.1)
+    assert interrupted.batch_size == 200
+    assert interrupted.status == "incomplete"
+    assert interrupted.epochs_completed == 2
+    metrics = (interrupted.path / "metrics.jsonl").read_text().splitlines()
+    complete = [json.loads(line) for line in metrics[:2]]
+    assert interrupted.best_test_acc == max(record["test_acc"] for record in complete)
+
+    moved = next(run for run in runs if run.path.name == "nag_run")
+    summary = json.loads((moved.path / "summary.json").read_text())
+    assert moved.optimizer == summary["run"]["optimizer"] == "nag"
+    assert moved.status == "stopped_early"
+    assert moved.test_acc_at_best_val == summary["test_acc_at_best_val"]
+
+
+def test_config_only_folder_is_incomplete(tmp_path: Path) -> None:
+    folder = tmp_path / "runs" / "started"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(
+        "dataset: {name: cifar10}\nmodel: {name: resnet18}\n"
+        "optimizer: {name: adamax, lr: 0.001}\ntrainer: {batch_size: 200}\nseed: 3\n"
+    )
+    (record,) = scan_runs(tmp_path)
+    assert (record.optimizer, record.seed, record.status) == ("adamax", 3, "incomplete")
+    table = build_table2([record])
+    cell = next(c for c in table.cells if c.optimizer == "adamax" and c.start_lr == 1e-3)
+    assert cell.status == "incomplete" and cell.ours is None
+    assert "incomplete / 91.99" in render_markdown(table)
+
+
+# --------------------------------------------------------------------------- Table 2
+
+
+def test_table2_csv_cells_paper_values_and_differences(report_dir: Path) -> None:
+    rows = _csv_rows(report_dir / "table2.csv")
+    paper = _paper_values()
+    expected_keys = [key for key in paper if key[0] == "2"]
+    assert [_key(row) for row in rows] == expected_keys  # every paper cell, paper's order
+
+    for row in rows:
+        assert float(row["paper"]) == paper[_key(row)]
+        ours = _float(row["ours"])
+        if ours is None:
+            assert row["diff"] == ""
+        else:
+            assert float(row["diff"]) == pytest.approx(ours - float(row["paper"]))
+        golden_status = GOLDEN_TABLE2_STATUS.get((row["optimizer"], float(row["start_lr"])))
+        assert row["status"] == (golden_status or "missing")
+        if row["status"] == "missing":
+            assert row["ours"] == "" and row["n"] == "0"
+
+
+def test_table2_two_seeds_give_mean_std_n(report_dir: Path) -> None:
+    rows = _csv_rows(report_dir / "table2.csv")
+    row = next(r for r in rows if r["optimizer"] == "sgd" and float(r["start_lr"]) == 0.1)
+    accs = [s["best_test_acc"] for s in _golden_summaries(optimizer="sgd", lr=0.1)]
+    assert len(accs) == 2
+    assert float(row["ours"]) == pytest.approx(statistics.fmean(accs))
+    assert float(row["ours_std"]) == pytest.approx(statistics.stdev(accs))
+    assert row["n"] == "2" and row["seeds"] == "0;1"
+    md = (report_dir / "table2.md").read_text()
+    shown = f"{statistics.fmean(accs):.2f} ± {statistics.stdev(accs):.2f} (n=2)"
+    assert shown in md
+
+
+def test_table2_diverged_and_incomplete_are_marked(report_dir: Path) -> None:
+    rows = {(r["optimizer"], float(r["start_lr"])): r for r in _csv_rows(report_dir / "table2.csv")}
+    (sgd10,) = _golden_summaries(optimizer="sgd", lr=10.0)
+    assert rows[("sgd", 10.0)]["status"] == "diverged"
+    assert float(rows[("sgd", 10.0)]["ours"]) == sgd10["best_test_acc"]
+    assert rows[("adam", 100.0)]["status"] == "diverged"
+    assert rows[("adam", 100.0)]["ours"] == ""  # diverged without an accuracy: no value
+    assert rows[("mmt", 0.1)]["status"] == "incomplete"
+    assert rows[("mmt", 0.1)]["n_incomplete"] == "1"
+
+    md = (report_dir / "table2.md").read_text()
+    assert f"{sgd10['best_test_acc']:.2f} [diverged] / " in md
+    assert "| diverged / 10.00 |" in md  # Adam at 100, no accuracy
+    assert "[incomplete] / 92.28" in md  # MMT at 1e-1, best so far
+    assert md.count("missing /") == sum(r["status"] == "missing" for r in rows.values())
+
+
+def test_provenance_line_counts_cells(report_dir: Path) -> None:
+    rows = _csv_rows(report_dir / "table2.csv")
+    counts = {
+        status: sum(r["status"] == status for r in rows)
+        for status in ("finished", "diverged", "incomplete", "missing")
+    }
+    for suffix, prefix in (("md", "Provenance: "), ("tex", "% Provenance: ")):
+        first = (report_dir / f"table2.{suffix}").read_text().splitlines()[0]
+        assert first.startswith(prefix)
+        for status, count in counts.items():
+            assert f"{count} {status}" in first
+        for fragment in ("budget smoke", "seeds 0, 1", "epochs 6", "train subset 1000"):
+            assert fragment in first
+        assert "best test accuracy over epochs, as in the paper" in first
+        assert "clean protocol" in first  # the golden NAG run has validation fields
+        assert "0123456789" in first  # git commit
+
+
+def test_table2_ranking_statement(runs: list[RunRecord]) -> None:
+    table = build_table2(runs)
+    paper_text, ours_text, conclusion = table.findings
+    # Paper: best baseline is NAG at 1e-1 (92.41); both MBT rows beat it.
+    paper = _paper_values()
+    baselines = {
+        key: value for key, value in paper.items() if key[0] == "2" and "mbt" not in key[3]
+    }
+    best_key = max(baselines, key=baselines.__getitem__)
+    assert f"{baselines[best_key]:.2f}" in paper_text
+    nag = next(r for r in runs if r.optimizer == "nag")
+    assert f"with {nag.best_test_acc:.2f}" in ours_text
+    assert "AGREES" in conclusion
+
+    # A run where MBT-NAG loses to the best baseline must be reported as disagreeing.
+    worse = [
+        dataclasses.replace(run, best_test_acc=nag.best_test_acc - 5)
+        if run.optimizer in ("mbt_nag", "mbt_mmt")
+        else run
+        for run in runs
+    ]
+    assert "DISAGREES" in build_table2(worse).findings[-1]
+    one_worse = [
+        dataclasses.replace(run, best_test_acc=nag.best_test_acc - 5)
+        if run.optimizer == "mbt_nag"
+        else run
+        for run in runs
+    ]
+    assert "PARTLY DISAGREES" in build_table2(one_worse).findings[-1]
+    without_mbt = [run for run in runs if run.optimizer != "mbt_mmt"]
+    assert "cannot be checked" in build_table2(without_mbt).findings[-1]
+
+
+def test_paper_ranking_does_not_depend_on_our_runs() -> None:
+    paper = _paper_values()
+    baselines = {k: v for k, v in paper.items() if k[0] == "2" and "mbt" not in k[3]}
+    best_key = max(baselines, key=baselines.__getitem__)
+    paper_text, ours_text, conclusion = build_table2([]).findings
+    assert best_key[3] == "nag"
+    assert f"NAG at lr 1e-1 with {baselines[best_key]:.2f}" in paper_text
+    for name in ("mbt_mmt", "mbt_nag"):
+        value = next(v for k, v in paper.items() if k[0] == "2" and k[3] == name)
+        assert f"{value:.2f} ({value - baselines[best_key]:+.2f})" in paper_text
+    assert "cannot be judged" in ours_text and "cannot be checked" in conclusion
+
+
+def test_seed_mix_of_finished_and_incomplete(runs: list[RunRecord]) -> None:
+    (finished,) = [r for r in runs if r.optimizer == "nag" and r.task == "train"]
+    pending = dataclasses.replace(
+        finished, seed=1, status="incomplete", best_test_acc=1.0, path=Path("/elsewhere")
+    )
+    table = build_table2([finished, pending])
+    cell = next(c for c in table.cells if c.optimizer == "nag" and c.start_lr == 0.1)
+    # Value from the ended run only; the cell still says a seed is pending.
+    assert (cell.status, cell.ours, cell.n, cell.n_runs) == (
+        "incomplete",
+        finished.best_test_acc,
+        1,
+        2,
+    )
+    assert "[1/2 incomplete]" in render_markdown(table)
+
+
+# --------------------------------------------------------------------------- Table 1
+
+
+def test_table1_found_lr_and_spread(report_dir: Path, runs: list[RunRecord]) -> None:
+    rows = _csv_rows(report_dir / "table1.csv")
+    paper = _paper_values()
+    assert [_key(row) for row in rows] == [key for key in paper if key[0] == "1"]
+    searches = _golden_summaries(task="search")
+    assert len(searches) == 5
+    for summary in searches:
+        row = next(
+            r
+            for r in rows
+            if int(r["batch_size"]) == summary["run"]["batch_size"]
+            and math.isclose(float(r["start_lr"]), summary["run"]["lr"])
+        )
+        assert row["status"] == "finished"
+        assert float(row["ours"]) == summary["found_lr"]
+        assert float(row["diff"]) == pytest.approx(summary["found_lr"] - float(row["paper"]))
+    assert sum(r["status"] == "missing" for r in rows) == 63 - 5
+
+    table = build_table1(runs)
+    for spread in table.spreads:
+        size = str(spread["batch_size"])
+        ours = [float(r["ours"]) for r in rows if r["batch_size"] == size and r["ours"]]
+        papers = [float(r["paper"]) for r in rows if r["batch_size"] == size]
+        assert spread["paper_max_min_ratio"] == pytest.approx(max(papers) / min(papers))
+        assert spread["paper_cv"] == pytest.approx(
+            statistics.stdev(papers) / statistics.fmean(papers)
+        )
+        if len(ours) >= 2:
+            assert spread["ours_max_min_ratio"] == pytest.approx(max(ours) / min(ours))
+        else:
+            assert spread["ours_max_min_ratio"] is None
+    md = (report_dir / "table1.md").read_text()
+    assert "## Spread of the found lr" in md
+    assert "nearly independent" in md
+
+
+# --------------------------------------------------------------------------- Table 3
+
+
+def test_table3_cells_and_start_rate_fallback(report_dir: Path) -> None:
+    rows = _csv_rows(report_dir / "table3.csv")
+    paper = _paper_values()
+    assert [_key(row) for row in rows] == [key for key in paper if key[0] == "3"]
+    by_key = {(r["model"], r["dataset"], r["optimizer"]): r for r in rows}
+    for summary in _golden_summaries(task="train"):
+        run = summary["run"]
+        key = (run["model"], run["dataset"], run["optimizer"])
+        if key not in by_key:
+            continue
+        row = by_key[key]
+        assert float(row["ours"]) == summary["best_test_acc"]
+        assert float(row["diff"]) == pytest.approx(summary["best_test_acc"] - float(row["paper"]))
+        assert float(row["start_lr_used"]) == pytest.approx(run["lr"])
+    assert sum(r["status"] == "finished" for r in rows) == 5
+    # ResNet18/CIFAR-10 was only run from 1e-2 (Table 2's start): used, and said so.
+    md = (report_dir / "table3.md").read_text()
+    assert md.count("[from 1e-2]") == 2
+
+
+# --------------------------------------------------------------------------- LaTeX
+
+
+def test_tex_is_booktabs(runs: list[RunRecord]) -> None:
+    tex = render_tex(build_table2(runs))
+    for command in (r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule", r"$\pm$"):
+        assert command in tex
+    body = [line for line in tex.splitlines() if line.endswith(r"\\")]
+    assert len(body) == 2 * (1 + 11)  # main grid and clean-protocol grid: header + 11 rows
+    assert all("±" not in line for line in body)
+
+
+# --------------------------------------------------------------------------- Figure 3
+
+
+def test_fig3_files_and_plotted_data(report_dir: Path, runs: list[RunRecord]) -> None:
+    assert (report_dir / "fig3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pdf = (report_dir / "fig3.pdf").read_bytes()
+    assert pdf[:5] == b"%PDF-" and b"%%EOF" in pdf[-32:]
+    rows = _csv_rows(report_dir / "fig3.csv")
+    plotted = {(r["dataset"], r["optimizer"]) for r in rows}
+    assert plotted == {(d, o) for d in ("cifar10", "cifar100") for o in ("mbt_mmt", "mbt_nag")}
+    for dataset, optimizer in plotted:
+        (run,) = [
+            r for r in runs if (r.dataset, r.model, r.optimizer) == (dataset, "resnet18", optimizer)
+        ]
+        metrics = [
+            json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()
+        ]
+        curve = [r for r in rows if (r["dataset"], r["optimizer"]) == (dataset, optimizer)]
+        assert [float(r["lr"]) for r in curve] == [m["lr"] for m in metrics]
+        switches = [
+            m["epoch"]
+            for previous, m in itertools.pairwise(metrics)
+            if m["search_alpha"] != previous["search_alpha"]
+        ]
+        assert len(switches) == 1
+        assert [int(r["epoch"]) for r in curve if r["alpha_switch"] == "true"] == switches
+
+
+def test_fig3_without_runs_still_draws_marked_empty_panels(tmp_path: Path) -> None:
+    written = write_fig3([], tmp_path)
+    assert {path.name for path in written} == {"fig3.png", "fig3.pdf", "fig3.csv"}
+    assert (tmp_path / "fig3.csv").read_text().count("\n") == 1  # header only
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_all_writes_into_results_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    results = tmp_path / "cpu"
+    shutil.copytree(GOLDEN, results)
+    assert main(["all", "--results-dir", str(results)]) == 0
+    out = capsys.readouterr().out
+    expected = [f"table{n}.{ext}" for n in (1, 2, 3) for ext in ("md", "csv", "tex")]
+    expected += ["fig3.png", "fig3.pdf", "fig3.csv"]
+    for name in expected:
+        assert (results / name).is_file()
+        assert str(results / name) in out
+    assert "# Table 2:" in out and "| SGD |" in out  # plain Markdown, not a tty
+    # The written reports are not mistaken for runs on the next scan.
+    assert len(scan_runs(results)) == len(scan_runs(GOLDEN))
+
+
+def test_cli_single_artefact(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["table3", "--results-dir", str(GOLDEN), "--out", str(tmp_path)]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "table3.csv",
+        "table3.md",
+        "table3.tex",
+    ]
+    assert "# Table 3:" in capsys.readouterr().out
+
+
+def test_cli_uses_rich_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert main(["table3", "--results-dir", str(GOLDEN), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Table 3:" in out
+    assert "| ResNet18 |" not in out  # rendered by rich, not the raw Markdown source
+
+
+def test_cli_missing_results_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    status = main(["table2", "--results-dir", str(tmp_path / "nope")])
+    assert status != 0
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
+
+
+def test_write_table_on_empty_results_marks_everything_missing(tmp_path: Path) -> None:
+    table = build_table3([])
+    write_table(table, tmp_path)
+    rows = _csv_rows(tmp_path / "table3.csv")
+    assert len(rows) == 20 and {r["status"] for r in rows} == {"missing"}
+    assert "20 missing" in (tmp_path / "table3.md").read_text().splitlines()[0]
+
+
+# --------------------------------------------------------------------------- paper data
+
+
+def test_packaged_paper_csv_matches_spec() -> None:
+    if not SHARED_PAPER_CSV.exists():
+        pytest.skip(f"{SHARED_PAPER_CSV} not present (spec lives outside the repo)")
+    assert PAPER_CSV.read_text() == SHARED_PAPER_CSV.read_text()
