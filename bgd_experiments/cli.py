@@ -22,9 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("bgd_experiments")
 
 # Absolute, so the installed `bgd-run` finds the configs from any working directory.
-CONFIG_DIR = Path(
-    os.environ.get("BGD_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf")
-)
+CONFIG_DIR = Path(os.environ.get("BGD_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf"))
 TASKS = ("train", "search", "functions", "fig2")
 
 
@@ -62,18 +60,22 @@ def validate(cfg: DictConfig) -> None:
         problems.append(
             f"dataset.test_subset must be null or >= {cfg.dataset.num_classes}, got {test_subset}"
         )
-    if cfg.trainer.device not in ("auto", "cpu", "cuda") and not str(
-        cfg.trainer.device
-    ).startswith("cuda:"):
+    if cfg.trainer.device not in ("auto", "cpu", "cuda") and not str(cfg.trainer.device).startswith(
+        "cuda:"
+    ):
         problems.append(f"trainer.device must be auto, cpu or cuda[:N], got {cfg.trainer.device!r}")
     if cfg.trainer.device.startswith("cuda") and not torch.cuda.is_available():
         problems.append(f"trainer.device={cfg.trainer.device} but no CUDA device is available")
     if cfg.trainer.protocol not in ("paper", "clean"):
         problems.append(f"trainer.protocol must be paper or clean, got {cfg.trainer.protocol!r}")
     if cfg.dataset.augment not in ("paper", "none", "flip_crop"):
-        problems.append(f"dataset.augment must be paper, flip_crop or none, got {cfg.dataset.augment!r}")
+        problems.append(
+            f"dataset.augment must be paper, flip_crop or none, got {cfg.dataset.augment!r}"
+        )
     if cfg.task == "search" and not str(cfg.optimizer.name).startswith("mbt_"):
-        problems.append(f"task=search needs an MBT optimizer (mbt_gd/mmt/nag), got {cfg.optimizer.name}")
+        problems.append(
+            f"task=search needs an MBT optimizer (mbt_gd/mmt/nag), got {cfg.optimizer.name}"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -115,8 +117,12 @@ def run_functions(cfg: DictConfig) -> dict[str, Any]:
 def _load_data(cfg: DictConfig, device: torch.device):
     from bgd_experiments import data
 
-    train = data.load_cifar(cfg.dataset.name, cfg.dataset.root, "train", download=cfg.dataset.download)
-    test = data.load_cifar(cfg.dataset.name, cfg.dataset.root, "test", download=cfg.dataset.download)
+    train = data.load_cifar(
+        cfg.dataset.name, cfg.dataset.root, "train", download=cfg.dataset.download
+    )
+    test = data.load_cifar(
+        cfg.dataset.name, cfg.dataset.root, "test", download=cfg.dataset.download
+    )
     val = None
     if cfg.trainer.protocol == "clean":
         train, val = data.split_validation(train, cfg.trainer.val_size, seed=cfg.seed)
@@ -132,8 +138,13 @@ def _eval_loader(dataset, cfg: DictConfig, device: torch.device) -> EvalBatches:
     from bgd_experiments.data import DeviceLoader
 
     loader = DeviceLoader(
-        dataset.images, dataset.labels, cfg.trainer.eval_batch_size,
-        shuffle=False, augment="none", seed=cfg.seed, device=device,
+        dataset.images,
+        dataset.labels,
+        cfg.trainer.eval_batch_size,
+        shuffle=False,
+        augment="none",
+        seed=cfg.seed,
+        device=device,
     )
     return EvalBatches(loader)
 
@@ -152,7 +163,9 @@ def describe_data_source(cfg: DictConfig) -> str:
     """Where the images came from, for the provenance line of the tables."""
     root = Path(cfg.dataset.root).expanduser()
     where = str(root.resolve()) if root.exists() else str(root)
-    return f"{cfg.dataset.name} from {where}" + (" (torchvision download)" if cfg.dataset.download else "")
+    return f"{cfg.dataset.name} from {where}" + (
+        " (torchvision download)" if cfg.dataset.download else ""
+    )
 
 
 def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
@@ -219,8 +232,13 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         data_source=describe_data_source(cfg),
     )
     train_loader = data.DeviceLoader(
-        train.images, train.labels, int(cfg.trainer.batch_size),
-        shuffle=True, augment=cfg.dataset.augment, seed=int(cfg.seed), device=device,
+        train.images,
+        train.labels,
+        int(cfg.trainer.batch_size),
+        shuffle=True,
+        augment=cfg.dataset.augment,
+        seed=int(cfg.seed),
+        device=device,
     )
     if cfg.task == "search":
         return _search_only(model, optimizer, train_loader, run_dir, identity, device)
@@ -245,12 +263,18 @@ def _search_only(model, optimizer, train_loader, run_dir: Path, identity, device
     from bgd_experiments.training.runs import SUMMARY_FILE
 
     result = optimizer.search(
-        model, torch.nn.CrossEntropyLoss(), search_batches(train_loader, 0),
+        model,
+        torch.nn.CrossEntropyLoss(),
+        search_batches(train_loader, 0),
         num_samples=train_loader.num_samples,
     )
     log.info(
         "search from lr %g found lr %.6g (%d trials, %.1fs, %s)",
-        identity.lr, result.lr, result.trials, result.wall_time, result.status,
+        identity.lr,
+        result.lr,
+        result.trials,
+        result.wall_time,
+        result.status,
     )
     summary = {
         "status": "finished" if result.status != "nonfinite" else "diverged",
@@ -272,8 +296,13 @@ def run_fig2b(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.trainer.device)
     train, _, _ = _load_data(cfg, device)
     loader = data.DeviceLoader(
-        train.images, train.labels, len(train.labels),
-        shuffle=False, augment="none", seed=int(cfg.seed), device=device,
+        train.images,
+        train.labels,
+        len(train.labels),
+        shuffle=False,
+        augment="none",
+        seed=int(cfg.seed),
+        device=device,
     )
     inputs, targets = next(iter(loader.epoch(0)))
     model = _build_model(cfg, device)

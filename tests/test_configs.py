@@ -34,8 +34,17 @@ def test_config_dir_is_absolute_and_complete():
         ["resnet18", "preactresnet18", "mobilenetv2", "senet18", "densenet121"]
     )
     assert set(OPTIONS["optimizer"]) == {
-        "sgd", "mmt", "nag", "adagrad", "adadelta", "rmsprop", "adam", "adamax",
-        "mbt_gd", "mbt_mmt", "mbt_nag",
+        "sgd",
+        "mmt",
+        "nag",
+        "adagrad",
+        "adadelta",
+        "rmsprop",
+        "adam",
+        "adamax",
+        "mbt_gd",
+        "mbt_mmt",
+        "mbt_nag",
     }
 
 
@@ -77,7 +86,9 @@ def test_momentum_variants_match_the_paper():
     ]:
         opt = compose_train(f"optimizer={name}").optimizer
         assert (opt.momentum, opt.nesterov, opt.search_every_epoch) == (
-            momentum, nesterov, every_epoch,
+            momentum,
+            nesterov,
+            every_epoch,
         )
         assert (opt.alpha, opt.beta, opt.num_batches) == (1e-4, 0.5, 20)
         assert opt.keep_search_steps is False and opt.plateau_rule == "authors_code"

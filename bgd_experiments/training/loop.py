@@ -147,7 +147,10 @@ def _search_record(result: SearchResult | None, optimizer: torch.optim.Optimizer
     record: dict[str, Any] = {"momentum_enabled": optimizer.momentum_enabled}
     if result is None:
         record.update(
-            search_lr=None, search_alpha=None, search_trials=None, search_time=None,
+            search_lr=None,
+            search_alpha=None,
+            search_trials=None,
+            search_time=None,
             search_status=None,
         )
     else:

@@ -63,7 +63,15 @@ def run_folder(
         root = root / "search"
     elif task != "train":
         raise ValueError(f"run folders exist for task train or search, not {task!r}")
-    return root / dataset / model / optimizer / f"lr={lr_tag(lr)}" / f"bs={batch_size}" / f"seed={seed}"
+    return (
+        root
+        / dataset
+        / model
+        / optimizer
+        / f"lr={lr_tag(lr)}"
+        / f"bs={batch_size}"
+        / f"seed={seed}"
+    )
 
 
 def run_state(run_dir: Path) -> RunState:

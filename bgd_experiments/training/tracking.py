@@ -77,9 +77,7 @@ class RunTracker:
             if self._task is not None:
                 self._progress.remove_task(self._task)
             description = f"{self.title} epoch {epoch}/{self.total_epochs}"
-            self._task = self._progress.add_task(
-                description, total=self.steps_per_epoch, status=""
-            )
+            self._task = self._progress.add_task(description, total=self.steps_per_epoch, status="")
 
     def advance(self, steps_done: int, running_loss: float | None = None) -> None:
         if self._progress is not None and self._task is not None:

@@ -45,16 +45,16 @@ def expand_grids(grids: list[dict[str, Any]], arguments: list[str]) -> list[list
     jobs: list[list[str]] = []
     seen: set[tuple[str, ...]] = set()
     for grid in grids or [{}]:
-        grid_lines = [
-            f"{key}={value}" for key, value in grid.items() if key not in command_keys
-        ]
+        grid_lines = [f"{key}={value}" for key, value in grid.items() if key not in command_keys]
         choices: list[list[str]] = []
         for override in parser.parse_overrides(grid_lines) + command_line:
             key = override.get_key_element()
             if override.is_sweep_override():
                 choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
             else:
-                choices.append([override.input_line or f"{key}={override.get_value_element_as_str()}"])
+                choices.append(
+                    [override.input_line or f"{key}={override.get_value_element_as_str()}"]
+                )
         for combination in itertools.product(*choices):
             if combination not in seen:
                 seen.add(combination)
