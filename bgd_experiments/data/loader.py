@@ -1,0 +1,94 @@
+"""A data loader that keeps the whole dataset on the training device as uint8.
+
+CIFAR is 150 MB as uint8, so it fits on any GPU: batches are indexed and augmented there,
+with no worker processes and no host-to-device copies per batch. Each epoch's order and
+augmentation are a pure function of (seed, epoch, stream), so resuming a run needs no saved
+data-RNG state, and a second stream (the learning-rate search) draws its own batches
+without disturbing the training stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import torch
+
+from bgd_experiments.data.augment import AUGMENT_MODES, augment_batch
+from bgd_experiments.data.cifar import ArrayDataset
+
+
+def derive_seed(seed: int, epoch: int, stream: int) -> int:
+    """A well-mixed 63-bit seed for (seed, epoch, stream); nearby inputs give unrelated seeds."""
+    digest = hashlib.sha256(f"bgd-data:{seed}:{epoch}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class DeviceLoader:
+    """Batches of normalised float32 NCHW images and int64 labels, on ``device``.
+
+    ``augment`` is one of "none", "flip_crop", "paper" (see :mod:`augment`). With
+    ``shuffle=False`` the order is the dataset order (augmentation, if any, still random).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: str = "none",
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if augment not in AUGMENT_MODES:
+            raise ValueError(f"unknown augment mode {augment!r}; expected one of {AUGMENT_MODES}")
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"images must be uint8 (N, 3, H, W), got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"labels must be (N,) with N = {images.shape[0]}, got {tuple(labels.shape)}"
+            )
+        self.device = torch.device(device)
+        self.images = images.to(self.device).contiguous()
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = int(seed)
+        self.drop_last = drop_last
+
+    @classmethod
+    def from_dataset(cls, dataset: ArrayDataset, batch_size: int, **kwargs) -> DeviceLoader:
+        """Same as the constructor, with images/labels taken from ``dataset``."""
+        return cls(dataset.images, dataset.labels, batch_size, **kwargs)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
+
+    def epoch(self, epoch: int, stream: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch, a deterministic function of (seed, epoch, stream)."""
+        generator = torch.Generator()  # CPU: the same numbers whatever the device
+        generator.manual_seed(derive_seed(self.seed, epoch, stream))
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        order = order.to(self.device, non_blocking=True)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            images = augment_batch(self.images.index_select(0, index), self.augment, generator)
+            yield images, self.labels.index_select(0, index)
