@@ -159,6 +159,21 @@ class EvalBatches:
         return self.loader.epoch(0)
 
 
+def budget_label(cfg: DictConfig) -> str:
+    """The budget's name, or "<name>+overrides" when the command line changed what it sets."""
+    budget = cfg.budget
+    effective = (
+        cfg.trainer.epochs,
+        cfg.dataset.train_subset,
+        cfg.dataset.test_subset,
+        cfg.model.width,
+    )
+    nominal = (budget.epochs, budget.train_subset, budget.test_subset, budget.width)
+    if cfg.task == "search":  # a search trains no epoch and reads the whole training set
+        effective, nominal = effective[3:], nominal[3:]
+    return budget.name if effective == nominal else f"{budget.name}+overrides"
+
+
 def describe_data_source(cfg: DictConfig) -> str:
     """Where the images came from, for the provenance line of the tables."""
     root = Path(cfg.dataset.root).expanduser()
@@ -228,7 +243,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         width=float(cfg.model.width),
         train_subset=cfg.dataset.train_subset,
         augment=cfg.dataset.augment,
-        budget=cfg.budget.name,
+        budget=budget_label(cfg),
         data_source=describe_data_source(cfg),
     )
     train_loader = data.DeviceLoader(

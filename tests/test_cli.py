@@ -62,7 +62,7 @@ def test_help_and_cfg_job_work_from_any_directory(tmp_path):
     assert help_text.returncode == 0, help_text.stderr
     for group in ("dataset", "model", "optimizer", "budget", "experiment"):
         assert f"{group}:" in help_text.stdout
-    cfg = bgd_run("--cfg", "job", "optimizer=nag", "model=densenet121", cwd=tmp_path)
+    cfg = bgd_run("--cfg", "job", "--resolve", "optimizer=nag", "model=densenet121", cwd=tmp_path)
     assert cfg.returncode == 0, cfg.stderr
     job = yaml.safe_load(cfg.stdout)
     assert job["optimizer"]["nesterov"] is True and job["optimizer"]["momentum"] == 0.9
