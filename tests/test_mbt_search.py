@@ -339,3 +339,25 @@ def test_guard_on_every_batch_is_reported_as_saturated(caplog: pytest.LogCapture
 def test_invalid_settings_raise(setting: str, value: float) -> None:
     with pytest.raises(ValueError, match=setting):
         run_search(**{setting: value})
+
+
+def test_parameters_without_gradient_are_left_alone() -> None:
+    """A parameter the loss does not use gets no gradient: no step, no crash, same rates."""
+    sigmas = []
+    for implementation in (mbt_search, mbt_search_reference):
+        model = tiny_net()
+        model.unused = nn.Parameter(torch.ones(3, dtype=torch.float64))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        result = implementation(
+            model,
+            nn.CrossEntropyLoss(),
+            random_batches(),
+            optimizer,
+            start_lr=1e-2,
+            num_batches=3,
+            num_samples=NUM_SAMPLES,
+            keep_search_steps=True,
+        )
+        assert torch.equal(model.unused, torch.ones(3, dtype=torch.float64))
+        sigmas.append(result.sigmas)
+    assert sigmas[0] == sigmas[1]

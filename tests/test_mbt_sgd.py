@@ -122,6 +122,10 @@ def test_warm_start_starts_from_previous_rate() -> None:
     model, optimizer = make(warm_start=True)
     first = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
     second = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
+    assert second.start_lr == first.mean_sigma
+    model, optimizer = make(warm_start="previous_lr")
+    first = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
+    second = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
     assert second.start_lr == first.lr
     model, authors = make(warm_start="last_sigma")
     first = authors.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)

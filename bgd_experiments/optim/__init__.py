@@ -1,0 +1,21 @@
+"""MBT-GD / MBT-MMT / MBT-NAG: the paper's mini-batch backtracking learning-rate search.
+
+* :func:`mbt_search` -- the search (fast path), usable from any PyTorch training loop.
+* :func:`mbt_search_reference` -- the same search written plainly, for checking.
+* :class:`MBTSGD` -- SGD / heavy-ball / Nesterov whose rate the search sets, with the
+  paper's per-epoch schedule and plateau switch.
+"""
+
+from ._common import SearchResult
+from .mbt_sgd import MBTSGD, PLATEAU_RULES, WARM_START_MODES
+from .reference import mbt_search_reference
+from .search import mbt_search
+
+__all__ = [
+    "MBTSGD",
+    "PLATEAU_RULES",
+    "WARM_START_MODES",
+    "SearchResult",
+    "mbt_search",
+    "mbt_search_reference",
+]

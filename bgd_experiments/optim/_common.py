@@ -1,0 +1,261 @@
+"""Pieces shared by the fast and the reference MBT search: result type, argument checks,
+model-mode handling, the guards' arithmetic and the status rules.
+
+The decision logic (the two-way backtracking on each mini-batch) is written twice on purpose,
+once in each implementation, so that the test comparing them checks two independent codings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger("bgd_experiments.optim")
+
+# The authors' code widens [lr_min, lr_max] = [1e-6, 100] by an absolute 1e-8 on both ends
+# so that rates reached by repeated halving/doubling are not rejected by rounding. We keep
+# their numbers at the defaults and scale the lower slack with lr_min for other bounds.
+_LR_MAX_SLACK = 1e-8
+_LR_MIN_RELATIVE_SLACK = 1e-2
+
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
+@dataclass
+class SearchResult:
+    """What one MBT learning-rate search found and what it cost.
+
+    ``lr == mean(sigmas) * ratio`` whenever ``sigmas`` is not empty; when a non-finite
+    search produced no usable sigma, ``lr`` is the optimizer's rate before the search
+    (left unchanged) and ``sigmas`` is empty.
+    """
+
+    lr: float  # the rate set on the optimizer (mean sigma * ratio)
+    mean_sigma: float  # nan when no sigma was usable
+    sigmas: list[float]  # accepted sigma per search batch (those used for lr)
+    start_lr: float
+    alpha: float
+    trials: int  # trial (no-grad) loss evaluations
+    forward_passes: int  # all forwards of the search (gradient + trial)
+    backward_passes: int
+    wall_time: float  # seconds
+    status: str  # "ok" | "saturated" | "nonfinite"
+    message: str
+    ratio: float = 1.0  # sqrt(batch_size / num_samples), or 1 without rescaling
+    batch_size: int = 0  # size of the first search batch (used for the ratio)
+    num_batches: int = 0  # search batches actually processed
+    guard_hits: int = 0  # batches whose search ended on the lr_min/lr_max/decrease guard
+    trials_skipped: int = 0  # trials the fast path proved unnecessary (see mbt_search)
+    restored: bool = True  # weights/buffers restored to their pre-search values
+    dropped_sigmas: list[float] = field(default_factory=list)  # sigmas excluded (nonfinite)
+
+    def as_metrics(self, prefix: str = "search/") -> dict[str, float | int | str]:
+        """Flat scalar view for metrics files (lists are summarised, not dumped)."""
+        return {
+            f"{prefix}lr": self.lr,
+            f"{prefix}mean_sigma": self.mean_sigma,
+            f"{prefix}start_lr": self.start_lr,
+            f"{prefix}alpha": self.alpha,
+            f"{prefix}trials": self.trials,
+            f"{prefix}forward_passes": self.forward_passes,
+            f"{prefix}backward_passes": self.backward_passes,
+            f"{prefix}wall_time": self.wall_time,
+            f"{prefix}status": self.status,
+            f"{prefix}num_batches": self.num_batches,
+            f"{prefix}guard_hits": self.guard_hits,
+            f"{prefix}trials_skipped": self.trials_skipped,
+        }
+
+
+@dataclass(frozen=True)
+class Guards:
+    """The authors' stopping guards for one search: sigma in [low, high] and a minimum
+    predicted decrease sigma * ||g||^2 > min_decrease."""
+
+    low: float
+    high: float
+    min_decrease: float
+
+    @classmethod
+    def from_bounds(cls, lr_min: float, lr_max: float, min_decrease: float) -> Guards:
+        low = lr_min - min(1e-8, _LR_MIN_RELATIVE_SLACK * lr_min)
+        return cls(low=low, high=lr_max + _LR_MAX_SLACK, min_decrease=min_decrease)
+
+    def allows(self, sigma: float, grad_norm_sq: float) -> bool:
+        return sigma * grad_norm_sq > self.min_decrease and self.low <= sigma <= self.high
+
+
+def check_search_arguments(
+    *,
+    start_lr: float,
+    alpha: float,
+    beta: float,
+    num_batches: int,
+    num_samples: int,
+    lr_min: float,
+    lr_max: float,
+    min_decrease: float,
+) -> None:
+    """Raise ValueError with a clear message for any invalid search setting."""
+    if not (math.isfinite(lr_min) and lr_min > 0):
+        raise ValueError(f"lr_min must be a finite number > 0, got {lr_min!r}")
+    if not (math.isfinite(lr_max) and lr_max > lr_min):
+        raise ValueError(f"lr_max must be finite and > lr_min={lr_min}, got {lr_max!r}")
+    if not (math.isfinite(start_lr) and lr_min <= start_lr <= lr_max):
+        raise ValueError(
+            f"start_lr must lie in [lr_min, lr_max] = [{lr_min}, {lr_max}], got {start_lr!r}"
+        )
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must satisfy 0 < alpha < 1, got {alpha!r}")
+    if not 0 < beta < 1:
+        raise ValueError(f"beta must satisfy 0 < beta < 1, got {beta!r}")
+    if isinstance(num_batches, bool) or int(num_batches) != num_batches or num_batches < 1:
+        raise ValueError(f"num_batches must be an integer >= 1, got {num_batches!r}")
+    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+    if not (math.isfinite(min_decrease) and min_decrease >= 0):
+        raise ValueError(f"min_decrease must be a finite number >= 0, got {min_decrease!r}")
+
+
+def trainable_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The parameters the search moves: those of the optimizer that require gradients."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+    if not params:
+        raise ValueError("the optimizer holds no parameter that requires a gradient")
+    return params
+
+
+def rescale_ratio(batch_size: int, num_samples: int, rescale: bool) -> float:
+    """sqrt(batch_size / N), computed as the authors' code does (1 / sqrt(N / batch_size))."""
+    if not rescale:
+        return 1.0
+    return float(1.0 / np.sqrt(num_samples / batch_size))
+
+
+def mean_of(sigmas: Sequence[float]) -> float:
+    """Mean as numpy computes it, the authors' running mean (bit-for-bit)."""
+    return float(np.mean(sigmas))
+
+
+def split_batch(batch: object, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a batch, moved to the model's device when needed."""
+    inputs, targets = batch  # type: ignore[misc]
+    if inputs.device != device:
+        inputs = inputs.to(device, non_blocking=True)
+    if targets.device != device:
+        targets = targets.to(device, non_blocking=True)
+    return inputs, targets
+
+
+@contextmanager
+def search_mode(model: nn.Module) -> Iterator[None]:
+    """Train mode (BatchNorm uses batch statistics, as in the authors' code, for L and for
+    every trial alike), dropout off; every module's own flag is restored afterwards."""
+    previous = [(module, module.training) for module in model.modules()]
+    model.train()
+    for module in model.modules():
+        if isinstance(module, DROPOUT_TYPES):
+            module.eval()
+    try:
+        yield
+    finally:
+        for module, was_training in previous:
+            module.training = was_training
+
+
+def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
+    """BatchNorm layers that update running statistics in train mode."""
+    return [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+    ]
+
+
+@contextmanager
+def running_stats_frozen(layers: Sequence[nn.Module], frozen: bool = True) -> Iterator[None]:
+    """BatchNorm in train mode without touching its buffers.
+
+    With ``track_running_stats`` off, a training-mode BatchNorm normalises with the batch
+    statistics exactly as before but neither updates running_mean/var nor increments
+    num_batches_tracked (unlike the momentum-0 trick, which still writes NaN into the
+    running statistics when a trial point overflows).
+    """
+    if not frozen:
+        yield
+        return
+    for layer in layers:
+        layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.track_running_stats = True
+
+
+def snapshot_buffers(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(buffer, copy) pairs for every buffer of the model (small: BN statistics)."""
+    return [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+
+
+def restore_buffers(snapshot: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for buffer, saved in snapshot:
+            buffer.copy_(saved)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def classify(
+    *,
+    sigmas: Sequence[float],
+    start_lr: float,
+    guard_hits: int,
+    num_batches: int,
+    nonfinite_message: str | None,
+) -> tuple[str, str]:
+    """Status and message of a finished search (issue item 7)."""
+    if nonfinite_message is not None:
+        return "nonfinite", nonfinite_message
+    if guard_hits == num_batches:
+        return "saturated", (
+            f"every one of the {num_batches} search batches stopped on a guard "
+            "(lr_min, lr_max or the minimum decrease); the rate is a bound, not a search result"
+        )
+    if all(sigma == start_lr for sigma in sigmas):
+        return "saturated", (
+            f"every search batch accepted the start rate {start_lr:g} unchanged; "
+            "the search never moved from its start"
+        )
+    return "ok", f"searched {num_batches} batches"
+
+
+def finish_result(result: SearchResult) -> SearchResult:
+    """Log the outcome: one INFO line, or a WARNING for nonfinite/saturated searches."""
+    summary = (
+        f"MBT search: lr={result.lr:.6g} (mean sigma {result.mean_sigma:.6g} x ratio "
+        f"{result.ratio:.4g}), start {result.start_lr:g}, alpha {result.alpha:g}, "
+        f"{result.num_batches} batches, {result.trials} trials, {result.wall_time:.2f}s"
+    )
+    if result.status == "ok":
+        logger.info(summary)
+    else:
+        logger.warning("%s -- status %s: %s", summary, result.status.upper(), result.message)
+    return result

@@ -1,0 +1,353 @@
+"""The MBT learning-rate search (Truong & Nguyen 2020, Section 3.5), fast implementation.
+
+Same decisions as the authors' published code and as :func:`mbt_search_reference`, without
+their costs: no state_dict deep copy per trial, no autograd graph for trial losses, trial
+steps written in place with ``torch._foreach`` ops, one host synchronisation per search batch
+(loss, ||g||^2 and the finiteness check fetched together) plus one per trial (its loss, which
+decides the next trial and cannot be avoided).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ._common import (
+    Guards,
+    SearchResult,
+    batch_norm_layers,
+    check_search_arguments,
+    classify,
+    finish_result,
+    mean_of,
+    rescale_ratio,
+    restore_buffers,
+    running_stats_frozen,
+    search_mode,
+    set_learning_rate,
+    snapshot_buffers,
+    split_batch,
+    trainable_parameters,
+)
+
+LossFn = torch.nn.Module | object  # any callable (outputs, targets) -> scalar loss tensor
+
+
+def mbt_search(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    start_lr: float,
+    alpha: float = 1e-4,
+    beta: float = 0.5,
+    num_batches: int = 20,
+    num_samples: int,
+    rescale: bool = True,
+    keep_search_steps: bool = False,
+    lr_min: float = 1e-6,
+    lr_max: float = 100.0,
+    min_decrease: float = 1e-7,
+) -> SearchResult:
+    """Find a learning rate by two-way backtracking on mini-batches and set it on ``optimizer``.
+
+    Contract:
+
+    * **Batches consumed**: exactly the first ``num_batches`` items of ``batches`` (fewer if
+      it runs out; nothing beyond is pulled), so a training loop can hand over its epoch
+      iterator and continue with the rest.
+    * **Per batch B_i** (at the current point x_i): one forward+backward gives L = L_B(x_i)
+      and g; trials evaluate L_B(x_i - sigma*g) on the same batch without autograd and
+      accept when ``L_B(x_i - sigma*g) - L + alpha*sigma*||g||^2 <= 0`` (NaN fails). The
+      first batch starts at ``start_lr``, later ones at max(lr_min, mean of sigmas so far).
+      A failing start is halved (times beta) until it holds; a holding start is grown
+      (divided by beta) while it holds, then stepped back once. Guards: stop on a batch when
+      sigma leaves [lr_min, lr_max] or sigma*||g||^2 <= min_decrease. Then one SGD step
+      x_{i+1} = x_i - sigma_i*ratio*g walks the search forward.
+    * **Result**: lr = mean(sigma_i) * ratio, ratio = sqrt(batch_size / num_samples) (1 if
+      ``rescale`` is False); set on every param group.
+    * **Restored** (default, ``keep_search_steps=False``): weights, every model buffer
+      (BatchNorm running statistics, num_batches_tracked) bit-exactly; the optimizer's state
+      is never touched. Gradients of the optimizer's parameters are left as None.
+      With ``keep_search_steps=True`` (a documented deviation from the paper) the k SGD
+      steps stay as training progress, and BatchNorm running statistics receive the k
+      gradient forwards' updates exactly as the training steps they replace would; trial
+      forwards never touch BatchNorm buffers in either mode.
+    * **Modes**: the model runs in train mode (BatchNorm on batch statistics, for L and the
+      trials alike, as the authors do) with dropout off; every module's mode is restored.
+    * **Counts**: ``trials`` no-grad trial forwards, ``forward_passes`` = gradient forwards +
+      trials, ``backward_passes`` = gradient backwards.
+    * **Faithful trial savings**: a trial at a sigma that already violates a guard is never
+      evaluated (the authors' code evaluates it and then ignores its value), so this path
+      may report fewer trials than the reference with the very same sigmas.
+    * **Robustness**: if L or ||g||^2 is not finite, or the weights are not finite after a
+      search step, the search stops with status "nonfinite" and a WARNING; the sigma whose
+      step led there is dropped, lr comes from the sigmas before it (or stays unchanged if
+      none), and in keep mode the weights and buffers are rolled back to the search's start.
+      A search whose batches all stop on a guard, or that only ever accepts ``start_lr``,
+      has status "saturated".
+    """
+    check_search_arguments(
+        start_lr=start_lr,
+        alpha=alpha,
+        beta=beta,
+        num_batches=num_batches,
+        num_samples=num_samples,
+        lr_min=lr_min,
+        lr_max=lr_max,
+        min_decrease=min_decrease,
+    )
+    began = time.perf_counter()
+    guards = Guards.from_bounds(lr_min, lr_max, min_decrease)
+    params = trainable_parameters(optimizer)
+    device = params[0].device
+    previous_lr = float(optimizer.param_groups[0]["lr"])
+    bn_layers = batch_norm_layers(model)
+
+    sigmas: list[float] = []
+    dropped: list[float] = []
+    trials = skipped = guard_hits = gradient_passes = 0
+    batch_size = processed = 0
+    ratio = 1.0
+    nonfinite_message: str | None = None
+
+    with search_mode(model), torch.no_grad():
+        # One copy of the weights and buffers per search: the restore point (and, in keep
+        # mode, the rollback point should the search go non-finite).
+        start_point = [p.detach().clone() for p in params]
+        saved_buffers = snapshot_buffers(model)
+        current_point = [torch.empty_like(p) for p in params]  # x_i, refilled per batch
+        pending_weight_check: torch.Tensor | None = None
+
+        try:
+            for index, batch in enumerate(itertools.islice(batches, num_batches)):
+                processed = index + 1
+                inputs, targets = split_batch(batch, device)
+                if index == 0:
+                    batch_size = int(inputs.shape[0])
+                    ratio = rescale_ratio(batch_size, num_samples, rescale)
+
+                optimizer.zero_grad(set_to_none=True)
+                with torch.enable_grad(), running_stats_frozen(bn_layers, not keep_search_steps):
+                    loss = loss_fn(model(inputs), targets)
+                    loss.backward()
+                gradient_passes += 1
+
+                has_grad = [p.grad is not None for p in params]
+                stepped = [p for p, used in zip(params, has_grad, strict=True) if used]
+                saved = [c for c, used in zip(current_point, has_grad, strict=True) if used]
+                grads = [p.grad for p in stepped]
+                grad_norm_sq = (
+                    torch.stack(torch._foreach_norm(grads)).double().square().sum()
+                    if grads
+                    else torch.zeros((), dtype=torch.float64, device=device)
+                )
+                weights_check = (
+                    pending_weight_check
+                    if pending_weight_check is not None
+                    else torch.zeros((), dtype=torch.float64, device=device)
+                )
+                # The one host synchronisation of this batch.
+                loss_value, norm_sq, weights_value = torch.stack(
+                    [loss.detach().double(), grad_norm_sq, weights_check]
+                ).tolist()
+                del loss
+
+                if not math.isfinite(weights_value):
+                    nonfinite_message = (
+                        f"the weights became non-finite after the search step of batch {index - 1}"
+                        f" (sigma {sigmas[-1]:g})"
+                    )
+                elif not (math.isfinite(loss_value) and math.isfinite(norm_sq)):
+                    nonfinite_message = (
+                        f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'}"
+                        f" at the current point on search batch {index}"
+                    )
+                if nonfinite_message is not None:
+                    if sigmas:
+                        dropped.append(sigmas.pop())
+                        nonfinite_message += f"; dropped sigma {dropped[-1]:g} that led there"
+                    break
+
+                torch._foreach_copy_(saved, stepped)
+                trial = _TrialPoint(model, loss_fn, bn_layers, (inputs, targets))
+                trial.set_point(stepped, grads, saved)
+                trial.set_reference(loss_value, norm_sq, alpha)
+
+                start = start_lr if index == 0 else max(guards.low, mean_of(sigmas))
+                sigma, hit_guard = _two_way_backtracking(trial, start, beta, guards)
+                guard_hits += hit_guard
+                skipped += trial.skipped
+                sigmas.append(sigma)
+
+                trials += trial.trials
+                # The search walks forward: x_{i+1} = x_i - sigma_i * ratio * g.
+                trial.move_to(sigma * ratio)
+                pending_weight_check = torch.stack(torch._foreach_norm(stepped)).double().sum()
+        except BaseException:
+            # Interrupted (error, KeyboardInterrupt): never leave a trial point behind.
+            torch._foreach_copy_(params, start_point)
+            restore_buffers(saved_buffers)
+            optimizer.zero_grad(set_to_none=True)
+            raise
+
+        if batch_size == 0:
+            raise ValueError("mbt_search got no batch to search on")
+        if (
+            nonfinite_message is None
+            and pending_weight_check is not None
+            and not math.isfinite(float(pending_weight_check))
+        ):
+            dropped.append(sigmas.pop())
+            nonfinite_message = (
+                "the weights became non-finite after the search step of the last batch; "
+                f"dropped sigma {dropped[-1]:g}"
+            )
+
+        restore = not keep_search_steps or nonfinite_message is not None
+        if restore:
+            torch._foreach_copy_(params, start_point)
+            restore_buffers(saved_buffers)
+        optimizer.zero_grad(set_to_none=True)
+
+    if sigmas:
+        mean_sigma = mean_of(sigmas)
+        lr = mean_sigma * ratio
+        set_learning_rate(optimizer, lr)
+    else:
+        mean_sigma, lr = math.nan, previous_lr
+    if nonfinite_message is not None:
+        nonfinite_message += (
+            f"; lr {'from the remaining sigmas' if sigmas else 'left unchanged'}"
+            + ("; keep mode rolled back to the search's start" if keep_search_steps else "")
+        )
+    status, message = classify(
+        sigmas=sigmas,
+        start_lr=start_lr,
+        guard_hits=guard_hits,
+        num_batches=len(sigmas),
+        nonfinite_message=nonfinite_message,
+    )
+    if status == "ok" and processed < num_batches:
+        message += f" (the batch source ran out: {processed} of {num_batches})"
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return finish_result(
+        SearchResult(
+            lr=lr,
+            mean_sigma=mean_sigma,
+            sigmas=sigmas,
+            start_lr=start_lr,
+            alpha=alpha,
+            trials=trials,
+            forward_passes=gradient_passes + trials,
+            backward_passes=gradient_passes,
+            wall_time=time.perf_counter() - began,
+            status=status,
+            message=message,
+            ratio=ratio,
+            batch_size=batch_size,
+            num_batches=processed,
+            guard_hits=guard_hits,
+            trials_skipped=skipped,
+            restored=restore,
+            dropped_sigmas=dropped,
+        )
+    )
+
+
+class _TrialPoint:
+    """The trial points x_i - sigma*g of one search batch, written in place into the weights.
+
+    Every trial starts from the saved copy of x_i (a memory copy, bit-exact) rather than
+    undoing the previous trial by adding sigma*g back, which is not exact in floating point.
+    The very first trial needs no copy: the weights still are x_i.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        bn_layers: list[nn.Module],
+        batch: tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        self.model, self.loss_fn, self.bn_layers = model, loss_fn, bn_layers
+        self.inputs, self.targets = batch
+        self.params: list[torch.Tensor] = []
+        self.grads: list[torch.Tensor] = []
+        self.saved_point: list[torch.Tensor] = []
+        self.loss_value = self.norm_sq = self.alpha = 0.0
+        self.at_saved_point = True
+        self.trials = self.skipped = 0
+
+    def set_point(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], saved_point: list[torch.Tensor]
+    ) -> None:
+        """The weights to move, g, and the saved copy of x_i (the weights equal it now)."""
+        self.params, self.grads, self.saved_point = params, grads, saved_point
+        self.at_saved_point = True
+
+    def set_reference(self, loss_value: float, norm_sq: float, alpha: float) -> None:
+        """L_B(x_i), ||g||^2 and alpha of the Armijo check."""
+        self.loss_value, self.norm_sq, self.alpha = loss_value, norm_sq, alpha
+
+    def move_to(self, sigma: float) -> None:
+        """Set the weights to x_i - sigma*g (the same arithmetic as SGD's step)."""
+        with torch.no_grad():
+            if not self.at_saved_point:
+                torch._foreach_copy_(self.params, self.saved_point)
+            torch._foreach_add_(self.params, self.grads, alpha=-sigma)
+        self.at_saved_point = False
+
+    def armijo_check(self, sigma: float) -> float:
+        """L_B(x_i - sigma*g) - L_B(x_i) + alpha*sigma*||g||^2; accepted when <= 0."""
+        self.move_to(sigma)
+        with torch.no_grad(), running_stats_frozen(self.bn_layers):
+            trial_loss = float(self.loss_fn(self.model(self.inputs), self.targets))
+        self.trials += 1
+        return trial_loss - self.loss_value + self.alpha * sigma * self.norm_sq
+
+
+def _two_way_backtracking(
+    trial: _TrialPoint, start: float, beta: float, guards: Guards
+) -> tuple[float, bool]:
+    """(accepted sigma, whether a guard ended the search) for one batch.
+
+    A failing start is multiplied by beta until it holds; a holding start is divided by
+    beta while it keeps holding, then stepped back once. A sigma outside the guards ends
+    the search without evaluating its trial: the authors' code evaluates it but its value
+    cannot change the outcome, so skipping it keeps their decisions exactly.
+    """
+    sigma = start
+    if not guards.allows(sigma, trial.norm_sq):
+        trial.skipped += 1
+        return sigma, True
+    check = trial.armijo_check(sigma)
+    if check > 0 or math.isnan(check):  # fails (NaN counts as failure): shrink
+        while True:
+            sigma *= beta
+            if not guards.allows(sigma, trial.norm_sq):
+                trial.skipped += 1
+                return sigma, True
+            check = trial.armijo_check(sigma)
+            if not (check > 0 or math.isnan(check)):
+                return sigma, False
+    if check < 0:  # holds: grow while it keeps holding, then step back to the last that held
+        hit_guard = False
+        while True:
+            sigma /= beta
+            if not guards.allows(sigma, trial.norm_sq):
+                trial.skipped += 1
+                hit_guard = True
+                break
+            check = trial.armijo_check(sigma)
+            if not check < 0:
+                break
+        return sigma * beta, hit_guard
+    return sigma, False  # check == 0 exactly: the start is accepted as it is
