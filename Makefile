@@ -25,16 +25,23 @@ SEEDS ?= 0
 SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
 	trainer.progress=plain $(DOWNLOAD) $(ARGS)
 
-.PHONY: help install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench clean
+.PHONY: help _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 	@echo "  Variables: BUDGET=paper|cpu|smoke (default cpu), ARGS='<hydra overrides>'"
 
+# flock: two targets started side by side (make table2 & make table3) install only once.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@mkdir -p $(VENV)
+	flock $(VENV).lock $(MAKE) --no-print-directory _install
+
+_install:
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then exit 0; fi; \
+	set -e; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.1"; \
+	$(BIN)/python -m pip install --quiet -e ".[dev]"; \
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the package with its dev tools
