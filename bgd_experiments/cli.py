@@ -66,6 +66,11 @@ def validate(cfg: DictConfig) -> None:
         problems.append(f"trainer.device must be auto, cpu or cuda[:N], got {cfg.trainer.device!r}")
     if cfg.trainer.device.startswith("cuda") and not torch.cuda.is_available():
         problems.append(f"trainer.device={cfg.trainer.device} but no CUDA device is available")
+    if cfg.trainer.protocol == "clean" and not cfg.trainer.val_size >= cfg.dataset.num_classes:
+        problems.append(
+            f"trainer.val_size must be >= {cfg.dataset.num_classes} for the clean protocol, "
+            f"got {cfg.trainer.val_size}"
+        )
     if cfg.trainer.protocol not in ("paper", "clean"):
         problems.append(f"trainer.protocol must be paper or clean, got {cfg.trainer.protocol!r}")
     if cfg.dataset.augment not in ("paper", "none", "flip_crop"):

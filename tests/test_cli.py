@@ -304,3 +304,27 @@ def test_search_only_task_reports_the_found_rate(tmp_path, tiny_cifar10_imagefol
     )
     assert refused.returncode == 2
     assert "needs an MBT optimizer" in refused.stdout + refused.stderr
+
+
+@pytest.mark.slow
+def test_clean_protocol_selects_the_epoch_on_a_validation_split(tmp_path, tiny_cifar10_torchvision):
+    results = tmp_path / "results"
+    done = bgd_run(
+        f"dataset.root={tiny_cifar10_torchvision}",
+        *TINY,
+        "optimizer=adam",
+        "optimizer.lr=0.003",
+        "trainer.epochs=2",
+        "trainer.protocol=clean",
+        "trainer.val_size=50",
+        f"results_dir={results}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = only_run_dir(results)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert all("val_acc" in record for record in records)
+    summary = read_json(run_dir / "summary.json")
+    best = max(records, key=lambda record: record["val_acc"])
+    assert summary["best_val_acc"] == best["val_acc"]
+    assert summary["test_acc_at_best_val"] == best["test_acc"]
