@@ -52,6 +52,7 @@ class RunTracker:
         self._progress = None
         self._task = None
         if self._rich:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -69,6 +70,7 @@ class RunTracker:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 transient=False,
+                console=Console(log_path=False),
             )
             self._progress.start()
 
