@@ -1,3 +1,3 @@
-"""Backtracking gradient descent: line-search methods, MBT optimizers and the paper's experiments."""
+"""Backtracking gradient descent: line-search methods, MBT optimizers, paper experiments."""
 
 __version__ = "0.1.0"
