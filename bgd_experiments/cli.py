@@ -216,26 +216,6 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
     # Cheap checks of the data source first: a missing dataset must fail before any model
     # is built or any folder is written.
     data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
-    run_dir = run_folder(
-        cfg.results_dir,
-        task=cfg.task,
-        dataset=cfg.dataset.name,
-        model=cfg.model.name,
-        optimizer=cfg.optimizer.name,
-        lr=float(cfg.optimizer.lr),
-        batch_size=int(cfg.trainer.batch_size),
-        seed=int(cfg.seed),
-    )
-    state = prepare_run_folder(run_dir, run_config(cfg), force=bool(cfg.force))
-    if state is RunState.FINISHED:
-        log.info("skipped: %s is finished (force=true reruns it)", run_dir)
-        return None
-    log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
-
-    device = resolve_device(cfg.trainer.device)
-    train, val, test = _load_data(cfg, device)
-    model = _build_model(cfg, device)
-    optimizer = instantiate(_without(cfg.optimizer, "name"))(params=model.parameters())
     identity = RunIdentity(
         task=cfg.task,
         dataset=cfg.dataset.name,
@@ -251,6 +231,17 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         budget=budget_label(cfg),
         data_source=describe_data_source(cfg),
     )
+    run_dir = run_folder(cfg.results_dir, identity)
+    state = prepare_run_folder(run_dir, run_config(cfg), force=bool(cfg.force))
+    if state is RunState.FINISHED:
+        log.info("skipped: %s is finished (force=true reruns it)", run_dir)
+        return None
+    log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
+
+    device = resolve_device(cfg.trainer.device)
+    train, val, test = _load_data(cfg, device)
+    model = _build_model(cfg, device)
+    optimizer = instantiate(_without(cfg.optimizer, "name"))(params=model.parameters())
     train_loader = data.DeviceLoader(
         train.images,
         train.labels,

@@ -70,25 +70,12 @@ class Reiterable:
 
 def test_run_folders_are_named_by_the_config(tmp_path):
     path = run_folder(
-        tmp_path,
-        task="train",
-        dataset="cifar10",
-        model="resnet18",
-        optimizer="mbt_nag",
-        lr=1e-6,
-        batch_size=200,
-        seed=2,
+        tmp_path, identity(model="resnet18", optimizer="mbt_nag", lr=1e-6, batch_size=200, seed=2)
     )
     assert path == tmp_path / "runs/cifar10/resnet18/mbt_nag/lr=1e-06/bs=200/seed=2"
     search = run_folder(
         tmp_path,
-        task="search",
-        dataset="cifar10",
-        model="resnet18",
-        optimizer="mbt_gd",
-        lr=100.0,
-        batch_size=12,
-        seed=0,
+        identity(task="search", model="resnet18", optimizer="mbt_gd", lr=100.0, batch_size=12),
     )
     assert search.parts[-7:] == (
         "search",
@@ -101,16 +88,7 @@ def test_run_folders_are_named_by_the_config(tmp_path):
     )
     assert lr_tag(0.1) == "0.1" and lr_tag(1e-5) == "1e-05"
     with pytest.raises(ValueError, match="task"):
-        run_folder(
-            tmp_path,
-            task="fig2",
-            dataset="x",
-            model="y",
-            optimizer="z",
-            lr=1.0,
-            batch_size=1,
-            seed=0,
-        )
+        run_folder(tmp_path, identity(task="fig2"))
 
 
 def test_config_differences_ignore_where_it_runs_but_not_what_it_computes():

@@ -47,30 +47,21 @@ def lr_tag(lr: float) -> str:
     return f"{lr:g}"
 
 
-def run_folder(
-    results_dir: str | Path,
-    *,
-    task: str,
-    dataset: str,
-    model: str,
-    optimizer: str,
-    lr: float,
-    batch_size: int,
-    seed: int,
-) -> Path:
+def run_folder(results_dir: str | Path, identity: RunIdentity) -> Path:
+    """The folder of the run ``identity`` under ``results_dir``."""
     root = Path(results_dir) / "runs"
-    if task == "search":
+    if identity.task == "search":
         root = root / "search"
-    elif task != "train":
-        raise ValueError(f"run folders exist for task train or search, not {task!r}")
+    elif identity.task != "train":
+        raise ValueError(f"run folders exist for task train or search, not {identity.task!r}")
     return (
         root
-        / dataset
-        / model
-        / optimizer
-        / f"lr={lr_tag(lr)}"
-        / f"bs={batch_size}"
-        / f"seed={seed}"
+        / identity.dataset
+        / identity.model
+        / identity.optimizer
+        / f"lr={lr_tag(identity.lr)}"
+        / f"bs={identity.batch_size}"
+        / f"seed={identity.seed}"
     )
 
 
