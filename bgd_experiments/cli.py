@@ -129,13 +129,16 @@ def _load_data(cfg: DictConfig, device: torch.device):
         cfg.dataset.name, cfg.dataset.root, "test", download=cfg.dataset.download
     )
     val = None
-    if cfg.trainer.protocol == "clean":
-        train, val = data.split_validation(train, cfg.trainer.val_size, seed=cfg.seed)
-    if cfg.dataset.train_subset is not None:
-        train = data.class_balanced_subset(train, cfg.dataset.train_subset, seed=cfg.seed)
-    if cfg.dataset.test_subset is not None:
-        # A fixed choice (seed 0), so every run of a comparison sees the same test images.
-        test = data.class_balanced_subset(test, cfg.dataset.test_subset, seed=0)
+    try:
+        if cfg.trainer.protocol == "clean":
+            train, val = data.split_validation(train, cfg.trainer.val_size, seed=cfg.seed)
+        if cfg.dataset.train_subset is not None:
+            train = data.class_balanced_subset(train, cfg.dataset.train_subset, seed=cfg.seed)
+        if cfg.dataset.test_subset is not None:
+            # A fixed choice (seed 0), so every run of a comparison sees the same test images.
+            test = data.class_balanced_subset(test, cfg.dataset.test_subset, seed=0)
+    except ValueError as error:
+        raise ConfigError(f"dataset subsets / validation split: {error}") from error
     return train, val, test
 
 
@@ -208,6 +211,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
     from bgd_experiments.training import (
         RunIdentity,
         RunState,
+        discard_run_folder,
         fit,
         prepare_run_folder,
         run_folder,
@@ -239,7 +243,12 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
     log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
 
     device = resolve_device(cfg.trainer.device)
-    train, val, test = _load_data(cfg, device)
+    try:
+        train, val, test = _load_data(cfg, device)
+    except ConfigError:
+        if state is RunState.NEW:  # nothing ran: leave no folder behind
+            discard_run_folder(run_dir, cfg.results_dir)
+        raise
     model = _build_model(cfg, device)
     optimizer = instantiate(_without(cfg.optimizer, "name"))(params=model.parameters())
     train_loader = data.DeviceLoader(

@@ -230,6 +230,7 @@ def test_divergence_ends_the_run_at_once(tmp_path, tiny_cifar10_torchvision):
         ("model.width=0", "model.width must be > 0"),
         ("dataset.train_subset=3", "dataset.train_subset must be null or >= 10"),
         ("task=nonsense", "task='nonsense' is not one of"),
+        ("dataset.train_subset=100000", "exceeds"),
     ],
 )
 def test_bad_values_are_refused_before_training(

@@ -128,6 +128,19 @@ def prepare_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) ->
     return state
 
 
+def discard_run_folder(run_dir: Path, results_dir: str | Path) -> None:
+    """Remove a run folder in which nothing ran, and the parents it leaves empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    top = Path(results_dir).resolve()
+    parent = run_dir.resolve().parent
+    while parent != top and top in parent.parents:
+        try:
+            parent.rmdir()  # only succeeds on an empty folder
+        except OSError:
+            break
+        parent = parent.parent
+
+
 class RunFolderConflict(RuntimeError):
     """The run folder belongs to a run with another configuration."""
 
