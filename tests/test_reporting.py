@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bgd_experiments.reporting import (
     build_table1,
@@ -468,3 +469,27 @@ def test_packaged_paper_csv_matches_spec() -> None:
     if not SHARED_PAPER_CSV.exists():
         pytest.skip(f"{SHARED_PAPER_CSV} not present (spec lives outside the repo)")
     assert PAPER_CSV.read_text() == SHARED_PAPER_CSV.read_text()
+
+
+def test_interrupted_run_identity_comes_from_the_exact_config_keys(tmp_path):
+    """An incomplete search run: budget.* must not stand in for the keys the run used."""
+    from bgd_experiments.reporting.runs import read_run
+
+    run_dir = tmp_path / "runs" / "search" / "cifar10" / "resnet18" / "mbt_gd" / "lr=1" / "bs=400"
+    run_dir = run_dir / "seed=0"
+    run_dir.mkdir(parents=True)
+    config = {
+        "task": "search",
+        "seed": 0,
+        "dataset": {"name": "cifar10", "train_subset": None, "augment": "paper"},
+        "model": {"name": "resnet18", "width": 0.25},
+        "optimizer": {"name": "mbt_gd", "lr": 1.0},
+        "trainer": {"epochs": 4, "batch_size": 400},
+        "budget": {"name": "cpu", "epochs": 4, "train_subset": 2000, "width": 0.25},
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    record = read_run(run_dir)
+    assert record is not None and record.status == "incomplete"
+    assert record.train_subset is None
+    assert record.epochs == 0
+    assert (record.batch_size, record.lr, record.budget) == (400, 1.0, "cpu")

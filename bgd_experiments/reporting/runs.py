@@ -159,23 +159,48 @@ def _from_path(path: Path) -> dict[str, Any]:
     return identity
 
 
+# Where bgd-run's config.yaml keeps each identity field. Read exactly (a null there means
+# "all" / "none"), so that e.g. budget.train_subset never stands in for dataset.train_subset.
+_CONFIG_KEYS = {
+    "task": "task",
+    "lr": "optimizer.lr",
+    "batch_size": "trainer.batch_size",
+    "seed": "seed",
+    "epochs": "trainer.epochs",
+    "width": "model.width",
+    "train_subset": "dataset.train_subset",
+    "augment": "dataset.augment",
+    "budget": "budget.name",
+}
+
+
 def _identity_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     flat = _flatten(config)
-    return {
-        "task": _lookup(flat, ["run.task", "task"]),
+
+    def field(name: str, candidates: list[str]) -> Any:
+        exact = _CONFIG_KEYS.get(name)
+        if exact is not None and exact in flat:
+            return flat[exact]
+        return _lookup(flat, candidates)
+
+    identity = {
+        "task": field("task", ["run.task", "task"]),
         "dataset": _name_of(flat, "dataset"),
         "model": _name_of(flat, "model"),
         "optimizer": _name_of(flat, "optimizer"),
-        "lr": _as_float(_lookup(flat, ["run.lr", "optimizer.lr", "lr", "start_lr"])),
-        "batch_size": _as_int(_lookup(flat, ["run.batch_size", "batch_size"])),
-        "seed": _as_int(_lookup(flat, ["run.seed", "seed"])),
-        "epochs": _as_int(_lookup(flat, ["run.epochs", "epochs"])),
-        "width": _as_float(_lookup(flat, ["run.width", "model.width", "width"])),
-        "train_subset": _as_int(_lookup(flat, ["run.train_subset", "train_subset"])),
-        "augment": _lookup(flat, ["run.augment", "augment"]),
+        "lr": _as_float(field("lr", ["run.lr", "optimizer.lr", "lr", "start_lr"])),
+        "batch_size": _as_int(field("batch_size", ["run.batch_size", "batch_size"])),
+        "seed": _as_int(field("seed", ["run.seed", "seed"])),
+        "epochs": _as_int(field("epochs", ["run.epochs", "epochs"])),
+        "width": _as_float(field("width", ["run.width", "model.width", "width"])),
+        "train_subset": _as_int(field("train_subset", ["run.train_subset", "train_subset"])),
+        "augment": field("augment", ["run.augment", "augment"]),
         "budget": _name_of(flat, "budget"),
         "data_source": _lookup(flat, ["run.data_source", "data_source"]),
     }
+    if identity["task"] == "search":
+        identity["epochs"] = 0  # a search trains no epoch, whatever trainer.epochs says
+    return identity
 
 
 def _read_config(path: Path) -> dict[str, Any]:
