@@ -14,6 +14,8 @@ gives 11,173,962 (ResNet18) and 11,171,146 (PreActResNet18) trainable parameters
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,27 @@ from ._common import (
 STAGE_CHANNELS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
 BLOCKS_PER_STAGE = (2, 2, 2, 2)
+
+
+def resnet18_stages(
+    block_type: Callable[[int, int, int], nn.Module], in_channels: int, width: float
+) -> tuple[list[nn.Sequential], int]:
+    """The four stages of two blocks each (ResNet18's layout), and their output channels.
+
+    ``block_type(in_channels, out_channels, stride)`` builds one block; the first block of a
+    stage takes the stage's stride.
+    """
+    stages: list[nn.Sequential] = []
+    for base_channels, stride, num_blocks in zip(
+        STAGE_CHANNELS, STAGE_STRIDES, BLOCKS_PER_STAGE, strict=True
+    ):
+        out_channels = scale_channels(base_channels, width)
+        blocks = []
+        for block_stride in [stride] + [1] * (num_blocks - 1):
+            blocks.append(block_type(in_channels, out_channels, block_stride))
+            in_channels = out_channels
+        stages.append(nn.Sequential(*blocks))
+    return stages, in_channels
 
 
 class BasicBlock(nn.Module):
@@ -94,17 +117,7 @@ class CifarResNet(nn.Module):
         # Pre-activation nets start each block with BN, so the stem has no BN of its own.
         self.bn1: nn.Module = nn.Identity() if self.preactivation else nn.BatchNorm2d(stem_channels)
 
-        stages: list[nn.Sequential] = []
-        in_channels = stem_channels
-        for base_channels, stride, num_blocks in zip(
-            STAGE_CHANNELS, STAGE_STRIDES, BLOCKS_PER_STAGE, strict=True
-        ):
-            out_channels = scale_channels(base_channels, width)
-            blocks = []
-            for block_stride in [stride] + [1] * (num_blocks - 1):
-                blocks.append(block_type(in_channels, out_channels, block_stride))
-                in_channels = out_channels
-            stages.append(nn.Sequential(*blocks))
+        stages, in_channels = resnet18_stages(block_type, stem_channels, width)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(in_channels, num_classes)
 

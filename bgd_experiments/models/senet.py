@@ -25,7 +25,7 @@ from ._common import (
     scale_channels,
     validate_builder_args,
 )
-from .resnet import BLOCKS_PER_STAGE, STAGE_CHANNELS, STAGE_STRIDES
+from .resnet import STAGE_CHANNELS, resnet18_stages
 
 # Squeeze ratio of the SE gate (Hu et al. use r = 16).
 SE_REDUCTION = 16
@@ -77,17 +77,7 @@ class SENet18(nn.Module):
         self.conv1 = conv3x3(3, stem_channels)
         self.bn1 = nn.BatchNorm2d(stem_channels)
 
-        stages: list[nn.Sequential] = []
-        in_channels = stem_channels
-        for base_channels, stride, num_blocks in zip(
-            STAGE_CHANNELS, STAGE_STRIDES, BLOCKS_PER_STAGE, strict=True
-        ):
-            out_channels = scale_channels(base_channels, width)
-            blocks = []
-            for block_stride in [stride] + [1] * (num_blocks - 1):
-                blocks.append(SEPreActBlock(in_channels, out_channels, block_stride))
-                in_channels = out_channels
-            stages.append(nn.Sequential(*blocks))
+        stages, in_channels = resnet18_stages(SEPreActBlock, stem_channels, width)
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.linear = nn.Linear(in_channels, num_classes)
 
