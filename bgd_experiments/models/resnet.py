@@ -93,12 +93,16 @@ class PreActBlock(nn.Module):
         if stride != 1 or in_channels != out_channels:
             self.shortcut = conv1x1(in_channels, out_channels, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch_and_shortcut(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual branch's output and the shortcut's, before they are added."""
         preactivated = F.relu(self.bn1(x))
         residual = x if self.shortcut is None else self.shortcut(preactivated)
         out = self.conv1(preactivated)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + residual
+        return self.conv2(F.relu(self.bn2(out))), residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch, residual = self.branch_and_shortcut(x)
+        return branch + residual
 
 
 class CifarResNet(nn.Module):

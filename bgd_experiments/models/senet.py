@@ -19,13 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import (
-    conv1x1,
     conv3x3,
     global_average_pool,
     scale_channels,
     validate_builder_args,
 )
-from .resnet import STAGE_CHANNELS, resnet18_stages
+from .resnet import STAGE_CHANNELS, PreActBlock, resnet18_stages
 
 # Squeeze ratio of the SE gate (Hu et al. use r = 16).
 SE_REDUCTION = 16
@@ -46,26 +45,16 @@ class SqueezeExcitation(nn.Module):
         return x * gate
 
 
-class SEPreActBlock(nn.Module):
+class SEPreActBlock(PreActBlock):
     """Pre-activation basic block whose residual branch passes through an SE gate."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv3x3(in_channels, out_channels, stride)
-        self.bn2 = nn.BatchNorm2d(out_channels)
-        self.conv2 = conv3x3(out_channels, out_channels)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = conv1x1(in_channels, out_channels, stride)
+        super().__init__(in_channels, out_channels, stride)
         self.se = SqueezeExcitation(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        preactivated = F.relu(self.bn1(x))
-        residual = x if self.shortcut is None else self.shortcut(preactivated)
-        out = self.conv1(preactivated)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return self.se(out) + residual
+        branch, residual = self.branch_and_shortcut(x)
+        return self.se(branch) + residual
 
 
 class SENet18(nn.Module):
