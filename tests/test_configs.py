@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bgd_experiments.cli import CONFIG_DIR, ConfigError, validate
+from bgd_experiments.reporting.paper import BASELINE_OPTIMIZERS, MBT_OPTIMIZERS
 
 OPTIONS = {
     group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml") if not p.stem.startswith("_"))
@@ -33,19 +34,7 @@ def test_config_dir_is_absolute_and_complete():
     assert OPTIONS["model"] == sorted(
         ["resnet18", "preactresnet18", "mobilenetv2", "senet18", "densenet121"]
     )
-    assert set(OPTIONS["optimizer"]) == {
-        "sgd",
-        "mmt",
-        "nag",
-        "adagrad",
-        "adadelta",
-        "rmsprop",
-        "adam",
-        "adamax",
-        "mbt_gd",
-        "mbt_mmt",
-        "mbt_nag",
-    }
+    assert set(OPTIONS["optimizer"]) == {*BASELINE_OPTIMIZERS, *MBT_OPTIMIZERS}
 
 
 @pytest.mark.parametrize("model", OPTIONS["model"])
