@@ -153,6 +153,7 @@ def _eval_loader(dataset, cfg: DictConfig, device: torch.device) -> EvalBatches:
         augment="none",
         seed=cfg.seed,
         device=device,
+        channels_last=bool(cfg.trainer.channels_last),
     )
     return EvalBatches(loader)
 
@@ -195,7 +196,9 @@ def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     # Seeded right before construction: every optimizer of a comparison (same seed) starts
     # from the same initial weights.
     torch.manual_seed(cfg.seed)
-    return instantiate(_without(cfg.model, "name")).to(device)
+    model = instantiate(_without(cfg.model, "name"))
+    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
+    return model.to(device, memory_format=memory_format)
 
 
 def run_config(cfg: DictConfig) -> dict[str, Any]:
@@ -259,6 +262,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         augment=cfg.dataset.augment,
         seed=int(cfg.seed),
         device=device,
+        channels_last=bool(cfg.trainer.channels_last),
     )
     if cfg.task == "search":
         return _search_only(model, optimizer, train_loader, run_dir, identity, device)
@@ -323,6 +327,7 @@ def run_fig2b(cfg: DictConfig) -> dict[str, Any]:
         augment="none",
         seed=int(cfg.seed),
         device=device,
+        channels_last=bool(cfg.trainer.channels_last),
     )
     inputs, targets = next(iter(loader.epoch(0)))
     model = _build_model(cfg, device)

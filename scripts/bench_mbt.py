@@ -157,7 +157,14 @@ def make_data(args: argparse.Namespace, device: torch.device):
 
     def loader(batch_size: int) -> DeviceLoader:
         return DeviceLoader(
-            images, labels, batch_size, shuffle=True, augment=args.augment, seed=0, device=device
+            images,
+            labels,
+            batch_size,
+            shuffle=True,
+            augment=args.augment,
+            seed=0,
+            device=device,
+            channels_last=args.memory_format == "channels_last",
         )
 
     return loader, description
@@ -385,6 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--augment", default="paper", help="none | flip_crop | paper")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--memory-format",
+        choices=["channels_last", "contiguous"],
+        default="channels_last",
+        help="layout of the model and batches (the trainer's default is channels_last)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds of part (a) (median ratio is kept)"
@@ -405,10 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     from bgd_experiments.models import build_model
 
     torch.manual_seed(0)
-    model0 = build_model(args.model, 10, args.width).to(device)
+    memory_format = (
+        torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
+    )
+    model0 = build_model(args.model, 10, args.width).to(device, memory_format=memory_format)
     loader, description = make_data(args, device)
     header = (
-        f"{args.model} width {args.width} on {device} ({torch.get_num_threads()} threads), "
+        f"{args.model} width {args.width} on {device} ({torch.get_num_threads()} threads, "
+        f"{args.memory_format}), "
         f"torch {torch.__version__}; data: {description}; augment {args.augment}"
     )
     print(header, flush=True)

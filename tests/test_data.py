@@ -471,6 +471,22 @@ def test_loader_drop_last_and_no_shuffle():
     assert len(batches) == 5 and torch.equal(y, labels[:50])
 
 
+@pytest.mark.parametrize("augment", ["none", "paper"])
+def test_loader_channels_last_changes_the_layout_not_the_values(augment):
+    images, labels = _indexed_images(40)
+
+    def batches(channels_last: bool):
+        loader = DeviceLoader(
+            images, labels, 16, shuffle=True, augment=augment, seed=2, channels_last=channels_last
+        )
+        return list(loader.epoch(1))
+
+    for (x, y), (x_nhwc, y_nhwc) in zip(batches(False), batches(True), strict=True):
+        assert torch.equal(x, x_nhwc) and torch.equal(y, y_nhwc)
+        assert x_nhwc.is_contiguous(memory_format=torch.channels_last)
+        assert not x_nhwc.is_contiguous() and x.is_contiguous()
+
+
 def test_loader_rejects_bad_arguments():
     images, labels = _indexed_images(4)
     with pytest.raises(ValueError, match="batch_size"):

@@ -85,10 +85,17 @@ def test_accepted_rates_satisfy_armijo_and_are_locally_largest() -> None:
         point = [x - sigma * result.ratio * g for x, g in zip(point, grad, strict=True)]
 
 
-def test_restore_mode_is_bit_exact_and_leaves_modes_and_optimizer_state_alone() -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_restore_mode_is_bit_exact_and_leaves_modes_and_optimizer_state_alone(
+    channels_last: bool,
+) -> None:
     model = tiny_net(torch.float32)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     batches = random_batches(torch.float32)
+    if channels_last:  # the trainer's default layout: weights, grads and copies are NHWC
+        model = model.to(memory_format=torch.channels_last)
+        batches = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     for x, y in batches[:3]:  # BN statistics and momentum buffers that are not trivial
         optimizer.zero_grad()
         nn.CrossEntropyLoss()(model(x), y).backward()
@@ -116,6 +123,8 @@ def test_restore_mode_is_bit_exact_and_leaves_modes_and_optimizer_state_alone() 
     assert [m.training for m in model.modules()] == modes
     assert all(p.grad is None for p in model.parameters())
     assert optimizer.param_groups[0]["lr"] == result.lr == result.mean_sigma * result.ratio
+    if channels_last:  # restored in place, so the layout survives the search
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("start_lr", [100.0, 1e-2, 1e-6])

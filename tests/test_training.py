@@ -98,7 +98,7 @@ def test_config_differences_ignore_where_it_runs_but_not_what_it_computes():
         "budget": {"width": 0.25},
     }
     new = {
-        "trainer": {"device": "cuda", "epochs": 5},
+        "trainer": {"device": "cuda", "epochs": 5, "channels_last": True},
         "model": {"width": 0.5},
         "budget": {"width": 1.0},
     }
@@ -164,6 +164,35 @@ def test_fit_from_a_notebook_writes_metrics_summary_and_resumes(tmp_path):
     )
     assert longer["epochs_completed"] == 4
     assert read_jsonl(tmp_path / "metrics.jsonl")[:3] == records
+
+
+def test_fit_in_channels_last_matches_the_contiguous_layout(tmp_path):
+    """The trainer's default NHWC layout is a speed choice: same training up to rounding."""
+    histories = []
+    for channels_last in (False, True):
+        model, train, test = tiny_problem()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+            train.memory_format = test.memory_format = torch.channels_last
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        fit(
+            model,
+            optimizer,
+            train,
+            Reiterable(test),
+            epochs=2,
+            run_dir=tmp_path / str(channels_last),
+            identity=identity(),
+            progress="plain",
+            tensorboard=False,
+        )
+        assert model[0].weight.is_contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+        histories.append(read_jsonl(tmp_path / str(channels_last) / "metrics.jsonl"))
+    for plain, nhwc in zip(*histories, strict=True):
+        assert nhwc["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-4)
+        assert nhwc["test_loss"] == pytest.approx(plain["test_loss"], rel=1e-4)
 
 
 def test_summarize_reports_the_clean_protocol_when_validated():

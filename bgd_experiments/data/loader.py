@@ -29,6 +29,8 @@ class DeviceLoader:
 
     ``augment`` is one of "none", "flip_crop", "paper" (see :mod:`augment`). With
     ``shuffle=False`` the order is the dataset order (augmentation, if any, still random).
+    ``channels_last`` lays the image batches out as NHWC in memory (same values and shape),
+    the layout a model converted with ``model.to(memory_format=torch.channels_last)`` wants.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class DeviceLoader:
         seed: int = 0,
         device: str | torch.device = "cpu",
         drop_last: bool = False,
+        channels_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -63,6 +66,7 @@ class DeviceLoader:
         self.augment = augment
         self.seed = int(seed)
         self.drop_last = drop_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     @classmethod
     def from_dataset(cls, dataset: ArrayDataset, batch_size: int, **kwargs) -> DeviceLoader:
@@ -91,4 +95,7 @@ class DeviceLoader:
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             images = augment_batch(self.images.index_select(0, index), self.augment, generator)
-            yield images, self.labels.index_select(0, index)
+            yield (
+                images.contiguous(memory_format=self.memory_format),
+                self.labels.index_select(0, index),
+            )

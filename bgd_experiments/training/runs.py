@@ -30,6 +30,7 @@ RESUMABLE_DIFFERENCES = frozenset(
         "trainer.progress",
         "trainer.epochs",
         "trainer.num_threads",
+        "trainer.channels_last",
         "trainer.tensorboard",
         "dataset.download",
     }
