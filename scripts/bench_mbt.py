@@ -124,6 +124,11 @@ def timed(device: torch.device, function: Callable[[], object]) -> tuple[float, 
     return time.perf_counter() - began, value
 
 
+def timed_each(device: torch.device, function: Callable[[], object], repeats: int) -> float:
+    """Mean seconds of one call over ``repeats`` back-to-back calls."""
+    return timed(device, lambda: [function() for _ in range(repeats)])[0] / repeats
+
+
 def plain_sgd_steps(model: nn.Module, batches: list[Batch], lr: float) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
@@ -246,9 +251,9 @@ def part_a(args, model0: nn.Module, loader, device: torch.device) -> dict:
         model = copy.deepcopy(model0)
         step_s = timed(device, lambda model=model: plain_sgd_steps(model, batches, 1e-3))[0]
         step_s /= len(batches)
-        fast_trial = timed(device, lambda: [timer.fast() for _ in range(5)])[0] / 5
-        naive_trial = timed(device, lambda: [timer.naive() for _ in range(5)])[0] / 5
-        forward = timed(device, lambda: [timer.bare_forward() for _ in range(5)])[0] / 5
+        fast_trial = timed_each(device, timer.fast, args.trial_repeats)
+        naive_trial = timed_each(device, timer.naive, args.trial_repeats)
+        forward = timed_each(device, timer.bare_forward, args.trial_repeats)
         rounds.append(
             {
                 "naive_search_s": naive_s,
@@ -401,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(
         "--repeats", type=int, default=3, help="rounds of part (a) (median ratio is kept)"
+    )
+    parser.add_argument(
+        "--trial-repeats", type=int, default=20, help="trials timed per round of part (a)"
     )
     parser.add_argument("--epoch-repeats", type=int, default=1)
     parser.add_argument("--parts", default="abc")
