@@ -7,6 +7,7 @@ linesearch). Everything it calls is usable from a notebook without Hydra.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -110,13 +111,31 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     return run_training(cfg)
 
 
-def run_functions(cfg: DictConfig) -> dict[str, Any]:
+def already_made(payload: Path, request: dict[str, Any], outputs: list[Path], force: bool) -> bool:
+    """Whether ``payload`` records this very ``request`` and every output exists, so that
+    re-running a target skips artefacts that are not run folders (``force=true`` remakes)."""
+    if force or not all(path.exists() for path in [payload, *outputs]):
+        return False
+    try:
+        recorded = json.loads(payload.read_text()).get("request")
+    except (OSError, ValueError, AttributeError):
+        return False
+    # A JSON round trip of the request, so tuples and lists compare alike.
+    return recorded == json.loads(json.dumps(request))
+
+
+def run_functions(cfg: DictConfig) -> dict[str, Any] | None:
     from bgd_experiments.linesearch.experiments import run_deterministic_experiments
 
     out_dir = Path(cfg.results_dir)
     settings = _without(cfg.functions)
+    request = {"functions": settings}
+    outputs = [out_dir / name for name in ("functions.md", "fig2a.png", "fig2a.pdf")]
+    if already_made(out_dir / "functions.json", request, outputs, bool(cfg.force)):
+        log.info("skipped: %s/functions.json has these settings (force=true reruns)", out_dir)
+        return None
     log.info("deterministic line-search experiments -> %s (%s)", out_dir, settings)
-    return run_deterministic_experiments(out_dir, **settings)
+    return run_deterministic_experiments(out_dir, request=request, **settings)
 
 
 def _load_data(cfg: DictConfig, device: torch.device):
@@ -312,11 +331,27 @@ def _search_only(model, optimizer, train_loader, run_dir: Path, identity, device
     return summary
 
 
-def run_fig2b(cfg: DictConfig) -> dict[str, Any]:
+def run_fig2b(cfg: DictConfig) -> dict[str, Any] | None:
     from bgd_experiments import data
     from bgd_experiments.linesearch.experiments import run_fig2b as fig2b
 
     data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
+    out_dir = Path(cfg.results_dir)
+    settings = _without(cfg.fig2b)
+    request = {
+        "fig2b": settings,
+        "model": _without(cfg.model),
+        "dataset": {
+            "source": describe_data_source(cfg),
+            "train_subset": cfg.dataset.train_subset,
+            "augment": cfg.dataset.augment,
+        },
+        "seed": int(cfg.seed),
+    }
+    outputs = [out_dir / "fig2b.png", out_dir / "fig2b.pdf"]
+    if already_made(out_dir / "fig2b.json", request, outputs, bool(cfg.force)):
+        log.info("skipped: %s/fig2b.json has these settings (force=true reruns)", out_dir)
+        return None
     device = resolve_device(cfg.trainer.device)
     train, _, _ = _load_data(cfg, device)
     loader = data.DeviceLoader(
@@ -331,10 +366,8 @@ def run_fig2b(cfg: DictConfig) -> dict[str, Any]:
     )
     inputs, targets = next(iter(loader.epoch(0)))
     model = _build_model(cfg, device)
-    settings = _without(cfg.fig2b)
-    out_dir = Path(cfg.results_dir)
     log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
-    return fig2b(model, inputs, targets, out_dir, **settings)
+    return fig2b(model, inputs, targets, out_dir, request=request, **settings)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

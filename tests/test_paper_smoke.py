@@ -64,3 +64,15 @@ def test_every_artefact_runs_end_to_end_at_smoke_budget(tmp_path, smoke_env):
     # A second pass finds every run finished and trains nothing.
     again = run([str(BIN / "bgd-run"), "-m", "experiment=table2", *common], tmp_path, smoke_env)
     assert again.count("skipped") == 75
+    # Figure 2 has no run folder: its JSON records the request, and the same request skips.
+    made = {name: (results / name).stat().st_mtime_ns for name in ("functions.json", "fig2b.json")}
+    again = run(fig2, tmp_path, smoke_env)
+    assert again.count("skipped") == 2
+    assert {name: (results / name).stat().st_mtime_ns for name in made} == made
+    # Another setting (or force=true) makes it again; the other half stays skipped.
+    again = run([*fig2, "fig2b.iterations=2"], tmp_path, smoke_env)
+    assert again.count("skipped") == 1 and "functions.json" in again
+    assert read_json(results / "fig2b.json")["request"]["fig2b"]["iterations"] == 2
+    assert (results / "functions.json").stat().st_mtime_ns == made["functions.json"]
+    again = run([*fig2, "fig2b.iterations=2", "force=true"], tmp_path, smoke_env)
+    assert "skipped" not in again

@@ -637,11 +637,14 @@ def run_deterministic_experiments(
     num_starts: int = 100,
     seed: int = 0,
     mexican_hat_max_iter: int = 10_000,
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run Examples 3.6, 3.7 and the Mexican-hat comparison; write the report and Figure 2(a).
 
     Writes ``functions.md``, ``functions.json``, ``fig2a.png`` and ``fig2a.pdf`` into
-    ``out_dir`` and returns the JSON payload. The Mexican-hat runs use
+    ``out_dir`` and returns the JSON payload (``request``, when given, is stored in it
+    verbatim: what asked for this output, so a caller can tell a re-run apart from a new
+    request). The Mexican-hat runs use
     ``min(max_iter, mexican_hat_max_iter)`` iterations at most; check runs from one
     non-converging start use min(max_iter, 10^6) (Standard GD) and min(max_iter, 10^5)
     (Backtracking GD) iterations.
@@ -671,6 +674,8 @@ def run_deterministic_experiments(
     }
     report["mexican_hat"]["claims"] = _mexican_hat_claims(report["mexican_hat"])
     report["wall_time_s"] = time.perf_counter() - began
+    if request is not None:
+        report["request"] = request
     plot_fig2a(report["mexican_hat"]["figure_2a_runs"], out_dir)
     atomic_write_text(out_dir / "functions.md", render_markdown(report))
     atomic_write_json(out_dir / "functions.json", report)
@@ -692,6 +697,7 @@ def run_fig2b(
     delta0: float = 1.0,
     batchnorm_mode: str = "train",
     callback: Callback | None = None,
+    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Figure 2(b): Two-way Backtracking GD on the full-batch cross-entropy of ``model``.
 
@@ -699,7 +705,8 @@ def run_fig2b(
     the batch statistics of that batch, and its running statistics are not changed by the
     search (see :class:`~.objectives.ModelObjective`); dropout is off. The model's parameters
     are not modified. Writes ``fig2b.json`` (step size, loss and gradient norm per iteration)
-    and ``fig2b.png`` / ``fig2b.pdf`` into ``out_dir``; returns the JSON payload.
+    and ``fig2b.png`` / ``fig2b.pdf`` into ``out_dir``; returns the JSON payload, which
+    holds ``request`` verbatim when given.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -732,6 +739,8 @@ def run_fig2b(
         "settle_iteration": settle_iteration(records.step_sizes),
         "summary": {k: v for k, v in result.summary().items() if k != "final_point"},
     }
+    if request is not None:
+        payload["request"] = request
     figure = Figure(figsize=(7.0, 4.2), constrained_layout=True)
     axes = figure.add_subplot()
     axes.plot(range(len(records)), list(records.step_sizes), marker=".", label="step size")
