@@ -308,7 +308,8 @@ class _TrialPoint:
     def armijo_check(self, sigma: float) -> float:
         """L_B(x_i - sigma*g) - L_B(x_i) + alpha*sigma*||g||^2; accepted when <= 0."""
         self.move_to(sigma)
-        with torch.no_grad(), running_stats_frozen(self.bn_layers):
+        # inference_mode, not just no_grad: no version counters or view tracking either.
+        with torch.inference_mode(), running_stats_frozen(self.bn_layers):
             trial_loss = float(self.loss_fn(self.model(self.inputs), self.targets))
         self.trials += 1
         return trial_loss - self.loss_value + self.alpha * sigma * self.norm_sq
