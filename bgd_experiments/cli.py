@@ -113,7 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 
 def already_made(payload: Path, request: dict[str, Any], outputs: list[Path], force: bool) -> bool:
     """Whether ``payload`` records this very ``request`` and every output exists, so that
-    re-running a target skips artefacts that are not run folders (``force=true`` remakes)."""
+    re-running a target skips artefacts that are not run folders (``force=true`` remakes).
+    Logs the skip."""
     if force or not all(path.exists() for path in [payload, *outputs]):
         return False
     try:
@@ -121,7 +122,10 @@ def already_made(payload: Path, request: dict[str, Any], outputs: list[Path], fo
     except (OSError, ValueError, AttributeError):
         return False
     # A JSON round trip of the request, so tuples and lists compare alike.
-    return recorded == json.loads(json.dumps(request))
+    if recorded != json.loads(json.dumps(request)):
+        return False
+    log.info("skipped: %s has these settings (force=true reruns)", payload)
+    return True
 
 
 def run_functions(cfg: DictConfig) -> dict[str, Any] | None:
@@ -132,7 +136,6 @@ def run_functions(cfg: DictConfig) -> dict[str, Any] | None:
     request = {"functions": settings}
     outputs = [out_dir / name for name in ("functions.md", "fig2a.png", "fig2a.pdf")]
     if already_made(out_dir / "functions.json", request, outputs, bool(cfg.force)):
-        log.info("skipped: %s/functions.json has these settings (force=true reruns)", out_dir)
         return None
     log.info("deterministic line-search experiments -> %s (%s)", out_dir, settings)
     return run_deterministic_experiments(out_dir, request=request, **settings)
@@ -350,7 +353,6 @@ def run_fig2b(cfg: DictConfig) -> dict[str, Any] | None:
     }
     outputs = [out_dir / "fig2b.png", out_dir / "fig2b.pdf"]
     if already_made(out_dir / "fig2b.json", request, outputs, bool(cfg.force)):
-        log.info("skipped: %s/fig2b.json has these settings (force=true reruns)", out_dir)
         return None
     device = resolve_device(cfg.trainer.device)
     train, _, _ = _load_data(cfg, device)
