@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         "--memory-format",
         choices=["channels_last", "contiguous"],
         default="channels_last",
-        help="layout of the model and batches (trainer.channels_last; the trainer's default is "
-        "contiguous)",
+        help="layout of the model and batches (trainer.channels_last, true by default; "
+        "contiguous is NCHW)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +20,7 @@ from bgd_experiments.models import (
     resnet18,
     senet18,
 )
+from bgd_experiments.models._common import SubsampledConv1x1, conv1x1
 
 MODEL_NAMES = ("resnet18", "preactresnet18", "mobilenetv2", "senet18", "densenet121")
 
@@ -160,3 +165,67 @@ def test_bad_num_classes_is_refused_with_a_helpful_message(num_classes: object) 
         build_model("mobilenetv2", num_classes=num_classes)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"num_classes must be an integer >= 1"):
         senet18(num_classes=num_classes)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("stride", [2, 3])
+def test_subsampled_conv1x1_is_the_strided_convolution(memory_format, stride) -> None:
+    torch.manual_seed(0)
+    reference = nn.Conv2d(4, 8, kernel_size=1, stride=stride, bias=False)
+    subsampled = SubsampledConv1x1(4, 8, kernel_size=1, stride=stride, bias=False)
+    subsampled.load_state_dict(reference.state_dict())  # same parameters, same keys
+    images = torch.randn(6, 4, 16, 16).contiguous(memory_format=memory_format)
+    upstream = torch.randn(6, 8, *reference(images).shape[2:])
+
+    outputs, input_grads, weight_grads = [], [], []
+    for conv in (reference, subsampled):
+        x = images.clone().requires_grad_()
+        out = conv(x)
+        input_grad, weight_grad = torch.autograd.grad(out, (x, conv.weight), upstream)
+        outputs.append(out)
+        input_grads.append(input_grad)
+        weight_grads.append(weight_grad)
+    torch.testing.assert_close(outputs[1], outputs[0])
+    torch.testing.assert_close(input_grads[1], input_grads[0])
+    # The weight gradient sums N*H*W products; the two kernels sum in different orders.
+    torch.testing.assert_close(weight_grads[1], weight_grads[0], rtol=1e-4, atol=1e-4)
+
+
+def test_conv1x1_subsamples_only_narrow_strided_convolutions() -> None:
+    assert type(conv1x1(8, 16, stride=2)) is SubsampledConv1x1
+    assert type(conv1x1(16, 32, stride=2)) is nn.Conv2d  # the oneDNN path is safe here
+    assert type(conv1x1(8, 16)) is nn.Conv2d  # stride 1 never hits the bug
+    narrow = build_model("resnet18", num_classes=10, width=0.0625)
+    shortcuts = [m for m in narrow.modules() if isinstance(m, SubsampledConv1x1)]
+    assert [m.in_channels for m in shortcuts] == [4, 8]  # the third shortcut has 16
+
+
+# The oneDNN crash this guards against, as a fresh interpreter so a heap corruption fails the
+# test instead of killing pytest. MALLOC_CHECK_=3 makes glibc abort on the first bad free.
+NARROW_CHANNELS_LAST_STEP = """
+import torch
+from bgd_experiments.models import build_model
+torch.manual_seed(0)
+nhwc = torch.channels_last
+for name in ("resnet18", "preactresnet18", "senet18"):
+    for width in (0.0625, 0.125):
+        model = build_model(name, num_classes=10, width=width).to(memory_format=nhwc)
+        for batch_size in (3, 25):
+            images = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=nhwc)
+            for _ in range(3):
+                model.zero_grad()
+                model(images).square().mean().backward()
+print("survived")
+"""
+
+
+def test_narrow_models_train_in_channels_last_at_odd_batch_sizes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", NARROW_CHANNELS_LAST_STEP],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MALLOC_CHECK_": "3"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "survived"
