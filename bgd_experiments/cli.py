@@ -240,11 +240,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         fit,
         prepare_run_folder,
         run_folder,
+        run_state,
     )
 
-    # Cheap checks of the data source first: a missing dataset must fail before any model
-    # is built or any folder is written.
-    data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
     identity = RunIdentity(
         task=cfg.task,
         dataset=cfg.dataset.name,
@@ -261,6 +259,11 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         data_source=describe_data_source(cfg),
     )
     run_dir = run_folder(cfg.results_dir, identity)
+    if cfg.force or run_state(run_dir) is not RunState.FINISHED:
+        # Cheap checks of the data source before any model is built or any folder is
+        # written, so a missing dataset leaves nothing behind. Finished runs skip them: an
+        # uncached archive takes ~2 s to list, per job of a sweep.
+        data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
     state = prepare_run_folder(run_dir, run_config(cfg), force=bool(cfg.force))
     if state is RunState.FINISHED:
         log.info("skipped: %s is finished (force=true reruns it)", run_dir)

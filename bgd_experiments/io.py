@@ -57,6 +57,22 @@ def atomic_torch_save(path: str | Path, payload: Any) -> None:
     _atomic_replace(Path(path), lambda handle: torch.save(payload, handle), "wb")
 
 
+def atomic_save_figure(path: str | Path, figure: Any, dpi: int = 150) -> None:
+    """Save a matplotlib ``figure`` to ``path`` atomically, in the format of its suffix.
+
+    PDFs are written without a creation date, so re-rendering an unchanged plot gives the
+    same bytes and leaves no spurious change in a committed ``results/`` folder.
+    """
+    path = Path(path)
+    file_format = path.suffix.lstrip(".").lower()
+    metadata = {"CreationDate": None} if file_format == "pdf" else None
+
+    def write(handle: Any) -> None:
+        figure.savefig(handle, format=file_format, dpi=dpi, metadata=metadata)
+
+    _atomic_replace(path, write, "wb")
+
+
 def read_json(path: str | Path) -> Any:
     with open(path) as handle:
         return json.load(handle)

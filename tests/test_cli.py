@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+from bgd_experiments.data import CACHE_ENV_VAR
 from bgd_experiments.io import read_json, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,7 +281,7 @@ def test_unknown_folder_layout_is_refused(tmp_path):
 @pytest.mark.slow
 def test_search_only_task_reports_the_found_rate(tmp_path, tiny_cifar10_imagefolder):
     results = tmp_path / "results"
-    done = bgd_run(
+    search_args = [
         f"dataset.root={tiny_cifar10_imagefolder}",
         *TINY,
         "task=search",
@@ -286,8 +289,8 @@ def test_search_only_task_reports_the_found_rate(tmp_path, tiny_cifar10_imagefol
         "optimizer.lr=1",
         "optimizer.num_batches=4",
         f"results_dir={results}",
-        cwd=tmp_path,
-    )
+    ]
+    done = bgd_run(*search_args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     run_dir = only_run_dir(results)
     assert run_dir.relative_to(results).parts[:3] == ("runs", "search", "cifar10")
@@ -295,6 +298,24 @@ def test_search_only_task_reports_the_found_rate(tmp_path, tiny_cifar10_imagefol
     assert summary["found_lr"] > 0
     assert summary["found_lr"] == summary["search"]["lr"]
     assert len(summary["search"]["sigmas"]) == 4
+
+    # A finished run is skipped without reading the data: with the images gone and nothing
+    # cached, the rerun still skips, while a new run on the same root is refused.
+    with tempfile.TemporaryDirectory() as gone:
+        shutil.move(str(tiny_cifar10_imagefolder), gone)
+        tiny_cifar10_imagefolder.mkdir()
+        try:
+            again = bgd_run(*search_args, cwd=tmp_path, env={CACHE_ENV_VAR: gone})
+            new = bgd_run(*search_args, "optimizer.lr=2", cwd=tmp_path, env={CACHE_ENV_VAR: gone})
+        finally:
+            tiny_cifar10_imagefolder.rmdir()
+            shutil.move(str(Path(gone) / tiny_cifar10_imagefolder.name), tiny_cifar10_imagefolder)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "skipped" in again.stdout + again.stderr
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert new.returncode == 2
+    assert "No cifar10 data found" in new.stdout + new.stderr
+    assert only_run_dir(results) == run_dir  # the refused run left no folder
     refused = bgd_run(
         f"dataset.root={tiny_cifar10_imagefolder}",
         *TINY,

@@ -403,6 +403,16 @@ def test_fig3_files_and_plotted_data(report_dir: Path, runs: list[RunRecord]) ->
         assert [int(r["epoch"]) for r in curve if r["alpha_switch"] == "true"] == switches
 
 
+def test_fig3_redrawn_from_the_same_runs_is_byte_identical(
+    tmp_path: Path, runs: list[RunRecord]
+) -> None:
+    # No creation date in the PDF: a re-run of `make fig3` leaves committed results unchanged.
+    first = {p.name: p.read_bytes() for p in write_fig3(runs, tmp_path / "a")}
+    second = {p.name: p.read_bytes() for p in write_fig3(runs, tmp_path / "b")}
+    assert first == second
+    assert b"CreationDate" not in first["fig3.pdf"]
+
+
 def test_fig3_without_runs_still_draws_marked_empty_panels(tmp_path: Path) -> None:
     written = write_fig3([], tmp_path)
     assert {path.name for path in written} == {"fig3.png", "fig3.pdf", "fig3.csv"}

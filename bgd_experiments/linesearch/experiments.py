@@ -26,7 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_save_figure, atomic_write_json, atomic_write_text
 from .methods import (
     STOP_GRAD_TOL,
     STOP_MAX_ITER,
@@ -454,7 +454,7 @@ def plot_fig2a(figure_runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     axes.grid(True, which="both", alpha=0.3)
     paths = [out_dir / "fig2a.png", out_dir / "fig2a.pdf"]
     for path in paths:
-        figure.savefig(path, dpi=150)
+        atomic_save_figure(path, figure)
     return paths
 
 
@@ -759,7 +759,7 @@ def run_fig2b(
     )
     axes.grid(True, which="both", alpha=0.3)
     for suffix in ("png", "pdf"):
-        figure.savefig(out_dir / f"fig2b.{suffix}", dpi=150)
+        atomic_save_figure(out_dir / f"fig2b.{suffix}", figure)
     atomic_write_json(out_dir / "fig2b.json", payload)
     return payload
 

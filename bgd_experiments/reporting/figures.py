@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from bgd_experiments.io import atomic_write_text
+from bgd_experiments.io import atomic_save_figure, atomic_write_text
 from bgd_experiments.reporting.paper import DATASET_LABELS, OPTIMIZER_LABELS
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.tables import build_table3
@@ -225,10 +225,7 @@ def write_fig3(
     try:
         for suffix in (".png", ".pdf"):
             path = out / f"fig3{suffix}"
-            # Save next to the target then rename, so a reader never sees half a file.
-            temporary = out / f".fig3{suffix}.tmp{suffix}"
-            figure.savefig(temporary, dpi=150)
-            temporary.replace(path)
+            atomic_save_figure(path, figure)
             written.append(path)
     finally:
         plt.close(figure)
