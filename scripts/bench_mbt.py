@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         "--trial-repeats", type=int, default=20, help="trials timed per round of part (a)"
     )
     parser.add_argument(
-        "--epoch-repeats", type=int, default=1, help="runs of part (b) (median ratio is kept)"
+        "--epoch-repeats", type=int, default=3, help="runs of part (b) (median ratio is kept)"
     )
     parser.add_argument(
         "--epoch-chunk", type=int, default=25, help="steps per turn of the interleaved epochs"
