@@ -358,10 +358,10 @@ def part_b(args, model0: nn.Module, loader, device: torch.device) -> dict:
             next(runner)
         totals = dict.fromkeys(runners, 0.0)
         active = list(runners)
-        for turn in itertools.count():
-            if not active:
-                break
+        turn = 0
+        while active:
             shift = turn % len(active)
+            turn += 1
             for mode in active[shift:] + active[:shift]:
                 runner = runners[mode]
                 seconds, finished = timed(device, lambda runner=runner: next(runner, True))

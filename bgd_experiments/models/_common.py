@@ -69,7 +69,7 @@ class SubsampledConv1x1(nn.Conv2d):
     because oneDNN's weight gradient for a strided 1x1 convolution in channels_last layout
     corrupts the heap on CPU (torch 2.14.1, AVX-512): a segfault or ``free(): invalid next
     size`` for every odd batch size > 1 tried (3-33) with 3, 4, 5, 8 or 12 input channels; 16
-    or more input channels, even batch sizes and NCHW never failed (scan of ~310 shapes,
+    or more input channels, even batch sizes and NCHW never failed (scan of over 300 shapes,
     ``tests/test_models.py`` keeps a crash check). Only the narrow models (width < 0.25) have
     such shortcuts, so :func:`conv1x1` uses this class just there. The explicit subsample
     makes a width-0.0625 ResNet18 training step 2-7% slower (batch 50-200) and its forward
