@@ -341,7 +341,6 @@ def run_fig2b(cfg: DictConfig) -> dict[str, Any] | None:
     from bgd_experiments import data
     from bgd_experiments.linesearch.experiments import run_fig2b as fig2b
 
-    data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
     out_dir = Path(cfg.results_dir)
     settings = _without(cfg.fig2b)
     request = {
@@ -357,6 +356,8 @@ def run_fig2b(cfg: DictConfig) -> dict[str, Any] | None:
     outputs = [out_dir / "fig2b.png", out_dir / "fig2b.pdf"]
     if already_made(out_dir / "fig2b.json", request, outputs, bool(cfg.force)):
         return None
+    # As for run folders: the data source is checked only when there is work to do.
+    data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
     device = resolve_device(cfg.trainer.device)
     train, _, _ = _load_data(cfg, device)
     loader = data.DeviceLoader(
