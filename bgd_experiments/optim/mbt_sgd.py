@@ -18,7 +18,15 @@ from .search import LossFn, mbt_search
 logger = logging.getLogger("bgd_experiments.optim")
 
 PLATEAU_RULES = ("authors_code", "paper_text")
-WARM_START_MODES = ("off", "previous_sigma", "previous_lr", "last_sigma")
+WARM_START_MODES = ("carry_over", "restart", "previous_sigma", "previous_lr")
+# Older spellings, still accepted: False/"off" restart, True is previous_sigma, and
+# "last_sigma" was the carry-over's name while it was an option.
+_WARM_START_ALIASES: dict[object, str] = {
+    False: "restart",
+    "off": "restart",
+    True: "previous_sigma",
+    "last_sigma": "carry_over",
+}
 IMPLEMENTATIONS = {"fast": mbt_search, "reference": mbt_search_reference}
 _CONTROLLER_KEY = "mbt_controller"
 
@@ -64,14 +72,16 @@ class MBTSGD(torch.optim.SGD):
     * ``plateau_rule="paper_text"``: the switch happens once the training loss has not
       decreased for ``plateau_patience`` consecutive epochs; MBT-GD then searches every
       epoch; no early stop.
-    * ``warm_start`` (where the next search starts; all clamped to [lr_min, lr_max]):
-      False/"off" (faithful to the paper: every search starts at ``lr``);
-      True/"previous_sigma" (the previous search's mean sigma, i.e. its rate before the
-      rescaling: the first batch then needs ~2 trials instead of ~5-11);
-      "previous_lr" (the previously found, rescaled rate; a poor start for sigma, since it
-      is sqrt(batch/N) times smaller); "last_sigma" (what the authors' code actually does
-      through an attribute their LR finder keeps between searches: the previous search's
-      last sigma times the ratio). Warm starts save trials and change results slightly.
+    * ``warm_start``: where the first batch of each search after the first starts (the
+      first search always starts at ``lr``).
+      "carry_over" (default, the authors' code: their one ``LRFinder`` per run keeps
+      ``lr_current`` between searches, and a search leaves it at the last batch's accepted
+      sigma times the ratio, the rate of its last walking step; not clamped, so a start
+      below lr_min is accepted as it is, as theirs is);
+      "restart" (also False/"off": every search starts at ``lr``, a reading of the paper's
+      text); True/"previous_sigma" (the previous search's mean sigma, clamped to
+      [lr_min, lr_max]); "previous_lr" (the previously found, rescaled rate, clamped).
+      "last_sigma" is an older name of "carry_over".
     * ``keep_search_steps``: keep the search's k SGD steps as training (deviation; see
       ``mbt_search``). ``implementation``: "fast" (default) or "reference".
 
@@ -96,7 +106,7 @@ class MBTSGD(torch.optim.SGD):
         plateau_rule: str = "authors_code",
         plateau_patience: int = 5,
         stop_patience: int = 50,
-        warm_start: bool | str = False,
+        warm_start: bool | str = "carry_over",
         lr_min: float = 1e-6,
         lr_max: float = 100.0,
         min_decrease: float = 1e-7,
@@ -123,7 +133,11 @@ class MBTSGD(torch.optim.SGD):
             raise ValueError(
                 f"implementation must be one of {tuple(IMPLEMENTATIONS)}, got {implementation!r}"
             )
-        warm_mode = {False: "off", True: "previous_sigma"}.get(warm_start, warm_start)  # type: ignore[call-overload]
+        warm_mode = (
+            _WARM_START_ALIASES.get(warm_start, warm_start)
+            if isinstance(warm_start, bool | str)
+            else warm_start
+        )
         if warm_mode not in WARM_START_MODES:
             raise ValueError(
                 f"warm_start must be a bool or one of {WARM_START_MODES}, got {warm_start!r}"
@@ -164,6 +178,7 @@ class MBTSGD(torch.optim.SGD):
         self.num_searches = 0
         self.last_lr: float | None = None
         self.last_mean_sigma: float | None = None
+        # The carry-over: the last search's last accepted sigma times its ratio.
         self.last_sigma: float | None = None
 
     # ----------------------------------------------------------------- schedule
@@ -190,13 +205,15 @@ class MBTSGD(torch.optim.SGD):
         return self.plateau_reached
 
     def search_start_lr(self) -> float:
-        """The start rate of the next search (``lr``, or a warm start)."""
+        """The start rate of the next search (``lr``, or where ``warm_start`` says)."""
+        if self.warm_start == "carry_over" and self.last_sigma is not None:
+            # Never above lr_max (sigma <= lr_max, ratio <= 1); below lr_min it stays as the
+            # authors' code leaves it.
+            return min(self.lr_max, self.last_sigma)
         if self.warm_start == "previous_sigma" and self.last_mean_sigma is not None:
             start = self.last_mean_sigma
         elif self.warm_start == "previous_lr" and self.last_lr is not None:
             start = self.last_lr
-        elif self.warm_start == "last_sigma" and self.last_sigma is not None:
-            start = self.last_sigma
         else:
             return self.start_lr
         return min(self.lr_max, max(self.lr_min, start))
