@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ._common import SearchResult
+from .patience import STATE_KEYS as PATIENCE_KEYS
+from .patience import Patience
 from .reference import mbt_search_reference
 from .search import LossFn, mbt_search
 
@@ -170,11 +172,8 @@ class MBTSGD(torch.optim.SGD):
         # Controller state (saved by state_dict()).
         self.alpha = float(alpha)
         self.plateau_reached = False
-        self.patience_train = 0
-        self.patience_test = 0
-        self.best_train_loss = math.inf
-        self.best_test_acc = 0.0  # as the authors' code (accuracies are >= 0)
-        self.stop_pending = False
+        # The text counts only a strict decrease of the training loss as an improvement.
+        self.counts = Patience(strict=plateau_rule == "paper_text")
         self.num_searches = 0
         self.last_lr: float | None = None
         self.last_mean_sigma: float | None = None
@@ -191,8 +190,8 @@ class MBTSGD(torch.optim.SGD):
     def patience(self) -> int:
         """The patience the plateau rule compares against ``plateau_patience``."""
         if self.plateau_rule == "authors_code":
-            return min(self.patience_train, self.patience_test)
-        return self.patience_train
+            return self.counts.combined
+        return self.counts.patience_train
 
     def needs_search(self, epoch: int) -> bool:
         """Whether to search before (0-based) ``epoch``."""
@@ -256,24 +255,11 @@ class MBTSGD(torch.optim.SGD):
     def end_epoch(self, train_loss: float, test_acc: float) -> bool:
         """Update the plateau state after an epoch; True when training should stop early.
 
-        A non-finite training loss counts as no improvement (the authors' comparison would
-        instead store NaN as the best loss and never count again).
+        A non-finite training loss counts as no improvement (model_main.py's comparison
+        would instead store NaN as the best loss and never count again; op_main.py counts
+        it, as here).
         """
-        train_loss, test_acc = float(train_loss), float(test_acc)
-        if self.plateau_rule == "authors_code":
-            # The code resets the counter unless the loss got strictly worse.
-            improved = math.isfinite(train_loss) and not train_loss > self.best_train_loss
-        else:
-            improved = math.isfinite(train_loss) and train_loss < self.best_train_loss
-        if improved:
-            self.patience_train, self.best_train_loss = 0, train_loss
-        else:
-            self.patience_train += 1
-        if test_acc > self.best_test_acc:
-            self.patience_test, self.best_test_acc = 0, test_acc
-        else:
-            self.patience_test += 1
-
+        self.counts.update(train_loss, test_acc)
         if self.plateau_rule == "authors_code":
             stuck = self.patience > self.plateau_patience
         else:
@@ -282,7 +268,7 @@ class MBTSGD(torch.optim.SGD):
             self._switch_after_plateau()
         if self.plateau_rule != "authors_code":
             return False
-        stop, self.stop_pending = self.stop_pending, self.patience >= self.stop_patience
+        stop = self.counts.stop_after(self.stop_patience)
         if stop:
             logger.info("MBT plateau rule: patience reached %d, stopping early", self.stop_patience)
         return stop
@@ -307,11 +293,7 @@ class MBTSGD(torch.optim.SGD):
         return {
             "alpha": self.alpha,
             "plateau_reached": self.plateau_reached,
-            "patience_train": self.patience_train,
-            "patience_test": self.patience_test,
-            "best_train_loss": self.best_train_loss,
-            "best_test_acc": self.best_test_acc,
-            "stop_pending": self.stop_pending,
+            **self.counts.state_dict(),
             "num_searches": self.num_searches,
             "last_lr": self.last_lr,
             "last_mean_sigma": self.last_mean_sigma,
@@ -331,5 +313,7 @@ class MBTSGD(torch.optim.SGD):
         controller = state_dict.pop(_CONTROLLER_KEY, None)
         super().load_state_dict(state_dict)
         if controller is not None:
+            self.counts.load_state_dict(controller)
             for key, value in controller.items():
-                setattr(self, key, value)
+                if key not in PATIENCE_KEYS:
+                    setattr(self, key, value)
