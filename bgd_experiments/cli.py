@@ -72,6 +72,11 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.val_size must be >= {cfg.dataset.num_classes} for the clean protocol, "
             f"got {cfg.trainer.val_size}"
         )
+    patience = cfg.trainer.baseline_stop_patience
+    if patience is not None and (type(patience) is not int or patience < 0):  # bool is no int
+        problems.append(
+            f"trainer.baseline_stop_patience must be null or an integer >= 0, got {patience!r}"
+        )
     if cfg.trainer.protocol not in ("paper", "clean"):
         problems.append(f"trainer.protocol must be paper or clean, got {cfg.trainer.protocol!r}")
     if cfg.dataset.augment not in ("paper", "none", "flip_crop"):
@@ -302,6 +307,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         identity=identity,
         progress=cfg.trainer.progress,
         tensorboard=bool(cfg.trainer.tensorboard),
+        baseline_stop_patience=cfg.trainer.baseline_stop_patience,
     )
 
 

@@ -108,3 +108,14 @@ def test_hydra_settings_avoid_the_known_pitfalls():
     raw = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")
     assert raw.hydra.job.chdir is False
     assert raw.hydra.output_subdir is None
+
+
+def test_baselines_stop_at_the_authors_patience_by_default():
+    cfg = compose_train("optimizer=adam")
+    assert cfg.trainer.baseline_stop_patience == 50
+    assert compose_train("optimizer=mbt_nag").optimizer.warm_start == "carry_over"
+    validate(compose_train("trainer.baseline_stop_patience=null"))
+    validate(compose_train("trainer.baseline_stop_patience=0"))
+    for bad in ("-1", "2.5", "true"):
+        with pytest.raises(ConfigError, match="baseline_stop_patience"):
+            validate(compose_train(f"trainer.baseline_stop_patience={bad}"))

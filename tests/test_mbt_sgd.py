@@ -37,11 +37,14 @@ def test_search_sets_rate_and_resets_momentum_buffers() -> None:
     model, optimizer = make()
     batches = random_batches()
     train_epoch(model, optimizer, 0, batches)
+    first = optimizer.last_result
+    assert first is not None and first.start_lr == 1e-2
     assert all("momentum_buffer" in optimizer.state[p] for p in model.parameters())
     result = optimizer.search(model, nn.CrossEntropyLoss(), batches, num_samples=NUM_SAMPLES)
     assert len(optimizer.state) == 0, "momentum buffers must be reset after a search"
     assert all(group["lr"] == result.lr for group in optimizer.param_groups)
-    assert result.alpha == 1e-4 and result.start_lr == 1e-2
+    # The default carry-over: the second search starts where the first one's walk ended.
+    assert result.alpha == 1e-4 and result.start_lr == first.sigmas[-1] * first.ratio
     assert optimizer.momentum_enabled
 
 
@@ -119,6 +122,12 @@ def test_mbt_gd_searches_once_then_on_plateau() -> None:
 
 
 def test_warm_start_starts_from_previous_rate() -> None:
+    for restart in (False, "off", "restart"):
+        model, optimizer = make(warm_start=restart)
+        assert optimizer.warm_start == "restart"
+        optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
+        second = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
+        assert second.start_lr == 1e-2
     model, optimizer = make(warm_start=True)
     first = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
     second = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
@@ -127,10 +136,12 @@ def test_warm_start_starts_from_previous_rate() -> None:
     first = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
     second = optimizer.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
     assert second.start_lr == first.lr
-    model, authors = make(warm_start="last_sigma")
-    first = authors.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
-    second = authors.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
-    assert second.start_lr == first.sigmas[-1] * first.ratio
+    for carry_over in ("last_sigma", "carry_over"):
+        model, authors = make(warm_start=carry_over)
+        assert authors.warm_start == "carry_over" == make()[1].warm_start
+        first = authors.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
+        second = authors.search(model, nn.CrossEntropyLoss(), random_batches(), NUM_SAMPLES)
+        assert second.start_lr == first.sigmas[-1] * first.ratio
 
 
 def test_state_dict_round_trip_resumes_identically() -> None:

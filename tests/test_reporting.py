@@ -201,6 +201,13 @@ def test_table2_two_seeds_give_mean_std_n(report_dir: Path) -> None:
     md = (report_dir / "table2.md").read_text()
     shown = f"{statistics.fmean(accs):.2f} ± {statistics.stdev(accs):.2f} (n=2)"
     assert shown in md
+    # The protocol's difference from op_main.py is stated in every output.
+    notes = md.split("## Notes on the protocol")[1]
+    assert "fresh optimizer" in notes and "op_main.py" in notes and "reaches 50" in notes
+    assert (
+        "% Note: Each baseline cell trains a fresh optimizer"
+        in (report_dir / "table2.tex").read_text()
+    )
 
 
 def test_table2_diverged_and_incomplete_are_marked(report_dir: Path) -> None:

@@ -206,3 +206,45 @@ def test_summarize_reports_the_clean_protocol_when_validated():
     assert (summary["best_val_acc"], summary["test_acc_at_best_val"]) == (60.0, 50.0)
     empty = summarize([], status="diverged", identity=identity())
     assert empty["best_test_acc"] is None and empty["epochs_completed"] == 0
+
+
+def _ascending_run(run_dir, epochs: int, patience: int | None) -> dict:
+    """A baseline that never improves: SGD climbing the loss (training loss up, accuracy
+    not above its first value)."""
+    model, train, test = tiny_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, maximize=True)
+    return fit(
+        model,
+        optimizer,
+        train,
+        Reiterable(test),
+        epochs=epochs,
+        run_dir=run_dir,
+        identity=identity(epochs=epochs),
+        progress="plain",
+        tensorboard=False,
+        baseline_stop_patience=patience,
+    )
+
+
+def test_baseline_stops_one_epoch_after_the_authors_patience_is_reached(tmp_path):
+    # Patience min(train-loss, test-acc) after epochs 1, 2, 3: 0, 1, 2 -> the authors' loop
+    # (op_main.py) still runs epoch 4, then stops.
+    summary = _ascending_run(tmp_path / "a", epochs=10, patience=2)
+    records = read_jsonl(tmp_path / "a" / "metrics.jsonl")
+    losses = [r["train_loss"] for r in records]
+    assert losses == sorted(losses) and len(set(losses)) == len(losses), "never improves"
+    assert summary["status"] == "stopped_early" and summary["epochs_completed"] == 4
+    assert read_json(tmp_path / "a" / "summary.json")["status"] == "stopped_early"
+    # Interrupted after epoch 3 (the stop pending) and resumed: the same stop.
+    first = _ascending_run(tmp_path / "b", epochs=3, patience=2)
+    assert first["status"] == "finished"
+    (tmp_path / "b" / "summary.json").unlink()
+    resumed = _ascending_run(tmp_path / "b", epochs=10, patience=2)
+    assert resumed["status"] == "stopped_early" and resumed["epochs_completed"] == 4
+
+
+@pytest.mark.parametrize("off", [None, 0])
+def test_baseline_early_stop_can_be_switched_off(tmp_path, off):
+    summary = _ascending_run(tmp_path, epochs=6, patience=off)
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 6

@@ -4,10 +4,12 @@
 * :func:`mbt_search_reference` -- the same search written plainly, for checking.
 * :class:`MBTSGD` -- SGD / heavy-ball / Nesterov whose rate the search sets, with the
   paper's per-epoch schedule and plateau switch.
+* :class:`Patience` -- the authors' epochs-without-improvement counters and early stop.
 """
 
 from ._common import SearchResult
 from .mbt_sgd import MBTSGD, PLATEAU_RULES, WARM_START_MODES
+from .patience import Patience
 from .reference import mbt_search_reference
 from .search import mbt_search
 
@@ -15,6 +17,7 @@ __all__ = [
     "MBTSGD",
     "PLATEAU_RULES",
     "WARM_START_MODES",
+    "Patience",
     "SearchResult",
     "mbt_search",
     "mbt_search_reference",

@@ -115,10 +115,10 @@ def check_search_arguments(
         raise ValueError(f"lr_min must be a finite number > 0, got {lr_min!r}")
     if not (math.isfinite(lr_max) and lr_max > lr_min):
         raise ValueError(f"lr_max must be finite and > lr_min={lr_min}, got {lr_max!r}")
-    if not (math.isfinite(start_lr) and lr_min <= start_lr <= lr_max):
-        raise ValueError(
-            f"start_lr must lie in [lr_min, lr_max] = [{lr_min}, {lr_max}], got {start_lr!r}"
-        )
+    # A start below lr_min is allowed: the first batch then accepts it as it is (a guard
+    # hit), as the authors' code does when the rate it carries over is that small.
+    if not (math.isfinite(start_lr) and 0 < start_lr <= lr_max):
+        raise ValueError(f"start_lr must lie in (0, lr_max] = (0, {lr_max}], got {start_lr!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must satisfy 0 < alpha < 1, got {alpha!r}")
     if not 0 < beta < 1:

@@ -12,13 +12,23 @@ import torch
 from torch import nn
 
 from ._common import SearchResult
+from .patience import STATE_KEYS as PATIENCE_KEYS
+from .patience import Patience
 from .reference import mbt_search_reference
 from .search import LossFn, mbt_search
 
 logger = logging.getLogger("bgd_experiments.optim")
 
 PLATEAU_RULES = ("authors_code", "paper_text")
-WARM_START_MODES = ("off", "previous_sigma", "previous_lr", "last_sigma")
+WARM_START_MODES = ("carry_over", "restart", "previous_sigma", "previous_lr")
+# Older spellings, still accepted: False/"off" restart, True is previous_sigma, and
+# "last_sigma" was the carry-over's name while it was an option.
+_WARM_START_ALIASES: dict[object, str] = {
+    False: "restart",
+    "off": "restart",
+    True: "previous_sigma",
+    "last_sigma": "carry_over",
+}
 IMPLEMENTATIONS = {"fast": mbt_search, "reference": mbt_search_reference}
 _CONTROLLER_KEY = "mbt_controller"
 
@@ -64,14 +74,16 @@ class MBTSGD(torch.optim.SGD):
     * ``plateau_rule="paper_text"``: the switch happens once the training loss has not
       decreased for ``plateau_patience`` consecutive epochs; MBT-GD then searches every
       epoch; no early stop.
-    * ``warm_start`` (where the next search starts; all clamped to [lr_min, lr_max]):
-      False/"off" (faithful to the paper: every search starts at ``lr``);
-      True/"previous_sigma" (the previous search's mean sigma, i.e. its rate before the
-      rescaling: the first batch then needs ~2 trials instead of ~5-11);
-      "previous_lr" (the previously found, rescaled rate; a poor start for sigma, since it
-      is sqrt(batch/N) times smaller); "last_sigma" (what the authors' code actually does
-      through an attribute their LR finder keeps between searches: the previous search's
-      last sigma times the ratio). Warm starts save trials and change results slightly.
+    * ``warm_start``: where the first batch of each search after the first starts (the
+      first search always starts at ``lr``).
+      "carry_over" (default, the authors' code: their one ``LRFinder`` per run keeps
+      ``lr_current`` between searches, and a search leaves it at the last batch's accepted
+      sigma times the ratio, the rate of its last walking step; not clamped, so a start
+      below lr_min is accepted as it is, as theirs is);
+      "restart" (also False/"off": every search starts at ``lr``, a reading of the paper's
+      text); True/"previous_sigma" (the previous search's mean sigma, clamped to
+      [lr_min, lr_max]); "previous_lr" (the previously found, rescaled rate, clamped).
+      "last_sigma" is an older name of "carry_over".
     * ``keep_search_steps``: keep the search's k SGD steps as training (deviation; see
       ``mbt_search``). ``implementation``: "fast" (default) or "reference".
 
@@ -96,7 +108,7 @@ class MBTSGD(torch.optim.SGD):
         plateau_rule: str = "authors_code",
         plateau_patience: int = 5,
         stop_patience: int = 50,
-        warm_start: bool | str = False,
+        warm_start: bool | str = "carry_over",
         lr_min: float = 1e-6,
         lr_max: float = 100.0,
         min_decrease: float = 1e-7,
@@ -123,7 +135,11 @@ class MBTSGD(torch.optim.SGD):
             raise ValueError(
                 f"implementation must be one of {tuple(IMPLEMENTATIONS)}, got {implementation!r}"
             )
-        warm_mode = {False: "off", True: "previous_sigma"}.get(warm_start, warm_start)  # type: ignore[call-overload]
+        warm_mode = (
+            _WARM_START_ALIASES.get(warm_start, warm_start)
+            if isinstance(warm_start, bool | str)
+            else warm_start
+        )
         if warm_mode not in WARM_START_MODES:
             raise ValueError(
                 f"warm_start must be a bool or one of {WARM_START_MODES}, got {warm_start!r}"
@@ -156,14 +172,12 @@ class MBTSGD(torch.optim.SGD):
         # Controller state (saved by state_dict()).
         self.alpha = float(alpha)
         self.plateau_reached = False
-        self.patience_train = 0
-        self.patience_test = 0
-        self.best_train_loss = math.inf
-        self.best_test_acc = 0.0  # as the authors' code (accuracies are >= 0)
-        self.stop_pending = False
+        # The text counts only a strict decrease of the training loss as an improvement.
+        self.counts = Patience(strict=plateau_rule == "paper_text")
         self.num_searches = 0
         self.last_lr: float | None = None
         self.last_mean_sigma: float | None = None
+        # The carry-over: the last search's last accepted sigma times its ratio.
         self.last_sigma: float | None = None
 
     # ----------------------------------------------------------------- schedule
@@ -176,8 +190,8 @@ class MBTSGD(torch.optim.SGD):
     def patience(self) -> int:
         """The patience the plateau rule compares against ``plateau_patience``."""
         if self.plateau_rule == "authors_code":
-            return min(self.patience_train, self.patience_test)
-        return self.patience_train
+            return self.counts.combined
+        return self.counts.patience_train
 
     def needs_search(self, epoch: int) -> bool:
         """Whether to search before (0-based) ``epoch``."""
@@ -190,13 +204,15 @@ class MBTSGD(torch.optim.SGD):
         return self.plateau_reached
 
     def search_start_lr(self) -> float:
-        """The start rate of the next search (``lr``, or a warm start)."""
+        """The start rate of the next search (``lr``, or where ``warm_start`` says)."""
+        if self.warm_start == "carry_over" and self.last_sigma is not None:
+            # Never above lr_max (sigma <= lr_max, ratio <= 1); below lr_min it stays as the
+            # authors' code leaves it.
+            return min(self.lr_max, self.last_sigma)
         if self.warm_start == "previous_sigma" and self.last_mean_sigma is not None:
             start = self.last_mean_sigma
         elif self.warm_start == "previous_lr" and self.last_lr is not None:
             start = self.last_lr
-        elif self.warm_start == "last_sigma" and self.last_sigma is not None:
-            start = self.last_sigma
         else:
             return self.start_lr
         return min(self.lr_max, max(self.lr_min, start))
@@ -239,24 +255,11 @@ class MBTSGD(torch.optim.SGD):
     def end_epoch(self, train_loss: float, test_acc: float) -> bool:
         """Update the plateau state after an epoch; True when training should stop early.
 
-        A non-finite training loss counts as no improvement (the authors' comparison would
-        instead store NaN as the best loss and never count again).
+        A non-finite training loss counts as no improvement (model_main.py's comparison
+        would instead store NaN as the best loss and never count again; op_main.py counts
+        it, as here).
         """
-        train_loss, test_acc = float(train_loss), float(test_acc)
-        if self.plateau_rule == "authors_code":
-            # The code resets the counter unless the loss got strictly worse.
-            improved = math.isfinite(train_loss) and not train_loss > self.best_train_loss
-        else:
-            improved = math.isfinite(train_loss) and train_loss < self.best_train_loss
-        if improved:
-            self.patience_train, self.best_train_loss = 0, train_loss
-        else:
-            self.patience_train += 1
-        if test_acc > self.best_test_acc:
-            self.patience_test, self.best_test_acc = 0, test_acc
-        else:
-            self.patience_test += 1
-
+        self.counts.update(train_loss, test_acc)
         if self.plateau_rule == "authors_code":
             stuck = self.patience > self.plateau_patience
         else:
@@ -265,7 +268,7 @@ class MBTSGD(torch.optim.SGD):
             self._switch_after_plateau()
         if self.plateau_rule != "authors_code":
             return False
-        stop, self.stop_pending = self.stop_pending, self.patience >= self.stop_patience
+        stop = self.counts.stop_after(self.stop_patience)
         if stop:
             logger.info("MBT plateau rule: patience reached %d, stopping early", self.stop_patience)
         return stop
@@ -290,11 +293,7 @@ class MBTSGD(torch.optim.SGD):
         return {
             "alpha": self.alpha,
             "plateau_reached": self.plateau_reached,
-            "patience_train": self.patience_train,
-            "patience_test": self.patience_test,
-            "best_train_loss": self.best_train_loss,
-            "best_test_acc": self.best_test_acc,
-            "stop_pending": self.stop_pending,
+            **self.counts.state_dict(),
             "num_searches": self.num_searches,
             "last_lr": self.last_lr,
             "last_mean_sigma": self.last_mean_sigma,
@@ -314,5 +313,7 @@ class MBTSGD(torch.optim.SGD):
         controller = state_dict.pop(_CONTROLLER_KEY, None)
         super().load_state_dict(state_dict)
         if controller is not None:
+            self.counts.load_state_dict(controller)
             for key, value in controller.items():
-                setattr(self, key, value)
+                if key not in PATIENCE_KEYS:
+                    setattr(self, key, value)

@@ -68,7 +68,8 @@ def mbt_search(
       first batch starts at ``start_lr``, later ones at max(lr_min, mean of sigmas so far).
       A failing start is halved (times beta) until it holds; a holding start is grown
       (divided by beta) while it holds, then stepped back once. Guards: stop on a batch when
-      sigma leaves [lr_min, lr_max] or sigma*||g||^2 <= min_decrease. Then one SGD step
+      sigma leaves [lr_min, lr_max] or sigma*||g||^2 <= min_decrease (so a ``start_lr``
+      below lr_min, which a carried-over start can be, is accepted as it is). Then one SGD step
       x_{i+1} = x_i - sigma_i*ratio*g walks the search forward.
     * **Result**: lr = mean(sigma_i) * ratio, ratio = sqrt(batch_size / num_samples) (1 if
       ``rescale`` is False); set on every param group.

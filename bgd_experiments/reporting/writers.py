@@ -316,6 +316,8 @@ def render_markdown(table: Table) -> str:
         ]
     if table.findings:
         parts += ["", "## Findings", "", *(f"- {finding}" for finding in table.findings)]
+    if table.notes:
+        parts += ["", "## Notes on the protocol", "", *(f"- {note}" for note in table.notes)]
     return "\n".join(parts) + "\n"
 
 
@@ -404,7 +406,8 @@ def _label_columns(table: Table) -> int:
 
 
 def render_tex(table: Table) -> str:
-    """Booktabs tabular(s); provenance and findings as ``%`` comments so it can be \\input."""
+    """Booktabs tabular(s); provenance, findings and notes as ``%`` comments so it can be
+    \\input."""
     lines = [
         "% " + provenance_line(table),
         f"% Table {table.number}: {table.title}",
@@ -427,6 +430,7 @@ def render_tex(table: Table) -> str:
             ),
         ]
     lines += [f"% {finding}" for finding in table.findings]
+    lines += [f"% Note: {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
 
 

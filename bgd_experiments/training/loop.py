@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
-from bgd_experiments.optim import MBTSGD, SearchResult
+from bgd_experiments.optim import MBTSGD, Patience, SearchResult
 from bgd_experiments.training.provenance import provenance
 from bgd_experiments.training.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity
 from bgd_experiments.training.tracking import RunTracker
@@ -190,6 +190,7 @@ def fit(
     loss_fn: nn.Module | None = None,
     progress: str = "auto",
     tensorboard: bool = True,
+    baseline_stop_patience: int | None = 50,
 ) -> dict[str, Any]:
     """Train for ``epochs`` epochs (resuming from ``run_dir``) and return the summary.
 
@@ -198,9 +199,19 @@ def fit(
     from an independent data stream, in keep mode it consumes the epoch's first batches.
     The plateau rule sees the validation accuracy when a validation set is given (the clean
     protocol), else the test accuracy (the paper's protocol).
+
+    Any other optimizer (a baseline) stops early as the authors' ``op_main.py`` stops it
+    when ``baseline_stop_patience`` is set (None or 0: never): one epoch after
+    min(epochs since the training loss improved, epochs since the plateau accuracy
+    improved) reaches it, the rule MBTSGD applies with its ``stop_patience``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    baseline_limit = baseline_stop_patience or 0
+    if baseline_limit < 0:
+        raise ValueError(f"baseline_stop_patience must be >= 0, got {baseline_stop_patience}")
+    # MBTSGD counts its own patience (plateau switch and stop); baselines use this one.
+    baseline_patience = Patience() if baseline_limit and not isinstance(optimizer, MBTSGD) else None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = next(model.parameters()).device
     history: list[dict[str, Any]] = []
@@ -214,6 +225,8 @@ def fit(
         _restore_rng(checkpoint["rng"], device)
         history = checkpoint["history"]
         start_epoch = checkpoint["epoch"]
+        if baseline_patience is not None and checkpoint.get("baseline_patience") is not None:
+            baseline_patience.load_state_dict(checkpoint["baseline_patience"])
         elapsed_before = checkpoint["wall_time"]
         log.info("resuming %s from epoch %d", run_dir, start_epoch)
 
@@ -284,9 +297,13 @@ def fit(
                 eval_forward_passes=test_forwards,
                 **_search_record(search, optimizer),
             )
-            stop_early = isinstance(optimizer, MBTSGD) and optimizer.end_epoch(
-                stats.loss, plateau_acc
-            )
+            if isinstance(optimizer, MBTSGD):
+                stop_early = optimizer.end_epoch(stats.loss, plateau_acc)
+            elif baseline_patience is not None:
+                baseline_patience.update(stats.loss, plateau_acc)
+                stop_early = baseline_patience.stop_after(baseline_limit)
+            else:
+                stop_early = False
             history.append(record)
             atomic_torch_save(
                 checkpoint_path,
@@ -297,12 +314,15 @@ def fit(
                     "history": history,
                     "epoch": epoch + 1,
                     "wall_time": elapsed_before + time.perf_counter() - started,
+                    "baseline_patience": (
+                        baseline_patience.state_dict() if baseline_patience else None
+                    ),
                 },
             )
             tracker.log_epoch(record)
             if stop_early:
                 status = "stopped_early"
-                tracker.note(f"epoch {epoch + 1}: plateau patience exhausted, stopping early")
+                tracker.note(f"epoch {epoch + 1}: patience exhausted, stopping early")
                 break
     finally:
         tracker.close()
