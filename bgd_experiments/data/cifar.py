@@ -19,6 +19,10 @@ else ``$BGD_CACHE_DIR``, else ``~/.cache/bgd-experiments``); the cache entry is 
 source path, its size and mtime (folder trees: the mtimes of the split and class folders),
 the dataset name and the split, and is written atomically. torchvision's pickles go through
 the same cache (cheap either way).
+
+Run records name the data by content, not path: :func:`data_identity` gives the source's name
+and a sha256 (archive bytes, or a folder's files in sorted order), cached in the same folder
+by the same (path, size, mtime) signature, so the digest is computed once per file version.
 """
 
 from __future__ import annotations
