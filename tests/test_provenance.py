@@ -112,6 +112,9 @@ def test_config_differences_compare_data_by_content_not_path(tmp_path, tiny_cifa
     assert config_differences(old, new) == []
     renamed = {"dataset": {"name": "cifar10", "root": "/elsewhere/other.tar.gz"}}
     assert config_differences(renamed, new)[0].startswith("data: ")
+    # The data is not on this machine (a finished run re-checked): nothing to compare.
+    absent = {**new, "data": {"name": "data", "sha256": None}}
+    assert config_differences({**old, "data": dict(data)}, absent) == []
 
 
 # --------------------------------------------------------------------------- report

@@ -92,7 +92,9 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     flat_old, flat_new = _flatten(old), _flatten(new)
     keys = sorted(set(flat_old) | set(flat_new))
     differences = []
-    if DATA_KEY in new:
+    # No hash for the new run: its data is not on this machine, which only a finished run
+    # (skipped, nothing reads the data) gets this far with; there is nothing to compare.
+    if DATA_KEY in new and new[DATA_KEY].get("sha256") is not None:
         from bgd_experiments.data import same_data
 
         # The data is compared by name and content hash, never by path.
