@@ -25,7 +25,7 @@ SEEDS ?= 0
 SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
 	trainer.progress=plain $(DOWNLOAD) $(ARGS)
 
-.PHONY: help _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench clean
+.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -85,7 +85,16 @@ fig3: $(STAMP) ## Figure 3: lr per epoch of MBT-MMT/NAG (ResNet18 runs of Table 
 	$(call SWEEP,fig3)
 	$(BIN)/bgd-report fig3 --results-dir $(RESULTS)
 
-paper: table1 table2 table3 fig2 fig3 ## Every table and figure at BUDGET
+# Committed results must come from a clean commit: run folders record git_dirty, and the
+# report flags them. Warn (do not fail) before hours of training start.
+git-clean-check:
+	@if [ -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then \
+	  echo "WARNING: the git tree has uncommitted changes: every run of this target will be" \
+	       "recorded as <commit>+dirty and the tables will say so. Commit first for results" \
+	       "that a commit reproduces." >&2; \
+	fi
+
+paper: git-clean-check table1 table2 table3 fig2 fig3 ## Every table and figure at BUDGET
 	$(BIN)/bgd-report all --results-dir $(RESULTS)
 
 bench: $(STAMP) ## Benchmarks: MBT search vs the authors'-style one, MBT-NAG vs NAG epochs

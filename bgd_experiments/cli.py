@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,12 +210,19 @@ def budget_label(cfg: DictConfig) -> str:
     return budget.name if effective == nominal else f"{budget.name}+overrides"
 
 
-def describe_data_source(cfg: DictConfig) -> str:
-    """Where the images came from, for the provenance line of the tables."""
-    root = Path(cfg.dataset.root).expanduser()
-    where = str(root.resolve()) if root.exists() else str(root)
-    return f"{cfg.dataset.name} from {where}" + (
-        " (torchvision download)" if cfg.dataset.download else ""
+def data_identity(cfg: DictConfig) -> dict[str, str | None]:
+    """The data named by content ({name, sha256}), not by where it lies on this machine."""
+    from bgd_experiments.data import data_identity as identity_of
+
+    return identity_of(cfg.dataset.name, cfg.dataset.root)
+
+
+def describe_data_source(cfg: DictConfig, identity: dict[str, str | None] | None = None) -> str:
+    """What the images are, for the provenance line of the tables: name and content hash."""
+    from bgd_experiments.data import describe_data
+
+    return describe_data(
+        cfg.dataset.name, identity or data_identity(cfg), bool(cfg.dataset.download)
     )
 
 
@@ -228,11 +235,18 @@ def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     return model.to(device, memory_format=memory_format)
 
 
-def run_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain data, without Hydra's own node."""
+def run_config(cfg: DictConfig, data: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """The resolved config as plain data, without Hydra's own node.
+
+    With ``data`` (its identity), the data is recorded by name and hash and ``dataset.root``
+    by name only, so a committed config.yaml names no path of the machine it ran on.
+    """
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     plain.pop("hydra", None)
+    if data is not None:
+        plain["dataset"]["root"] = data["name"]
+        plain["data"] = dict(data)
     return plain
 
 
@@ -261,7 +275,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         train_subset=cfg.dataset.train_subset,
         augment=cfg.dataset.augment,
         budget=budget_label(cfg),
-        data_source=describe_data_source(cfg),
+        data_source="",  # filled in below, once the data is known to be there
     )
     run_dir = run_folder(cfg.results_dir, identity)
     if cfg.force or run_state(run_dir) is not RunState.FINISHED:
@@ -269,7 +283,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         # written, so a missing dataset leaves nothing behind. Finished runs skip them: an
         # uncached archive takes ~2 s to list, per job of a sweep.
         data.check_dataset_source(cfg.dataset.name, cfg.dataset.root, download=cfg.dataset.download)
-    state = prepare_run_folder(run_dir, run_config(cfg), force=bool(cfg.force))
+    # By content (hash cached per file version): the same archive elsewhere is the same run.
+    data_id = data_identity(cfg)
+    identity = replace(identity, data_source=describe_data_source(cfg, data_id), data=data_id)
+    state = prepare_run_folder(run_dir, run_config(cfg, data_id), force=bool(cfg.force))
     if state is RunState.FINISHED:
         log.info("skipped: %s is finished (force=true reruns it)", run_dir)
         return None

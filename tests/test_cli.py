@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from datagen import (
+    TINY_CIFAR10_TEST_PER_CLASS,
+    TINY_CIFAR10_TRAIN_PER_CLASS,
+    write_image_folder_targz,
+)
 
 from bgd_experiments.data import CACHE_ENV_VAR
 from bgd_experiments.io import read_json, read_jsonl
@@ -350,3 +355,49 @@ def test_clean_protocol_selects_the_epoch_on_a_validation_split(tmp_path, tiny_c
     best = max(records, key=lambda record: record["val_acc"])
     assert summary["best_val_acc"] == best["val_acc"]
     assert summary["test_acc_at_best_val"] == best["test_acc"]
+
+
+@pytest.mark.slow
+def test_same_archive_elsewhere_is_the_same_run_and_other_content_is_not(
+    tmp_path, tiny_cifar10_targz
+):
+    results = tmp_path / "results"
+    common = [*TINY, "optimizer=nag", "optimizer.lr=0.05", "trainer.epochs=1"]
+    common.append(f"results_dir={results}")
+    first = bgd_run(f"dataset.root={tiny_cifar10_targz}", *common, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = only_run_dir(results)
+    summary = read_json(run_dir / "summary.json")
+    data = summary["run"]["data"]
+    assert data["name"] == "cifar10-jpeg.tar.gz" and len(data["sha256"]) == 16
+    # The run files name the data by archive and hash, never by this machine's path.
+    for name in ("config.yaml", "summary.json"):
+        assert str(tiny_cifar10_targz.parent) not in (run_dir / name).read_text()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"] == data and config["dataset"]["root"] == "cifar10-jpeg.tar.gz"
+
+    # The same archive at another path (another machine's layout): skipped, untouched.
+    elsewhere = tmp_path / "other" / "place" / "cifar10-jpeg.tar.gz"
+    elsewhere.parent.mkdir(parents=True)
+    shutil.copy(tiny_cifar10_targz, elsewhere)
+    again = bgd_run(f"dataset.root={elsewhere}", *common, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "skipped" in again.stdout + again.stderr
+    assert read_json(run_dir / "summary.json") == summary
+
+    # Other images under the same archive name: another data set, refused as a conflict.
+    forged = tmp_path / "forged" / "cifar10-jpeg.tar.gz"
+    write_image_folder_targz(
+        forged,
+        "cifar10",
+        TINY_CIFAR10_TRAIN_PER_CLASS,
+        TINY_CIFAR10_TEST_PER_CLASS,
+        seed=7,
+        fmt="jpg",
+        top_folder="cifar10",
+    )
+    conflicting = bgd_run(f"dataset.root={forged}", *common, cwd=tmp_path)
+    assert conflicting.returncode == 2
+    output = conflicting.stdout + conflicting.stderr
+    assert "different configuration" in output and "sha256" in output
+    assert read_json(run_dir / "summary.json") == summary

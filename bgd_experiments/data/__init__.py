@@ -25,8 +25,11 @@ from bgd_experiments.data.cifar import (
     ArrayDataset,
     DatasetError,
     check_dataset_source,
+    data_identity,
+    describe_data,
     load_cifar,
     resolve_cache_dir,
+    same_data,
 )
 from bgd_experiments.data.loader import DeviceLoader, derive_seed
 from bgd_experiments.data.subsets import (
@@ -50,9 +53,12 @@ __all__ = [
     "check_dataset_source",
     "class_balanced_indices",
     "class_balanced_subset",
+    "data_identity",
     "derive_seed",
+    "describe_data",
     "load_cifar",
     "normalize",
     "resolve_cache_dir",
+    "same_data",
     "split_validation",
 ]

@@ -19,6 +19,10 @@ else ``$BGD_CACHE_DIR``, else ``~/.cache/bgd-experiments``); the cache entry is 
 source path, its size and mtime (folder trees: the mtimes of the split and class folders),
 the dataset name and the split, and is written atomically. torchvision's pickles go through
 the same cache (cheap either way).
+
+Run records name the data by content, not path: :func:`data_identity` gives the source's name
+and a sha256 (archive bytes, or a folder's files in sorted order), cached in the same folder
+by the same (path, size, mtime) signature, so the digest is computed once per file version.
 """
 
 from __future__ import annotations
@@ -561,6 +565,130 @@ def _decode_split(name: str, source: _Source, split: str) -> ArrayDataset:
     if source.kind == "folder":
         return _read_folder_split(name, source.path, split)
     return _read_archive_split(name, source.path, split)
+
+
+# --------------------------------------------------------------------------------------------
+# Content identity: what the data is, wherever it lies
+
+# Hex digits of the sha256 kept in run records: enough to tell archives apart, short to read.
+DIGEST_LENGTH = 16
+_DIGEST_CHUNK = 1 << 20
+
+
+def _hash_file(digest: Any, path: Path) -> None:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_DIGEST_CHUNK):
+            digest.update(chunk)
+
+
+def _content_files(name: str, source: _Source) -> list[tuple[str, Path]]:
+    """The files whose bytes make up a folder source, by relative name in a fixed order."""
+    if source.kind == "torchvision":
+        layout = _TORCHVISION[name]
+        names = sorted({*layout.train_files, *layout.test_files, layout.meta_file})
+        return [(filename, source.path / filename) for filename in names]
+    files = []
+    for split in SPLITS:
+        split_dir = source.path / split
+        if not split_dir.is_dir():
+            raise DatasetError(f"image-folder tree {source.path} has no {split}/ folder")
+        for class_dir in _class_dirs(split_dir):
+            files += [
+                (f"{split}/{class_dir.name}/{p.name}", p)
+                for p in class_dir.iterdir()
+                if p.is_file() and _is_image_name(p.name)
+            ]
+    return sorted(files)
+
+
+def _compute_digest(name: str, source: _Source) -> str:
+    """sha256 of an archive's bytes, or of a folder's (relative name, size, bytes) sequence."""
+    digest = hashlib.sha256()
+    if source.kind == "archive":
+        _hash_file(digest, source.path)
+        return digest.hexdigest()
+    for relative, path in _content_files(name, source):
+        # Name and length delimit each file, so different splits of the bytes differ.
+        digest.update(relative.encode() + b"\0" + path.stat().st_size.to_bytes(8, "little"))
+        _hash_file(digest, path)
+    return digest.hexdigest()
+
+
+def _digest_key(name: str, source: _Source) -> str:
+    if source.kind == "archive":
+        signature: list[Any] = _stat_signature(source.path)
+    else:
+        signature = [_source_signature(name, source, split) for split in SPLITS]
+    return json.dumps(
+        {"format": _CACHE_FORMAT, "digest": name, "kind": source.kind, "source": signature},
+        sort_keys=True,
+    )
+
+
+def source_digest(name: str, source: _Source, cache_dir: str | Path | None = None) -> str:
+    """The full sha256 hex digest of ``source``, cached by (path, size, mtime) like the arrays.
+
+    Hashing the 133 MB CIFAR-100 archive takes a few tenths of a second; every job of a sweep
+    needs the digest, so it is computed once per file version and read back afterwards.
+    """
+    from bgd_experiments.io import atomic_write_text
+
+    key = _digest_key(name, source)
+    path = resolve_cache_dir(cache_dir) / (
+        f"digest-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+    )
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key and isinstance(cached.get("sha256"), str):
+            return cached["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass  # absent or unreadable: compute it again
+    started = time.perf_counter()
+    value = _compute_digest(name, source)
+    logger.info(
+        "%s: sha256 of %s computed in %.2f s", name, source.path, time.perf_counter() - started
+    )
+    atomic_write_text(path, json.dumps({"key": key, "sha256": value}) + "\n")
+    return value
+
+
+def data_identity(
+    name: str, root: str | Path, *, cache_dir: str | Path | None = None
+) -> dict[str, str | None]:
+    """What the data of ``root`` is, independent of where it lies on this machine.
+
+    ``{"name": <archive or folder name>, "sha256": <first DIGEST_LENGTH hex digits>}``; the
+    same archive copied elsewhere gives the same identity. ``sha256`` is None when ``root``
+    holds no data here (e.g. a finished run re-checked on a machine without the archives).
+    """
+    _validate_name(name)
+    root_path = Path(root).expanduser()
+    try:
+        source, _ = _locate_source(name, root_path)
+    except DatasetError:
+        source = None
+    if source is None:
+        return {"name": root_path.name, "sha256": None}
+    try:
+        digest: str | None = source_digest(name, source, cache_dir)[:DIGEST_LENGTH]
+    except (DatasetError, OSError):
+        digest = None  # unreadable here; check_dataset_source reports why when it matters
+    return {"name": source.path.name, "sha256": digest}
+
+
+def describe_data(dataset: str, identity: dict[str, Any], download: bool = False) -> str:
+    """The provenance text of a data source: no machine path, only name and content hash."""
+    digest = identity.get("sha256") or "unknown"
+    return f"{dataset} from {identity.get('name')} (sha256 {digest})" + (
+        " (torchvision download)" if download else ""
+    )
+
+
+def same_data(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two identities name the same data: same name, and same hash where both know it."""
+    if old.get("name") != new.get("name"):
+        return False
+    return old.get("sha256") is None or new.get("sha256") is None or old["sha256"] == new["sha256"]
 
 
 # --------------------------------------------------------------------------------------------

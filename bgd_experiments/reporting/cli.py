@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bgd_experiments.reporting.figures import fig3_curves, write_fig3
+from bgd_experiments.reporting.figures import fig3_curves, fig3_runs, write_fig3
 from bgd_experiments.reporting.runs import RunRecord, scan_runs
 from bgd_experiments.reporting.tables import TABLE_BUILDERS
-from bgd_experiments.reporting.writers import render_markdown, write_table
+from bgd_experiments.reporting.writers import dirty_warning, render_markdown, write_table
 
 ARTEFACTS = ("table1", "table2", "table3", "fig3")
 
@@ -84,6 +84,12 @@ def runs_markdown(runs: Sequence[RunRecord]) -> str:
     return "\n".join(lines)
 
 
+def _warn_dirty(what: str, runs: Sequence[RunRecord]) -> None:
+    warning = dirty_warning(runs)
+    if warning:
+        print(f"bgd-report: {what}: {warning}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bgd-report``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -100,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Scanned {results_dir}: {len(runs)} run folders.")
     if args.artefact == "runs":
         _show_markdown(runs_markdown(runs))
+        _warn_dirty(str(results_dir), runs)
         return 0
     artefacts = ARTEFACTS if args.artefact == "all" else (args.artefact,)
     written: list[Path] = []
@@ -108,10 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             curves = fig3_curves(runs, args.paper_csv)
             print(f"Figure 3: {len(curves)} lr curves (ResNet18, MBT-MMT/NAG, CIFAR-10/100).")
             written += write_fig3(runs, out_dir, args.paper_csv)
+            _warn_dirty("fig3", fig3_runs(runs))
             continue
         table = TABLE_BUILDERS[artefact](runs, args.paper_csv)
         _show_markdown(render_markdown(table))
         written += write_table(table, out_dir)
+        _warn_dirty(artefact, table.runs)
     print("Wrote:")
     for path in written:
         print(f"  {path}")

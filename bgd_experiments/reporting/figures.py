@@ -70,6 +70,18 @@ def alpha_switch_epochs(epochs: Sequence[int], alphas: Sequence[float | None]) -
     return switches
 
 
+def fig3_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """The training runs Figure 3 can draw from (for its provenance warnings)."""
+    return [
+        run
+        for run in runs
+        if run.task == "train"
+        and run.model == FIG3_MODEL
+        and run.dataset in FIG3_DATASETS
+        and run.optimizer in FIG3_OPTIMIZERS
+    ]
+
+
 def fig3_curves(runs: Sequence[RunRecord], paper_csv: str | None = None) -> list[LrCurve]:
     """The curves to plot: the same runs Table 3 uses for ResNet18, every seed."""
     table = build_table3(runs, paper_csv)

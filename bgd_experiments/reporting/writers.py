@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -101,6 +102,34 @@ def _commits(runs: Sequence[RunRecord]) -> str:
     return _join(sorted(set(labels))) if labels else "unknown"
 
 
+# A path after "<dataset> from " in a data source: run files written before the data was named
+# by content carry the absolute path of the machine they ran on.
+_SOURCE_PATH = re.compile(r"(?<= from )\S*/(?=[^\s/]+)")
+
+
+def portable_source(source: str) -> str:
+    """A data source without directories: "c10 from /a/b/x.tar.gz" -> "c10 from x.tar.gz"."""
+    return _SOURCE_PATH.sub("", source)
+
+
+def dirty_runs(runs: Iterable[RunRecord]) -> list[RunRecord]:
+    """Runs whose code had uncommitted changes (``git_dirty``): no commit reproduces them."""
+    return [run for run in runs if run.git_dirty]
+
+
+def dirty_warning(runs: Sequence[RunRecord]) -> str | None:
+    """A loud one-line warning when any run came from a dirty tree, else None."""
+    dirty = dirty_runs(runs)
+    if not dirty:
+        return None
+    commits = sorted({str(run.git_commit or "unknown")[:10] for run in dirty})
+    return (
+        f"WARNING: {len(dirty)} of {len(runs)} runs come from a git tree with uncommitted "
+        f"changes ({', '.join(c + '+dirty' for c in commits)}): their code is not any commit's; "
+        "committed results should be rerun from a clean tree."
+    )
+
+
 def provenance_line(table: Table) -> str:
     """One line: budget, seeds, epochs, subset, width, data source, protocol, commits, counts."""
     runs = sorted(table.runs, key=lambda run: str(run.path))
@@ -110,7 +139,7 @@ def provenance_line(table: Table) -> str:
     # Search-only runs record 0 epochs: they train nothing.
     epochs = {run.epochs for run in runs if run.epochs}
     # Interrupted runs carry no data source (it is written with the summary).
-    sources = {run.data_source for run in runs if run.data_source}
+    sources = {portable_source(run.data_source) for run in runs if run.data_source}
     if table.metric == "found_lr":
         protocol = SEARCH_PROTOCOL
     else:
@@ -288,8 +317,12 @@ CELL_LEGEND = (
 
 
 def render_markdown(table: Table) -> str:
-    """The full Markdown document of a table: provenance line first, then grid and findings."""
+    """The full Markdown document of a table: provenance line first, then grid and findings.
+
+    A dirty-tree warning, when there is one, comes before everything else."""
+    warning = dirty_warning(table.runs)
     parts = [
+        *([f"**{warning}**", ""] if warning else []),
         provenance_line(table),
         "",
         f"# Table {table.number}: {table.title}",
@@ -408,7 +441,9 @@ def _label_columns(table: Table) -> int:
 def render_tex(table: Table) -> str:
     """Booktabs tabular(s); provenance, findings and notes as ``%`` comments so it can be
     \\input."""
+    warning = dirty_warning(table.runs)
     lines = [
+        *([f"% {warning}"] if warning else []),
         "% " + provenance_line(table),
         f"% Table {table.number}: {table.title}",
         "% " + CELL_LEGEND.replace("`", ""),

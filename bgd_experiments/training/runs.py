@@ -33,8 +33,12 @@ RESUMABLE_DIFFERENCES = frozenset(
         "trainer.channels_last",
         "trainer.tensorboard",
         "dataset.download",
+        # Where the data lies on this machine; what it is, is the "data" block (name + hash).
+        "dataset.root",
     }
 )
+# The config.yaml block naming the data by content (see bgd_experiments.data.data_identity).
+DATA_KEY = "data"
 
 
 class RunState(Enum):
@@ -87,14 +91,40 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ in a way that makes the old run folder not this run's."""
     flat_old, flat_new = _flatten(old), _flatten(new)
     keys = sorted(set(flat_old) | set(flat_new))
-    return [
+    differences = []
+    # No hash for the new run: its data is not on this machine, which only a finished run
+    # (skipped, nothing reads the data) gets this far with; there is nothing to compare.
+    if DATA_KEY in new and new[DATA_KEY].get("sha256") is not None:
+        from bgd_experiments.data import same_data
+
+        # The data is compared by name and content hash, never by path.
+        old_data = with_data_identity(old).get(DATA_KEY) or {}
+        if not same_data(old_data, new[DATA_KEY]):
+            differences.append(f"{DATA_KEY}: {old_data!r} -> {new[DATA_KEY]!r}")
+    return differences + [
         f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
         for key in keys
         # budget.* only feeds the other keys through interpolation; compare those instead.
         if key not in RESUMABLE_DIFFERENCES
         and not key.startswith("budget.")
+        and not key.startswith(f"{DATA_KEY}.")
         and flat_old.get(key) != flat_new.get(key)
     ]
+
+
+def with_data_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with its "data" block, derived from ``dataset.root`` for folders written
+    before data was named by content: hashed if that path exists here, else by name only."""
+    dataset = config.get("dataset")
+    if DATA_KEY in config or not isinstance(dataset, dict) or dataset.get("root") is None:
+        return config
+    from bgd_experiments.data import DatasetError, data_identity
+
+    try:
+        identity = data_identity(str(dataset.get("name")), dataset["root"])
+    except DatasetError:  # an unknown dataset name: nothing to hash
+        identity = {"name": Path(str(dataset["root"])).name, "sha256": None}
+    return {**config, DATA_KEY: identity}
 
 
 def prepare_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) -> RunState:
@@ -162,4 +192,5 @@ class RunIdentity:
     train_subset: int | None
     augment: str
     budget: str | None
-    data_source: str
+    data_source: str  # readable: "<dataset> from <name> (sha256 <hash>)", no machine path
+    data: dict[str, str | None] | None = None  # {"name": ..., "sha256": ...}
