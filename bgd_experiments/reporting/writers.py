@@ -132,6 +132,26 @@ def provenance_line(table: Table) -> str:
     return "Provenance: " + "; ".join(parts) + "."
 
 
+def _is_jpeg_source(source: str) -> bool:
+    # Run folders record the data source as "<dataset> from <path>"; a JPEG archive or folder
+    # says so in its name (the offline archive is cifar10-jpeg.tar.gz).
+    where = source.split(" from ", 1)[-1].lower()
+    return "jpeg" in where or "jpg" in where
+
+
+def data_note(table: Table) -> str | None:
+    """One line when any run of ``table`` read a JPEG re-encoding of CIFAR, else None."""
+    sources = sorted({run.data_source for run in table.runs if run.data_source})
+    jpeg = [source for source in sources if _is_jpeg_source(source)]
+    if not jpeg:
+        return None
+    return (
+        f"Data note: {', '.join(jpeg)} is a lossy JPEG re-encoding of CIFAR, not the official "
+        "release: pixel values differ slightly, so accuracies can differ by a few tenths of a "
+        "percent."
+    )
+
+
 # --------------------------------------------------------------------------- cell text
 
 
@@ -289,8 +309,10 @@ CELL_LEGEND = (
 
 def render_markdown(table: Table) -> str:
     """The full Markdown document of a table: provenance line first, then grid and findings."""
+    note = data_note(table)
     parts = [
         provenance_line(table),
+        *([] if note is None else ["", note]),
         "",
         f"# Table {table.number}: {table.title}",
         "",
@@ -405,8 +427,10 @@ def _label_columns(table: Table) -> int:
 
 def render_tex(table: Table) -> str:
     """Booktabs tabular(s); provenance and findings as ``%`` comments so it can be \\input."""
+    note = data_note(table)
     lines = [
         "% " + provenance_line(table),
+        *([] if note is None else ["% " + note]),
         f"% Table {table.number}: {table.title}",
         "% " + CELL_LEGEND.replace("`", ""),
         "% Needs \\usepackage{booktabs}.",
