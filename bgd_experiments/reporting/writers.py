@@ -147,8 +147,8 @@ def data_note(table: Table) -> str | None:
         return None
     return (
         f"Data note: {', '.join(jpeg)} is a lossy JPEG re-encoding of CIFAR, not the official "
-        "release: pixel values differ slightly, so accuracies can differ by a few tenths of a "
-        "percent."
+        "release: its pixel values differ slightly, so results can differ slightly from runs "
+        "on the official data (accuracies by a few tenths of a percent)."
     )
 
 
