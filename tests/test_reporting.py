@@ -510,3 +510,22 @@ def test_interrupted_run_identity_comes_from_the_exact_config_keys(tmp_path):
     assert record.train_subset is None
     assert record.epochs == 0
     assert (record.batch_size, record.lr, record.budget) == (400, 1.0, "cpu")
+
+
+def test_data_note_only_for_a_jpeg_source() -> None:
+    runs = scan_runs(GOLDEN)
+    plain = build_table2(runs, paper_csv=str(PAPER_CSV))
+    assert "Data note" not in render_markdown(plain)
+    jpeg_source = "cifar10 from /data/cifar10-jpeg.tar.gz"
+    jpeg_runs = [dataclasses.replace(run, data_source=jpeg_source) for run in runs]
+    table = build_table2(jpeg_runs, paper_csv=str(PAPER_CSV))
+    lines = render_markdown(table).splitlines()
+    assert lines[0].startswith("Provenance: ")
+    assert lines[2].startswith(f"Data note: {jpeg_source} is a lossy JPEG re-encoding")
+    assert "% Data note: " in render_tex(table)
+    # A PNG archive (lossless) gets no note.
+    png_runs = [
+        dataclasses.replace(run, data_source="cifar100 from /data/cifar100-png.tar.gz")
+        for run in runs
+    ]
+    assert "Data note" not in render_markdown(build_table2(png_runs, paper_csv=str(PAPER_CSV)))

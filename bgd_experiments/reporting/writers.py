@@ -161,6 +161,26 @@ def provenance_line(table: Table) -> str:
     return "Provenance: " + "; ".join(parts) + "."
 
 
+def _is_jpeg_source(source: str) -> bool:
+    # Run folders record the data source as "<dataset> from <path>"; a JPEG archive or folder
+    # says so in its name (the offline archive is cifar10-jpeg.tar.gz).
+    where = source.split(" from ", 1)[-1].lower()
+    return "jpeg" in where or "jpg" in where
+
+
+def data_note(table: Table) -> str | None:
+    """One line when any run of ``table`` read a JPEG re-encoding of CIFAR, else None."""
+    sources = sorted({run.data_source for run in table.runs if run.data_source})
+    jpeg = [source for source in sources if _is_jpeg_source(source)]
+    if not jpeg:
+        return None
+    return (
+        f"Data note: {', '.join(jpeg)} is a lossy JPEG re-encoding of CIFAR, not the official "
+        "release: its pixel values differ slightly, so results can differ slightly from runs "
+        "on the official data (accuracies by a few tenths of a percent)."
+    )
+
+
 # --------------------------------------------------------------------------- cell text
 
 
@@ -321,9 +341,11 @@ def render_markdown(table: Table) -> str:
 
     A dirty-tree warning, when there is one, comes before everything else."""
     warning = dirty_warning(table.runs)
+    note = data_note(table)
     parts = [
         *([f"**{warning}**", ""] if warning else []),
         provenance_line(table),
+        *([] if note is None else ["", note]),
         "",
         f"# Table {table.number}: {table.title}",
         "",
@@ -442,9 +464,11 @@ def render_tex(table: Table) -> str:
     """Booktabs tabular(s); provenance, findings and notes as ``%`` comments so it can be
     \\input."""
     warning = dirty_warning(table.runs)
+    note = data_note(table)
     lines = [
         *([f"% {warning}"] if warning else []),
         "% " + provenance_line(table),
+        *([] if note is None else ["% " + note]),
         f"% Table {table.number}: {table.title}",
         "% " + CELL_LEGEND.replace("`", ""),
         "% Needs \\usepackage{booktabs}.",
