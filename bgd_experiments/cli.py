@@ -77,6 +77,10 @@ def validate(cfg: DictConfig) -> None:
         problems.append(
             f"trainer.baseline_stop_patience must be null or an integer >= 0, got {patience!r}"
         )
+    if cfg.trainer.channels_last not in ("auto", True, False):
+        problems.append(
+            f"trainer.channels_last must be auto, true or false, got {cfg.trainer.channels_last!r}"
+        )
     if cfg.trainer.protocol not in ("paper", "clean"):
         problems.append(f"trainer.protocol must be paper or clean, got {cfg.trainer.protocol!r}")
     if cfg.dataset.augment not in ("paper", "none", "flip_crop"):
@@ -180,7 +184,7 @@ def _eval_loader(dataset, cfg: DictConfig, device: torch.device) -> EvalBatches:
         augment="none",
         seed=cfg.seed,
         device=device,
-        channels_last=bool(cfg.trainer.channels_last),
+        channels_last=_channels_last(cfg, device),
     )
     return EvalBatches(loader)
 
@@ -231,8 +235,14 @@ def _build_model(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
     # from the same initial weights.
     torch.manual_seed(cfg.seed)
     model = instantiate(_without(cfg.model, "name"))
-    memory_format = torch.channels_last if cfg.trainer.channels_last else torch.preserve_format
+    memory_format = torch.channels_last if _channels_last(cfg, device) else torch.preserve_format
     return model.to(device, memory_format=memory_format)
+
+
+def _channels_last(cfg: DictConfig, device: torch.device) -> bool:
+    from bgd_experiments.models import use_channels_last
+
+    return use_channels_last(cfg.trainer.channels_last, device)
 
 
 def run_config(cfg: DictConfig, data: dict[str, str | None] | None = None) -> dict[str, Any]:
@@ -309,7 +319,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
         augment=cfg.dataset.augment,
         seed=int(cfg.seed),
         device=device,
-        channels_last=bool(cfg.trainer.channels_last),
+        channels_last=_channels_last(cfg, device),
     )
     if cfg.task == "search":
         return _search_only(model, optimizer, train_loader, run_dir, identity, device)
@@ -391,7 +401,7 @@ def run_fig2b(cfg: DictConfig) -> dict[str, Any] | None:
         augment="none",
         seed=int(cfg.seed),
         device=device,
-        channels_last=bool(cfg.trainer.channels_last),
+        channels_last=_channels_last(cfg, device),
     )
     inputs, targets = next(iter(loader.epoch(0)))
     model = _build_model(cfg, device)

@@ -34,7 +34,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bgd_experiments.models import MODEL_BUILDERS, build_model
+from bgd_experiments.models._common import SubsampledConv1x1
 
 # Training batches of Table 1 (the others use 200), the last partial batch of a 50,000- or
 # 2,000-image epoch at batch 12 (8), Figure 2(b)'s full batch (500) and small odd and even
@@ -103,19 +104,23 @@ def model_conv_shapes(widths: tuple[float, ...], models: tuple[str, ...]) -> dic
 
             def record(module: nn.Conv2d, inputs: tuple[torch.Tensor, ...], _out, seen=seen):
                 _, channels, height, width_ = inputs[0].shape
-                seen.append(
-                    ConvShape(
-                        in_channels=channels,
-                        out_channels=module.out_channels,
-                        kernel=module.kernel_size[0],
-                        stride=module.stride[0],
-                        padding=module.padding[0],
-                        groups=module.groups,
-                        height=height,
-                        width=width_,
-                        bias=module.bias is not None,
-                    )
+                shape = ConvShape(
+                    in_channels=channels,
+                    out_channels=module.out_channels,
+                    kernel=module.kernel_size[0],
+                    stride=module.stride[0],
+                    padding=module.padding[0],
+                    groups=module.groups,
+                    height=height,
+                    width=width_,
+                    bias=module.bias is not None,
                 )
+                # The native strided convolution (what nn.Conv2d would run) and, for a
+                # SubsampledConv1x1, the stride-1 convolution it runs instead.
+                seen.append(shape)
+                if isinstance(module, SubsampledConv1x1):
+                    rows, columns = -(-height // shape.stride), -(-width_ // shape.stride)
+                    seen.append(replace(shape, stride=1, height=rows, width=columns))
 
             handles = [
                 m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)

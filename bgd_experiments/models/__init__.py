@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from ._common import validate_builder_args
@@ -54,6 +55,21 @@ def build_model(name: str, num_classes: int, width: float = 1.0) -> nn.Module:
     return MODEL_BUILDERS[name.lower()](num_classes=num_classes, width=width)
 
 
+def use_channels_last(setting: bool | str, device: torch.device | str) -> bool:
+    """Whether to train in channels_last (NHWC): ``setting`` is ``"auto"``, True or False.
+
+    ``auto`` is channels_last on CUDA and NCHW on every other device: torch 2.14.1's oneDNN
+    computes wrong weight gradients (and corrupts the heap) for some channels_last
+    convolutions on CPU, depending on the ISA level (README, "CPU memory layout";
+    ``scripts/scan_onednn.py``). NCHW is the layout that scan found right everywhere.
+    """
+    if setting == "auto":
+        return torch.device(device).type == "cuda"
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"channels_last must be auto, true or false, got {setting!r}")
+
+
 def count_trainable_parameters(model: nn.Module) -> int:
     """Number of scalar parameters with ``requires_grad`` (BatchNorm buffers excluded)."""
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
@@ -68,4 +84,5 @@ __all__ = [
     "preactresnet18",
     "resnet18",
     "senet18",
+    "use_channels_last",
 ]
