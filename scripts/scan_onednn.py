@@ -165,11 +165,14 @@ def check(shape: ConvShape, batch: int, forward_only: bool, reference_max_batch:
     generator = torch.Generator().manual_seed(hash((shape, batch)) % 2**31)
 
     def normal(*size: int) -> torch.Tensor:
-        # Slices of one pool of standard normal numbers at random offsets: drawing fresh
-        # ones for the largest cases took longer than the convolutions.
+        # Slices of one pool of standard normal numbers at random offsets (repeated for the
+        # largest tensors): drawing fresh ones took longer than the convolutions.
         count = torch.Size(size).numel()
-        offset = int(torch.randint(0, RANDOM_POOL.numel() - count + 1, (1,), generator=generator))
-        return RANDOM_POOL[offset : offset + count].view(size)
+        pool = RANDOM_POOL
+        if count > pool.numel():
+            pool = pool.repeat(-(-count // pool.numel()) + 1)
+        offset = int(torch.randint(0, pool.numel() - count + 1, (1,), generator=generator))
+        return pool[offset : offset + count].view(size)
 
     x = normal(batch, shape.in_channels, shape.height, shape.width)
     fan_in = shape.in_channels // shape.groups * shape.kernel**2
@@ -227,19 +230,10 @@ def cases(widths, models, train_batches, eval_batches, max_batch):
 RANDOM_POOL = torch.empty(0)
 
 
-def make_random_pool(work: list) -> None:
-    """Fill :data:`RANDOM_POOL` with enough normal numbers for the largest tensor of ``work``."""
+def make_random_pool() -> None:
+    """Fill :data:`RANDOM_POOL` with 2^25 standard normal numbers (128 MiB)."""
     global RANDOM_POOL
-    largest = 1
-    for shape, batch, _ in work:
-        out_rows = (shape.height + 2 * shape.padding - shape.kernel) // shape.stride + 1
-        out_columns = (shape.width + 2 * shape.padding - shape.kernel) // shape.stride + 1
-        largest = max(
-            largest,
-            batch * shape.in_channels * shape.height * shape.width,
-            batch * shape.out_channels * out_rows * out_columns,
-        )
-    RANDOM_POOL = torch.randn(largest + 4096, generator=torch.Generator().manual_seed(0))
+    RANDOM_POOL = torch.randn(2**25, generator=torch.Generator().manual_seed(0))
 
 
 def dirty_the_allocator() -> None:
@@ -259,7 +253,7 @@ def worker(args: argparse.Namespace) -> None:
     """Scan cases ``args.start`` onwards, appending one JSON line per case to ``args.log``."""
     torch.set_num_threads(args.threads or torch.get_num_threads())
     _, work = cases(args.widths, args.models, args.train_batches, args.eval_batches, args.max_batch)
-    make_random_pool(work)
+    make_random_pool()
     dirty_the_allocator()
     with open(args.log, "a") as log:
         for index in range(args.start, len(work)):
@@ -293,7 +287,8 @@ def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[
         env.pop("ONEDNN_MAX_CPU_ISA", None)
     else:
         env["ONEDNN_MAX_CPU_ISA"] = isa
-    log.unlink(missing_ok=True)
+    if not args.resume:
+        log.unlink(missing_ok=True)
     _, work = cases(args.widths, args.models, args.train_batches, args.eval_batches, args.max_batch)
 
     def time_limit(index: int) -> float:
@@ -303,6 +298,11 @@ def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[
 
     results: dict[int, dict] = {}
     start = 0
+    if log.exists():  # --resume: go on after the last case the log has a result for
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if "index" in entry:
+                start = max(start, entry["index"] + 1)
     while start < total:
         command = [sys.executable, __file__, "--worker", "--start", str(start), "--log", str(log)]
         command += forwarded_arguments(args)
@@ -329,7 +329,8 @@ def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[
 def run_worker(command: list[str], env: dict, log: Path, time_limit) -> int | None:
     """Run one worker; kill it when case ``i`` runs past ``time_limit(i)`` seconds (None)."""
     process = subprocess.Popen(command, env=env)
-    last_size, deadline = -1, time.monotonic() + 120  # start-up and the allocator warm-up
+    # Start-up (models, random pool, allocator warm-up) can take minutes on a busy machine.
+    last_size, deadline = -1, time.monotonic() + 900
     while process.poll() is None:
         time.sleep(0.2)
         size = log.stat().st_size if log.exists() else 0
@@ -481,6 +482,9 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds (plus 3 s per GFLOP of the case) before a case counts as a hang",
     )
     parser.add_argument("--out", type=Path, default=Path("results/onednn-scan"))
+    parser.add_argument(
+        "--resume", action="store_true", help="go on from the logs an interrupted scan left"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
@@ -509,7 +513,6 @@ def main(argv: list[str] | None = None) -> None:
         wall[isa] = time.perf_counter() - begin
         bad = sum(verdict(per_isa[isa][i]) != "ok" for i in range(len(work)))
         print(f"{isa}: {bad} of {len(work)} cases not ok ({wall[isa]:.0f} s)", flush=True)
-        (args.out / f"{tag}.{isa}.log").unlink(missing_ok=True)
     meta = {
         "cpu": cpu,
         "avx512": "avx512f" in flags,
