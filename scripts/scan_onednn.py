@@ -329,8 +329,10 @@ def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[
 def run_worker(command: list[str], env: dict, log: Path, time_limit) -> int | None:
     """Run one worker; kill it when case ``i`` runs past ``time_limit(i)`` seconds (None)."""
     process = subprocess.Popen(command, env=env)
-    # Start-up (models, random pool, allocator warm-up) can take minutes on a busy machine.
-    last_size, deadline = -1, time.monotonic() + 900
+    # Start-up (models, random pool, allocator warm-up) can take minutes on a busy machine;
+    # what earlier workers left in the log does not count.
+    last_size = log.stat().st_size if log.exists() else 0
+    deadline = time.monotonic() + 900
     while process.poll() is None:
         time.sleep(0.2)
         size = log.stat().st_size if log.exists() else 0
