@@ -280,6 +280,17 @@ def detected_isa(isa: str) -> str:
     return "unknown"
 
 
+def read_log(log: Path) -> dict[int, dict]:
+    """The results a (possibly unfinished) scan's log holds, by case index."""
+    results: dict[int, dict] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            entry = json.loads(line)
+            if "index" in entry:
+                results[entry["index"]] = entry
+    return results
+
+
 def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[int, dict]:
     """Run workers at ``isa`` until every case has a result; a dead worker marks a crash."""
     env = {**os.environ, "MALLOC_PERTURB_": "165", "MALLOC_CHECK_": "3"}
@@ -321,6 +332,8 @@ def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[
         # A corrupted heap shows as an abort, a segfault or an endless loop (seen at AVX2).
         how = "hang" if returncode is None else f"exit {returncode}"
         results[started] = {"index": started, "crash": True, "how": how}
+        with open(log, "a") as record:  # so that --resume keeps it
+            record.write(json.dumps(results[started]) + "\n")
         print(f"  {isa}: case {started} killed the worker ({how}); going on", flush=True)
         start = started + 1
     return results
@@ -420,22 +433,27 @@ def summarise(shapes, work, per_isa: dict[str, dict[int, dict]], isa_names, meta
     ]
     for isa in per_isa:
         results = per_isa[isa]
-        verdicts = [verdict(results[i]) for i in range(len(work))]
+        scanned = sorted(i for i in results if i < len(work))
+        verdicts = [verdict(results[i]) for i in scanned]
         ok_errors = [
             max(results[i]["layout_error"].values())
-            for i in range(len(work))
-            if verdicts[i] == "ok"
+            for i, outcome in zip(scanned, verdicts, strict=True)
+            if outcome == "ok"
         ]
+        cases = f"{len(scanned)}" if len(scanned) == len(work) else f"{len(scanned)} of {len(work)}"
+        wall = meta["wall"].get(isa)
         lines.append(
-            f"| {isa} | {isa_names[isa]} | {len(work)} | {verdicts.count('ok')} | "
+            f"| {isa} | {isa_names[isa]} | {cases} | {verdicts.count('ok')} | "
             f"{verdicts.count('wrong')} | {verdicts.count('nchw-wrong')} | "
             f"{verdicts.count('crash')} | {max(ok_errors, default=0):.1e} | "
-            f"{meta['wall'][isa]:.0f} s |"
+            f"{'-' if wall is None else f'{wall:.0f} s'} |"
         )
     lines += ["", "## Cases that are not ok", ""]
     bad_rows = []
     for isa, results in per_isa.items():
         for index, (shape, batch, forward_only) in enumerate(work):
+            if index not in results:
+                continue
             outcome = verdict(results[index])
             if outcome == "ok":
                 continue
@@ -487,6 +505,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="go on from the logs an interrupted scan left"
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="summarise the logs in --out as they are (a partial scan shows its coverage)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
@@ -511,10 +534,15 @@ def main(argv: list[str] | None = None) -> None:
         isa_names[isa] = detected_isa(isa)
         print(f"{isa}: oneDNN runs {isa_names[isa]}", flush=True)
         begin = time.perf_counter()
-        per_isa[isa] = scan_isa(isa, args, len(work), args.out / f"{tag}.{isa}.log")
-        wall[isa] = time.perf_counter() - begin
-        bad = sum(verdict(per_isa[isa][i]) != "ok" for i in range(len(work)))
-        print(f"{isa}: {bad} of {len(work)} cases not ok ({wall[isa]:.0f} s)", flush=True)
+        log = args.out / f"{tag}.{isa}.log"
+        if args.report_only:
+            per_isa[isa] = read_log(log)
+            wall[isa] = None
+        else:
+            per_isa[isa] = scan_isa(isa, args, len(work), log)
+            wall[isa] = time.perf_counter() - begin
+        bad = sum(verdict(result) != "ok" for result in per_isa[isa].values())
+        print(f"{isa}: {bad} of {len(per_isa[isa])} scanned cases not ok", flush=True)
     meta = {
         "cpu": cpu,
         "avx512": "avx512f" in flags,
@@ -522,8 +550,9 @@ def main(argv: list[str] | None = None) -> None:
         "onednn": onednn_version(),
         "models": list(args.models),
         "widths": list(args.widths),
-        "train_batches": list(args.train_batches),
-        "eval_batches": list(args.eval_batches),
+        "train_batches": [b for b in args.train_batches if b <= args.max_batch],
+        "eval_batches": [b for b in args.eval_batches if b <= args.max_batch],
+        "max_batch": args.max_batch,
         "wall": wall,
     }
     records = [
@@ -533,7 +562,9 @@ def main(argv: list[str] | None = None) -> None:
             "forward_only": forward_only,
             "models": sorted(shapes[shape]),
             "results": {
-                isa: {**per_isa[isa][i], "verdict": verdict(per_isa[isa][i])} for isa in per_isa
+                isa: {**per_isa[isa][i], "verdict": verdict(per_isa[isa][i])}
+                for isa in per_isa
+                if i in per_isa[isa]
             },
         }
         for i, (shape, batch, forward_only) in enumerate(work)
