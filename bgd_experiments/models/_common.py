@@ -67,13 +67,13 @@ class SubsampledConv1x1(nn.Conv2d):
     The two are the same function (a 1x1 kernel with padding 0 only reads the pixels its
     stride lands on) with the same parameters and state_dict keys as ``nn.Conv2d``. It exists
     because oneDNN's weight gradient for a strided 1x1 convolution in channels_last layout
-    corrupts the heap on CPU (torch 2.14.1, AVX-512): a segfault or ``free(): invalid next
-    size`` for every odd batch size > 1 tried (3-33) with 3, 4, 5, 8 or 12 input channels; 16
-    or more input channels, even batch sizes and NCHW never failed (scan of over 300 shapes,
-    ``tests/test_models.py`` keeps a crash check). Only the narrow models (width < 0.25) have
-    such shortcuts, so :func:`conv1x1` uses this class just there. The explicit subsample
-    makes a width-0.0625 ResNet18 training step 2-7% slower (batch 50-200) and its forward
-    under 1% slower; wider models keep the native convolution.
+    is wrong on CPU for few input channels (torch 2.14.1): wrong numbers, an endless loop or
+    a corrupted heap, depending on the ISA level and on what the process ran before
+    (``scripts/scan_onednn.py``; README, "CPU memory layout"). The trainer's CPU default is
+    NCHW, where the native convolution is right; in opt-in channels_last, :func:`conv1x1`
+    uses this class for the shapes the scan found wrong. Only the narrow models (width <
+    0.25) have such shortcuts. The explicit subsample makes a width-0.0625 ResNet18 training
+    step 2-7% slower (batch 50-200) and its forward under 1% slower.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
