@@ -179,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    images, labels, data = load_data(args)
+    # Before anything slow: the commit recorded is the one this process started from.
     git = git_state(Path(__file__).resolve().parent)
+    images, labels, data = load_data(args)
     print(
         f"{args.model} width {args.width:g}, batch {args.batch_size}, k {args.num_batches}, "
         f"N {args.num_samples}, {len(labels)} images of {data['name']} "
