@@ -12,7 +12,7 @@ loader seed 0, NCHW, the fast search) this runs the same search under
   CPU, where ResNet18 has no strided 1x1 convolution with < 16 input channels, the shape
   oneDNN's channels_last gets wrong);
 * ``reference``: ``mbt_search_reference`` (state copies, autograd trial forwards);
-* ``threads_1``: one torch thread instead of two (other reduction order);
+* ``threads``: the other of 1 and 2 torch threads (other reduction order);
 * ``loader_seed``: other batch orders and augmentations (loader seeds 1, 2, ...);
 * ``init_seed``: other initial weights (seeds 1, 2, ...; loader seed 0),
 
@@ -30,8 +30,10 @@ Example (both widths, ~20 min of CPU on a 2-core machine)::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ import torch
 from torch import nn
 
 from bgd_experiments.data import DeviceLoader, data_identity, load_cifar
+from bgd_experiments.io import atomic_write_text
 from bgd_experiments.models import build_model
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.reporting.noise import FLOAT_FAMILIES, SEED_FAMILIES, family_spreads
@@ -135,8 +138,8 @@ def plan(args: argparse.Namespace, start_lr: float) -> list[tuple[str, dict[str,
         runs.append(("channels_last", {"channels_last": True}))
     if "reference" in wanted:
         runs.append(("reference", {"implementation": "reference"}))
-    if "threads_1" in wanted:
-        runs.append(("threads_1", {"threads": 1}))
+    if "threads" in wanted:
+        runs.append(("threads", {"threads": 2 if args.threads == 1 else 1}))
     if "loader_seed" in wanted:
         runs += [("loader_seed", {"loader_seed": seed}) for seed in range(1, args.seeds + 1)]
     if "init_seed" in wanted:
@@ -147,6 +150,29 @@ def plan(args: argparse.Namespace, start_lr: float) -> list[tuple[str, dict[str,
 def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     train = load_cifar("cifar10", args.data, "train")
     return train.images, train.labels, data_identity("cifar10", args.data)
+
+
+def write_entry(args: argparse.Namespace, entry: dict[str, Any]) -> None:
+    """Merge this width's entry into ``args.json`` (locked: two widths may run at once)."""
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(args.json.parent, os.O_RDONLY)  # the lock: no file left behind
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        report: dict[str, Any] = {"widths": {}}
+        if args.json.is_file():
+            report = json.loads(args.json.read_text())
+        report["settings"] = {
+            "batch_size": args.batch_size,
+            "num_batches": args.num_batches,
+            "num_samples": args.num_samples,
+            "augment": args.augment,
+            "relative_perturbation": RELATIVE_PERTURBATION,
+            "optimizer": "mbt_gd (alpha 1e-4, beta 0.5, lr_min 1e-6, lr_max 100)",
+        }
+        report["widths"][f"{args.width:g}"] = entry
+        atomic_write_text(args.json, json.dumps(report, indent=1) + "\n")
+    finally:
+        os.close(folder)  # releases the lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         default=str(Path(__file__).resolve().parents[2] / "shared/data/cifar10-jpeg.tar.gz"),
         help="CIFAR-10 archive or folder",
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the baseline")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads of the baseline (1 on a busy CPU)"
+    )
     parser.add_argument("--json", type=Path, required=True, help="written, or merged into")
     args = parser.parse_args(argv)
     args.families = [name for name in args.families.split(",") if name]
@@ -190,44 +218,34 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     began = time.perf_counter()
+    planned = [item for start_lr in start_lrs for item in plan(args, start_lr)]
     searches: list[dict[str, Any]] = []
-    for start_lr in start_lrs:
-        for family, kwargs in plan(args, start_lr):
-            found = one_search(images, labels, args, **kwargs)
-            searches.append({"family": family, **kwargs, **found})
-            print(
-                f"  start {start_lr:g} {family:14s} {kwargs}: lr {found['found_lr']:.6g} "
-                f"({found['trials']} trials, {found['seconds']:.1f}s)",
-                flush=True,
-            )
-    entry = {
-        "model": args.model,
-        "width": args.width,
-        "searches": searches,
-        "spreads": family_spreads(searches),
-        "wall_seconds": round(time.perf_counter() - began, 1),
-        "provenance": {
-            **git,
-            "versions": package_versions(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "data": data,
-        },
-    }
-    report: dict[str, Any] = {"widths": {}}
-    if args.json.is_file():
-        report = json.loads(args.json.read_text())
-    report["settings"] = {
-        "batch_size": args.batch_size,
-        "num_batches": args.num_batches,
-        "num_samples": args.num_samples,
-        "augment": args.augment,
-        "relative_perturbation": RELATIVE_PERTURBATION,
-        "optimizer": "mbt_gd (alpha 1e-4, beta 0.5, lr_min 1e-6, lr_max 100)",
-    }
-    report["widths"][f"{args.width:g}"] = entry
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    entry: dict[str, Any] = {}
+    for family, kwargs in planned:
+        found = one_search(images, labels, args, **kwargs)
+        searches.append({"family": family, **kwargs, **found})
+        print(
+            f"  start {kwargs['start_lr']:g} {family:14s} {kwargs}: lr {found['found_lr']:.6g} "
+            f"({found['trials']} trials, {found['seconds']:.1f}s)",
+            flush=True,
+        )
+        entry = {
+            "model": args.model,
+            "width": args.width,
+            "searches": searches,
+            "planned_searches": len(planned),
+            "spreads": family_spreads(searches),
+            "wall_seconds": round(time.perf_counter() - began, 1),
+            "provenance": {
+                **git,
+                "versions": package_versions(),
+                "torch": torch.__version__,
+                "threads": args.threads,
+                "data": data,
+            },
+        }
+        # After every search, so a run stopped for time keeps what it found.
+        write_entry(args, entry)
     for start, per_start in entry["spreads"].items():
         for family, values in per_start["families"].items():
             ratio, cv = values["max_min"], values["cv"]
