@@ -175,6 +175,20 @@ def write_entry(args: argparse.Namespace, entry: dict[str, Any]) -> None:
         os.close(folder)  # releases the lock
 
 
+def add_table1_spread(path: Path) -> None:
+    """Record beside the noise the spread across start rates of the Table 1 runs committed
+    in the JSON's folder (max/min and CV per batch size), for comparison."""
+    from bgd_experiments.reporting import build_table1, scan_runs
+
+    table = build_table1(scan_runs(path.parent))
+    report = json.loads(path.read_text())
+    report["table1_start_rate_spread"] = [
+        {key: row[key] for key in ("batch_size", "n_starts_ours", "ours_max_min_ratio", "ours_cv")}
+        for row in table.spreads
+    ]
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet18")
@@ -198,7 +212,15 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=2, help="torch threads of the baseline (1 on a busy CPU)"
     )
     parser.add_argument("--json", type=Path, required=True, help="written, or merged into")
+    parser.add_argument(
+        "--table1-only",
+        action="store_true",
+        help="run no search; add the start-rate spread of the Table 1 runs beside the JSON",
+    )
     args = parser.parse_args(argv)
+    if args.table1_only:
+        add_table1_spread(args.json)
+        return 0
     args.families = [name for name in args.families.split(",") if name]
     unknown = set(args.families) - set(FAMILIES)
     if unknown:
@@ -246,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         # After every search, so a run stopped for time keeps what it found.
         write_entry(args, entry)
+    add_table1_spread(args.json)
     for start, per_start in entry["spreads"].items():
         for family, values in per_start["families"].items():
             ratio, cv = values["max_min"], values["cv"]

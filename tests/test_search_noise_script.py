@@ -42,6 +42,8 @@ def test_search_noise_records_every_search_and_merges_widths(tmp_path, tiny_cifa
     report = json.loads(out.read_text())
     assert report["settings"]["batch_size"] == 8
     assert report["settings"]["num_samples"] == 200
+    # No Table 1 runs beside it here: the comparison rows exist, with nothing to compare.
+    assert [row["n_starts_ours"] for row in report["table1_start_rate_spread"]] == [0] * 7
     narrow, wide = report["widths"]["0.0625"], report["widths"]["0.25"]
     families = [s["family"] for s in narrow["searches"]]
     # Per start: baseline, repeat, 2 weight draws, reference, threads, 1 loader, 1 init seed.
