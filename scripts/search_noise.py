@@ -19,11 +19,14 @@ loader seed 0, NCHW, the fast search) this runs the same search under
 and writes every found lr with the spread per family into a JSON (one entry per width; a
 second width is merged into an existing file). ``bgd-report table1`` puts it beside Table 1.
 
-Example (both widths, ~20 min of CPU on a 2-core machine)::
+Example: what made ``results/cpu/table1_noise.json`` (one thread, as the machine was busy;
+the two ran side by side, ~21 min of CPU together)::
 
-    python scripts/search_noise.py --width 0.25 --json results/cpu/table1_noise.json
-    python scripts/search_noise.py --width 1.0 --start-lrs 0.01 --draws 2 --seeds 1 \\
-        --families repeat,weights_1e-7,channels_last,loader_seed,init_seed \\
+    python scripts/search_noise.py --width 0.25 --threads 1 --draws 2 --seeds 1 \\
+        --families weights_1e-7,channels_last,reference,threads,loader_seed,init_seed \\
+        --json results/cpu/table1_noise.json
+    python scripts/search_noise.py --width 1.0 --threads 1 --start-lrs 0.01 --draws 2 \\
+        --families weights_1e-7,channels_last,loader_seed --seeds 1 \\
         --json results/cpu/table1_noise.json
 """
 
