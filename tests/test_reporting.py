@@ -29,6 +29,7 @@ from bgd_experiments.reporting import (
     write_table,
 )
 from bgd_experiments.reporting.cli import main
+from bgd_experiments.reporting.noise import FLOAT_FAMILIES, NOISE_FILE, family_spreads
 from bgd_experiments.reporting.runs import RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -529,3 +530,59 @@ def test_data_note_only_for_a_jpeg_source() -> None:
         for run in runs
     ]
     assert "Data note" not in render_markdown(build_table2(png_runs, paper_csv=str(PAPER_CSV)))
+
+
+# --------------------------------------------------------------------------- noise floor
+
+
+def _synthetic_noise(batch_size: int) -> dict:
+    searches = [
+        {"family": family, "start_lr": start, "found_lr": lr}
+        for start in (0.01, 100.0)
+        for family, lr in (
+            ("baseline", 0.0120),
+            ("weights_1e-7", 0.0126),
+            ("weights_1e-7", 0.0118),
+            ("channels_last", 0.0121),
+            ("loader_seed", 0.0140),
+        )
+    ]
+    return {
+        "settings": {"batch_size": batch_size, "num_batches": 20, "num_samples": 50_000},
+        "widths": {"0.25": {"searches": searches, "spreads": family_spreads(searches)}},
+    }
+
+
+def test_family_spreads_include_the_baseline_and_pool_float_families() -> None:
+    spreads = family_spreads(_synthetic_noise(200)["widths"]["0.25"]["searches"])
+    assert list(spreads) == ["100", "0.01"]
+    families = spreads["0.01"]["families"]
+    assert families["weights_1e-7"]["n"] == 3
+    assert families["weights_1e-7"]["max_min"] == pytest.approx(0.0126 / 0.0118)
+    assert families["float_level"]["n"] == 4  # baseline + 2 draws + channels_last
+    assert families["loader_seed"]["max_min"] == pytest.approx(0.0140 / 0.0120)
+    assert "loader_seed" not in FLOAT_FAMILIES
+
+
+def test_table1_md_has_a_noise_floor_section_when_measured(tmp_path: Path) -> None:
+    results = tmp_path / "cpu"
+    shutil.copytree(GOLDEN, results)
+    assert main(["table1", "--results-dir", str(results)]) == 0
+    assert "Noise floor" not in (results / "table1.md").read_text()  # not measured: no section
+    sizes = [s["batch_size"] for s in build_table1(scan_runs(results)).spreads]
+    measured = next(
+        s["batch_size"]
+        for s in build_table1(scan_runs(results)).spreads
+        if s["ours_max_min_ratio"] is not None
+    )
+    (results / NOISE_FILE).write_text(json.dumps(_synthetic_noise(int(measured))))
+    assert main(["table1", "--results-dir", str(results)]) == 0
+    md = (results / "table1.md").read_text()
+    section = md[md.index("## Noise floor") :]
+    assert "| 0.25 | 0.01 | weights x (1 + 1e-7 N(0,1)) | 3 | 0.01180-0.01260 | 1.068 |" in section
+    assert "other batch orders (loader seed)" in section
+    assert f"| {measured} (noise batch) |" in section
+    assert len([line for line in section.splitlines() if line.startswith("| ")]) >= len(sizes)
+    assert f"Reading: at batch {measured} the spread across start rates" in section
+    # Scanning the results again does not mistake the JSON for a run.
+    assert len(scan_runs(results)) == len(scan_runs(GOLDEN))

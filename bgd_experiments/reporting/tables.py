@@ -13,6 +13,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from bgd_experiments.reporting.paper import (
     BASELINE_OPTIMIZERS,
@@ -91,6 +92,7 @@ class Table:
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     spreads: list[dict[str, object]] = field(default_factory=list)  # Table 1 only
+    noise: dict[str, Any] | None = None  # Table 1 only: the search's noise floor, if measured
 
     @property
     def runs(self) -> list[RunRecord]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from bgd_experiments.io import atomic_write_text
+from bgd_experiments.reporting.noise import noise_floor_markdown
 from bgd_experiments.reporting.paper import (
     BASELINE_OPTIMIZERS,
     DATASET_LABELS,
@@ -362,6 +363,8 @@ def render_markdown(table: Table) -> str:
             "",
             _markdown_grid(_spread_grid(table)),
         ]
+    if table.number == 1 and table.noise:
+        parts += ["", noise_floor_markdown(table.noise, table.spreads)]
     if _has_clean(table):
         parts += [
             "",
