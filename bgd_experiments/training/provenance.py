@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -42,10 +43,24 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    # oneDNN's kernels (and their bugs) depend on the ISA level: record a cap when one is set.
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    cap = f", ONEDNN_MAX_CPU_ISA={isa_cap}" if isa_cap else ""
+    return f"cpu:{cpu_model()} ({torch.get_num_threads()} threads{cap})"
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
