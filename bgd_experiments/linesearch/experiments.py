@@ -834,7 +834,7 @@ def _long_runs_lines(check: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_functions_markdown(report: dict[str, Any]) -> str:
     """functions.md: the tables, the paper's claims and whether our runs agree."""
     ex36, ex37, mexican = report["example_3_6"], report["example_3_7"], report["mexican_hat"]
     settings = report["settings"]
@@ -980,7 +980,7 @@ def run_deterministic_experiments(
     if request is not None:
         report["request"] = request
     plot_fig2a(report["mexican_hat"]["figure_2a_runs"], out_dir)
-    atomic_write_text(out_dir / "functions.md", render_markdown(report))
+    atomic_write_text(out_dir / "functions.md", render_functions_markdown(report))
     atomic_write_json(out_dir / "functions.json", report)
     return report
 
@@ -1083,7 +1083,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=args.seed,
         mexican_hat_max_iter=args.mexican_hat_max_iter,
     )
-    print(render_markdown(report))
+    print(render_functions_markdown(report))
     print(json.dumps({"wall_time_s": report["wall_time_s"], "out": str(args.out)}))
 
 

@@ -92,14 +92,14 @@ def find_run_dirs(results_dir: str | Path) -> list[Path]:
 # --------------------------------------------------------------------------- config lookup
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def _dotted_keys(tree: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are kept whole)."""
     flat: dict[str, Any] = {}
     if isinstance(tree, Mapping):
         for key, value in tree.items():
             dotted = f"{prefix}.{key}" if prefix else str(key)
             if isinstance(value, Mapping):
-                flat.update(_flatten(value, dotted))
+                flat.update(_dotted_keys(value, dotted))
             else:
                 flat[dotted] = value
     return flat
@@ -175,7 +175,7 @@ _CONFIG_KEYS = {
 
 
 def _identity_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    flat = _flatten(config)
+    flat = _dotted_keys(config)
 
     def field(name: str, candidates: list[str]) -> Any:
         exact = _CONFIG_KEYS.get(name)

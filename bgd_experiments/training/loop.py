@@ -10,8 +10,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
-import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -28,10 +26,6 @@ from bgd_experiments.training.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunIden
 from bgd_experiments.training.tracking import RunTracker
 
 log = logging.getLogger("bgd_experiments.training")
-
-# Test hook: SIGKILL this process after that many training steps, to prove that resuming an
-# interrupted run reproduces the uninterrupted one.
-KILL_AT_STEP_ENV = "BGD_KILL_AT_STEP"
 
 
 class Batches(Iterable[tuple[torch.Tensor, torch.Tensor]]):
@@ -81,7 +75,6 @@ def train_one_epoch(
         loss_sum += loss.detach().double() * targets.shape[0]
         correct += (logits.detach().argmax(dim=1) == targets).sum()
         samples += targets.shape[0]
-        _maybe_kill_for_test()
         if steps % check_every == 0:
             # A NaN/inf loss poisons the running sum, so one read covers every step since.
             running = loss_sum.item() / samples
@@ -128,17 +121,6 @@ def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, 
     return itertools.chain.from_iterable(
         loader.epoch(epoch, stream) for stream in itertools.count(1)
     )
-
-
-_steps_this_process = 0
-
-
-def _maybe_kill_for_test() -> None:
-    global _steps_this_process
-    _steps_this_process += 1
-    kill_at = os.environ.get(KILL_AT_STEP_ENV)
-    if kill_at is not None and _steps_this_process >= int(kill_at):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _search_record(result: SearchResult | None, optimizer: torch.optim.Optimizer) -> dict:
