@@ -340,9 +340,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any] | None:
 
 def _search_only(model, optimizer, train_loader, run_dir: Path, identity, device) -> dict:
     from bgd_experiments.io import atomic_write_json
+    from bgd_experiments.runfolder import SUMMARY_FILE, RunStatus
     from bgd_experiments.training.loop import search_batches
     from bgd_experiments.training.provenance import provenance
-    from bgd_experiments.training.runs import SUMMARY_FILE
 
     result = optimizer.search(
         model,
@@ -359,7 +359,9 @@ def _search_only(model, optimizer, train_loader, run_dir: Path, identity, device
         result.status,
     )
     summary = {
-        "status": "finished" if result.status != "nonfinite" else "diverged",
+        "status": (
+            RunStatus.DIVERGED if result.status == "nonfinite" else RunStatus.FINISHED
+        ).value,
         "run": asdict(identity),
         "found_lr": result.lr,
         "search": asdict(result),

@@ -21,8 +21,8 @@ from torch import nn
 
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
 from bgd_experiments.optim import MBTSGD, Patience, SearchResult
+from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity, RunStatus
 from bgd_experiments.training.provenance import provenance
-from bgd_experiments.training.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity
 from bgd_experiments.training.tracking import RunTracker
 
 log = logging.getLogger("bgd_experiments.training")
@@ -223,7 +223,7 @@ def fit(
     )
     check_every = 1 if device.type == "cpu" else 10
     started = time.perf_counter()
-    status = "finished"
+    status = RunStatus.FINISHED
     try:
         for epoch in range(start_epoch, epochs):
             tracker.start_epoch(epoch + 1)
@@ -250,7 +250,7 @@ def fit(
                 on_step=tracker.advance,
             )
             if stats.diverged:
-                status = "diverged"
+                status = RunStatus.DIVERGED
                 tracker.note(
                     f"epoch {epoch + 1}: training loss became {stats.loss} after "
                     f"{stats.steps} steps; the run diverged and stops here"
@@ -303,7 +303,7 @@ def fit(
             )
             tracker.log_epoch(record)
             if stop_early:
-                status = "stopped_early"
+                status = RunStatus.STOPPED_EARLY
                 tracker.note(f"epoch {epoch + 1}: patience exhausted, stopping early")
                 break
     finally:
@@ -319,10 +319,10 @@ def fit(
 
 
 def summarize(
-    history: list[dict[str, Any]], *, status: str, identity: RunIdentity
+    history: list[dict[str, Any]], *, status: RunStatus | str, identity: RunIdentity
 ) -> dict[str, Any]:
     """The summary fields the report step reads, computed from the per-epoch records."""
-    summary: dict[str, Any] = {"status": status, "run": asdict(identity)}
+    summary: dict[str, Any] = {"status": RunStatus(status).value, "run": asdict(identity)}
     if history:
         best = max(history, key=lambda record: record["test_acc"])
         summary.update(

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bgd_experiments.io import atomic_write_text
+from bgd_experiments.runfolder import METRICS_FILE
 
 log = logging.getLogger("bgd_experiments.training")
-
-METRICS_FILE = "metrics.jsonl"
 
 
 class RunTracker:
