@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,35 +100,48 @@ class Guards:
         return sigma * grad_norm_sq > self.min_decrease and self.low <= sigma <= self.high
 
 
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def check_search_arguments(
     *,
     start_lr: float,
     alpha: float,
     beta: float,
     num_batches: int,
-    num_samples: int,
+    num_samples: int | None,
     lr_min: float,
     lr_max: float,
     min_decrease: float,
 ) -> None:
-    """Raise ValueError with a clear message for any invalid search setting."""
-    if not (math.isfinite(lr_min) and lr_min > 0):
+    """Raise ValueError with a clear message for any invalid search setting (the one check
+    of them: the searches and MBTSGD's constructor call it; ``num_samples=None`` skips it)."""
+    if not _check_real("lr_min", lr_min) > 0:
         raise ValueError(f"lr_min must be a finite number > 0, got {lr_min!r}")
-    if not (math.isfinite(lr_max) and lr_max > lr_min):
+    if not _check_real("lr_max", lr_max) > lr_min:
         raise ValueError(f"lr_max must be finite and > lr_min={lr_min}, got {lr_max!r}")
     # A start below lr_min is allowed: the first batch then accepts it as it is (a guard
     # hit), as the authors' code does when the rate it carries over is that small.
-    if not (math.isfinite(start_lr) and 0 < start_lr <= lr_max):
+    if not 0 < _check_real("start_lr", start_lr) <= lr_max:
         raise ValueError(f"start_lr must lie in (0, lr_max] = (0, {lr_max}], got {start_lr!r}")
-    if not 0 < alpha < 1:
+    if not 0 < _check_real("alpha", alpha) < 1:
         raise ValueError(f"alpha must satisfy 0 < alpha < 1, got {alpha!r}")
-    if not 0 < beta < 1:
+    if not 0 < _check_real("beta", beta) < 1:
         raise ValueError(f"beta must satisfy 0 < beta < 1, got {beta!r}")
-    if isinstance(num_batches, bool) or int(num_batches) != num_batches or num_batches < 1:
-        raise ValueError(f"num_batches must be an integer >= 1, got {num_batches!r}")
-    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    if not (math.isfinite(min_decrease) and min_decrease >= 0):
+    _check_count("num_batches", num_batches, 1)
+    if num_samples is not None:
+        _check_count("num_samples", num_samples, 1)
+    if not _check_real("min_decrease", min_decrease) >= 0:
         raise ValueError(f"min_decrease must be a finite number >= 0, got {min_decrease!r}")
 
 

@@ -11,7 +11,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, call_hooks
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
-from bgd_experiments.optim import MBTSGD, Patience, SearchResult
+from bgd_experiments.optim import PatienceStop
 from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity, RunStatus
 from bgd_experiments.training.provenance import provenance
 from bgd_experiments.training.tracking import RunTracker
@@ -123,29 +124,6 @@ def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, 
     )
 
 
-def _search_record(result: SearchResult | None, optimizer: torch.optim.Optimizer) -> dict:
-    if not isinstance(optimizer, MBTSGD):
-        return {}
-    record: dict[str, Any] = {"momentum_enabled": optimizer.momentum_enabled}
-    if result is None:
-        record.update(
-            search_lr=None,
-            search_alpha=None,
-            search_trials=None,
-            search_time=None,
-            search_status=None,
-        )
-    else:
-        record.update(
-            search_lr=result.lr,
-            search_alpha=result.alpha,
-            search_trials=result.trials,
-            search_time=result.wall_time,
-            search_status=result.status,
-        )
-    return record
-
-
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -173,27 +151,30 @@ def fit(
     progress: str = "auto",
     tensorboard: bool = True,
     baseline_stop_patience: int | None = 50,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train for ``epochs`` epochs (resuming from ``run_dir``) and return the summary.
 
-    With an :class:`~bgd_experiments.optim.MBTSGD` optimizer, the learning-rate search runs
-    at the start of the epochs the optimizer asks for; in restore mode it draws its batches
-    from an independent data stream, in keep mode it consumes the epoch's first batches.
-    The plateau rule sees the validation accuracy when a validation set is given (the clean
-    protocol), else the test accuracy (the paper's protocol).
+    The optimizer and ``callbacks`` take part through the optional hooks of
+    :mod:`bgd_experiments.hooks` (before an epoch, train/eval, after an epoch, should it
+    stop); e.g. :class:`~bgd_experiments.optim.MBTSGD` searches its rate before an epoch and
+    its plateau rule may stop the run. Plateau rules see the validation accuracy when a
+    validation set is given (the clean protocol), else the test accuracy (the paper's).
 
-    Any other optimizer (a baseline) stops early as the authors' ``op_main.py`` stops it
-    when ``baseline_stop_patience`` is set (None or 0: never): one epoch after
-    min(epochs since the training loss improved, epochs since the plateau accuracy
-    improved) reaches it, the rule MBTSGD applies with its ``stop_patience``.
+    An optimizer without a stop rule of its own (a baseline) stops early as the authors'
+    ``op_main.py`` stops it when ``baseline_stop_patience`` is set (None or 0: never): one
+    epoch after min(epochs since the training loss improved, epochs since the plateau
+    accuracy improved) reaches it, the rule MBTSGD applies with its ``stop_patience``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     baseline_limit = baseline_stop_patience or 0
     if baseline_limit < 0:
         raise ValueError(f"baseline_stop_patience must be >= 0, got {baseline_stop_patience}")
-    # MBTSGD counts its own patience (plateau switch and stop); baselines use this one.
-    baseline_patience = Patience() if baseline_limit and not isinstance(optimizer, MBTSGD) else None
+    participants: list[Any] = [optimizer, *callbacks]
+    if baseline_limit and not any(hasattr(p, "should_stop") for p in participants):
+        participants.append(PatienceStop(baseline_limit))  # e.g. MBT has its own
+    stateful = [p for p in participants if hasattr(p, "checkpoint_key")]
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = next(model.parameters()).device
     history: list[dict[str, Any]] = []
@@ -207,8 +188,9 @@ def fit(
         _restore_rng(checkpoint["rng"], device)
         history = checkpoint["history"]
         start_epoch = checkpoint["epoch"]
-        if baseline_patience is not None and checkpoint.get("baseline_patience") is not None:
-            baseline_patience.load_state_dict(checkpoint["baseline_patience"])
+        for participant in stateful:
+            if checkpoint.get(participant.checkpoint_key) is not None:
+                participant.load_state_dict(checkpoint[participant.checkpoint_key])
         elapsed_before = checkpoint["wall_time"]
         log.info("resuming %s from epoch %d", run_dir, start_epoch)
 
@@ -229,18 +211,21 @@ def fit(
             tracker.start_epoch(epoch + 1)
             epoch_started = time.perf_counter()
             batches = train_loader.epoch(epoch)
-            search: SearchResult | None = None
-            if isinstance(optimizer, MBTSGD) and optimizer.needs_search(epoch):
-                source = (
-                    batches if optimizer.keep_search_steps else search_batches(train_loader, epoch)
-                )
-                search = optimizer.search(
-                    model, loss_fn, source, num_samples=train_loader.num_samples
-                )
-                tracker.note(
-                    f"epoch {epoch + 1}: searched lr {search.lr:.4g} (alpha {search.alpha:g}, "
-                    f"{search.trials} trials, {search.wall_time:.1f}s, {search.status})"
-                )
+            start = EpochStart(
+                epoch=epoch,
+                model=model,
+                loss_fn=loss_fn,
+                batches=batches,
+                fresh_batches=lambda epoch=epoch: search_batches(train_loader, epoch),
+                num_samples=train_loader.num_samples,
+            )
+            reports: list[EpochReport] = [
+                report for report in call_hooks(participants, "before_epoch", start) if report
+            ]
+            for report in reports:
+                if report.note:
+                    tracker.note(report.note)
+            call_hooks(participants, "train")
             stats = train_one_epoch(
                 model,
                 optimizer,
@@ -256,6 +241,7 @@ def fit(
                     f"{stats.steps} steps; the run diverged and stops here"
                 )
                 break
+            call_hooks(participants, "eval")
             test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -269,23 +255,20 @@ def fit(
                 val_loss, val_acc, _ = evaluate(model, loss_fn, val_loader)
                 record.update(val_loss=val_loss, val_acc=val_acc)
                 plateau_acc = val_acc
-            search_forwards = search.forward_passes if search else 0
-            search_backwards = search.backward_passes if search else 0
             record.update(
                 lr=optimizer.param_groups[0]["lr"],
                 epoch_time=time.perf_counter() - epoch_started,
-                forward_passes=stats.steps + search_forwards,
-                backward_passes=stats.steps + search_backwards,
+                forward_passes=stats.steps + sum(report.forward_passes for report in reports),
+                backward_passes=stats.steps + sum(report.backward_passes for report in reports),
                 eval_forward_passes=test_forwards,
-                **_search_record(search, optimizer),
             )
-            if isinstance(optimizer, MBTSGD):
-                stop_early = optimizer.end_epoch(stats.loss, plateau_acc)
-            elif baseline_patience is not None:
-                baseline_patience.update(stats.loss, plateau_acc)
-                stop_early = baseline_patience.stop_after(baseline_limit)
-            else:
-                stop_early = False
+            for report in reports:
+                record.update(report.record)
+            end = EpochEnd(
+                epoch=epoch, train_loss=stats.loss, plateau_acc=plateau_acc, record=record
+            )
+            call_hooks(participants, "after_epoch", end)
+            stop_early = any(call_hooks(participants, "should_stop"))
             history.append(record)
             atomic_torch_save(
                 checkpoint_path,
@@ -296,9 +279,8 @@ def fit(
                     "history": history,
                     "epoch": epoch + 1,
                     "wall_time": elapsed_before + time.perf_counter() - started,
-                    "baseline_patience": (
-                        baseline_patience.state_dict() if baseline_patience else None
-                    ),
+                    "baseline_patience": None,  # the key of older checkpoints
+                    **{p.checkpoint_key: p.state_dict() for p in stateful},
                 },
             )
             tracker.log_epoch(record)
