@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -273,3 +274,85 @@ def finish_result(result: SearchResult) -> SearchResult:
     else:
         logger.warning("%s -- status %s: %s", summary, result.status.upper(), result.message)
     return result
+
+
+@dataclass
+class SearchTally:
+    """What a search counts as it goes. Both searches (fast and reference) fill one and end
+    with :meth:`result`, so their results are built, worded and logged alike."""
+
+    start_lr: float
+    alpha: float
+    num_batches: int  # batches asked for
+    began: float = field(default_factory=time.perf_counter)
+    sigmas: list[float] = field(default_factory=list)  # sigma_i accepted on batch B_i
+    dropped: list[float] = field(default_factory=list)  # sigmas excluded (non-finite)
+    trials: int = 0
+    trials_skipped: int = 0
+    gradient_passes: int = 0
+    guard_hits: int = 0
+    processed: int = 0  # batches seen
+    batch_size: int = 0  # of the first batch
+    ratio: float = 1.0  # sqrt(batch_size / num_samples), or 1 without rescaling
+    failure: str | None = None  # why the search went non-finite
+
+    def drop_last_sigma(self) -> float:
+        """Exclude the last accepted sigma (it led to non-finite weights)."""
+        self.dropped.append(self.sigmas.pop())
+        return self.dropped[-1]
+
+    def result(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        previous_lr: float,
+        keep_search_steps: bool,
+        restored: bool,
+    ) -> SearchResult:
+        """Set lr = mean(sigmas) * ratio on the optimizer (unchanged without a usable sigma),
+        classify the outcome, log it, and return the result."""
+        if self.sigmas:
+            mean_sigma = mean_of(self.sigmas)
+            lr = mean_sigma * self.ratio
+            set_learning_rate(optimizer, lr)
+        else:
+            mean_sigma, lr = math.nan, previous_lr
+        failure = self.failure
+        if failure is not None:
+            failure += f"; lr {'from the remaining sigmas' if self.sigmas else 'left unchanged'}"
+            if keep_search_steps:
+                failure += "; keep mode rolled back to the search's start"
+        status, message = classify(
+            sigmas=self.sigmas,
+            start_lr=self.start_lr,
+            guard_hits=self.guard_hits,
+            num_batches=len(self.sigmas),
+            nonfinite_message=failure,
+        )
+        if status == "ok" and self.processed < self.num_batches:
+            message += f" (the batch source ran out: {self.processed} of {self.num_batches})"
+        device = trainable_parameters(optimizer)[0].device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return finish_result(
+            SearchResult(
+                lr=lr,
+                mean_sigma=mean_sigma,
+                sigmas=self.sigmas,
+                start_lr=self.start_lr,
+                alpha=self.alpha,
+                trials=self.trials,
+                forward_passes=self.gradient_passes + self.trials,
+                backward_passes=self.gradient_passes,
+                wall_time=time.perf_counter() - self.began,
+                status=status,
+                message=message,
+                ratio=self.ratio,
+                batch_size=self.batch_size,
+                num_batches=self.processed,
+                guard_hits=self.guard_hits,
+                trials_skipped=self.trials_skipped,
+                restored=restored,
+                dropped_sigmas=self.dropped,
+            )
+        )
