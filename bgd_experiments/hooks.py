@@ -34,6 +34,7 @@ class EpochStart:
     batches: Iterator[Batch]  # the epoch's own batches; what a hook takes, training skips
     fresh_batches: Callable[[], Iterator[Batch]]  # endless batches independent of the epoch's
     num_samples: int  # size of the training set
+    progress: Callable[[Any], None] | None = None  # for a long hook (a search) to report to
 
 
 @dataclass

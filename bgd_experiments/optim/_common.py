@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,6 +276,18 @@ def finish_result(result: SearchResult) -> SearchResult:
     return result
 
 
+@dataclass(frozen=True)
+class SearchProgress:
+    """Where a running search is: after batch ``batch`` of ``num_batches``, ``trials`` so far."""
+
+    batch: int
+    num_batches: int
+    trials: int
+
+
+ProgressFn = Callable[[SearchProgress], None]
+
+
 @dataclass
 class SearchTally:
     """What a search counts as it goes. Both searches (fast and reference) fill one and end
@@ -295,6 +307,11 @@ class SearchTally:
     batch_size: int = 0  # of the first batch
     ratio: float = 1.0  # sqrt(batch_size / num_samples), or 1 without rescaling
     failure: str | None = None  # why the search went non-finite
+    progress: ProgressFn | None = None  # told after every batch
+
+    def batch_done(self) -> None:
+        if self.progress is not None:
+            self.progress(SearchProgress(self.processed, self.num_batches, self.trials))
 
     def drop_last_sigma(self) -> float:
         """Exclude the last accepted sigma (it led to non-finite weights)."""

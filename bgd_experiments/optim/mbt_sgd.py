@@ -12,7 +12,7 @@ from torch import nn
 
 from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart
 
-from ._common import SearchResult, check_search_arguments
+from ._common import ProgressFn, SearchResult, check_search_arguments
 from .plateau import PLATEAU_RULES, MBTPlateau
 from .reference import mbt_search_reference
 from .search import LossFn, mbt_search
@@ -235,6 +235,7 @@ class MBTSGD(torch.optim.SGD):
         loss_fn: LossFn,
         batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
         num_samples: int,
+        progress: ProgressFn | None = None,
     ) -> SearchResult:
         """Run the MBT search (contract: ``mbt_search``), set the found lr on all param
         groups and reset the momentum buffers."""
@@ -255,6 +256,7 @@ class MBTSGD(torch.optim.SGD):
             lr_min=settings["lr_min"],
             lr_max=settings["lr_max"],
             min_decrease=settings["min_decrease"],
+            progress=progress,
         )
         self.state.clear()  # momentum buffers start afresh after every search
         self.num_searches += 1
@@ -276,7 +278,9 @@ class MBTSGD(torch.optim.SGD):
         result: SearchResult | None = None
         if self.needs_search(start.epoch):
             source = start.batches if self.keep_search_steps else start.fresh_batches()
-            result = self.search(start.model, start.loss_fn, source, start.num_samples)
+            result = self.search(
+                start.model, start.loss_fn, source, start.num_samples, progress=start.progress
+            )
         report = EpochReport(record={"momentum_enabled": self.momentum_enabled})
         if result is None:
             report.record.update(dict.fromkeys(_RECORD_FIELDS))

@@ -18,6 +18,7 @@ from torch import nn
 
 from ._common import (
     Guards,
+    ProgressFn,
     SearchResult,
     SearchTally,
     check_search_arguments,
@@ -46,6 +47,7 @@ def mbt_search_reference(
     lr_min: float = 1e-6,
     lr_max: float = 100.0,
     min_decrease: float = 1e-7,
+    progress: ProgressFn | None = None,
 ) -> SearchResult:
     """Reference MBT search; same arguments, contract and result as ``mbt_search``."""
     check_search_arguments(
@@ -58,7 +60,7 @@ def mbt_search_reference(
         lr_max=lr_max,
         min_decrease=min_decrease,
     )
-    tally = SearchTally(start_lr=start_lr, alpha=alpha, num_batches=num_batches)
+    tally = SearchTally(start_lr=start_lr, alpha=alpha, num_batches=num_batches, progress=progress)
     guards = Guards.from_bounds(lr_min, lr_max, min_decrease)
     x = trainable_parameters(optimizer)
     device = x[0].device
@@ -138,6 +140,7 @@ def mbt_search_reference(
             # x_{i+1} = x_i - sigma_i * ratio * g, ratio = sqrt(rho) (buffers as after the
             # gradient pass).
             step_from_x_i(sigma * tally.ratio)
+            tally.batch_done()
 
         if tally.batch_size == 0:
             raise ValueError("mbt_search_reference got no batch to search on")

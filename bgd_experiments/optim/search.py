@@ -18,6 +18,7 @@ from torch import nn
 
 from ._common import (
     Guards,
+    ProgressFn,
     SearchResult,
     SearchTally,
     batch_norm_layers,
@@ -51,6 +52,7 @@ def mbt_search(
     lr_min: float = 1e-6,
     lr_max: float = 100.0,
     min_decrease: float = 1e-7,
+    progress: ProgressFn | None = None,
 ) -> SearchResult:
     """Find a learning rate by two-way backtracking on mini-batches and set it on ``optimizer``.
 
@@ -101,7 +103,7 @@ def mbt_search(
         lr_max=lr_max,
         min_decrease=min_decrease,
     )
-    tally = SearchTally(start_lr=start_lr, alpha=alpha, num_batches=num_batches)
+    tally = SearchTally(start_lr=start_lr, alpha=alpha, num_batches=num_batches, progress=progress)
     guards = Guards.from_bounds(lr_min, lr_max, min_decrease)
     params = trainable_parameters(optimizer)
     device = params[0].device
@@ -182,6 +184,7 @@ def mbt_search(
                 # The search walks forward: x_{i+1} = x_i - sigma_i * ratio * g.
                 trial.move_to(sigma * tally.ratio)
                 pending_weight_check = torch.stack(torch._foreach_norm(stepped)).double().sum()
+                tally.batch_done()
         except BaseException:
             # Interrupted (error, KeyboardInterrupt): never leave a trial point behind.
             torch._foreach_copy_(params, start_point)

@@ -218,6 +218,7 @@ def fit(
                 batches=batches,
                 fresh_batches=lambda epoch=epoch: search_batches(train_loader, epoch),
                 num_samples=train_loader.num_samples,
+                progress=tracker.search_progress,
             )
             reports: list[EpochReport] = [
                 report for report in call_hooks(participants, "before_epoch", start) if report
