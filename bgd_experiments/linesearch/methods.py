@@ -784,16 +784,30 @@ def unbounded_backtracking_gd(
     return minimize(objective, x0, Unbounded(grid, h), stop)
 
 
+class MomentumOptions(Options, total=False):
+    """:class:`Options` and the momentum settings (defaults: gamma0 0.9, a1 0.1, a2 10,
+    mu 0.1, v0 zero)."""
+
+    gamma0: float
+    a1: float
+    a2: float
+    mu: float
+    v0: Point | None
+
+
+_MOMENTUM_DEFAULTS: dict[str, Any] = {"gamma0": 0.9, "a1": 0.1, "a2": 10.0, "mu": 0.1, "v0": None}
+
+
+def _momentum_run(
+    nesterov: bool, objective: Objective, x0: Point, options: MomentumOptions
+) -> RunResult:
+    momentum = {key: options.pop(key, default) for key, default in _MOMENTUM_DEFAULTS.items()}
+    grid, stop = _split(options)
+    return minimize(objective, x0, MomentumBacktracking(grid, nesterov=nesterov, **momentum), stop)
+
+
 def backtracking_momentum(
-    objective: Objective,
-    x0: Point,
-    *,
-    gamma0: float = 0.9,
-    a1: float = 0.1,
-    a2: float = 10.0,
-    mu: float = 0.1,
-    v0: Point | None = None,
-    **options: Unpack[Options],
+    objective: Objective, x0: Point, **options: Unpack[MomentumOptions]
 ) -> RunResult:
     """Backtracking Momentum: v_n = gamma_n v_{n-1} + delta_n grad f(x_n), x_{n+1} = x_n - v_n.
 
@@ -801,21 +815,11 @@ def backtracking_momentum(
     ``result.extra["momentum_coefficients"]`` holds gamma_n. v_{-1} = ``v0`` (zero by
     default). With gamma0 = 0 this is Backtracking GD.
     """
-    grid, stop = _split(options)
-    rule = MomentumBacktracking(grid, nesterov=False, gamma0=gamma0, a1=a1, a2=a2, mu=mu, v0=v0)
-    return minimize(objective, x0, rule, stop)
+    return _momentum_run(False, objective, x0, options)
 
 
 def backtracking_nag(
-    objective: Objective,
-    x0: Point,
-    *,
-    gamma0: float = 0.9,
-    a1: float = 0.1,
-    a2: float = 10.0,
-    mu: float = 0.1,
-    v0: Point | None = None,
-    **options: Unpack[Options],
+    objective: Objective, x0: Point, **options: Unpack[MomentumOptions]
 ) -> RunResult:
     """Backtracking NAG: :func:`backtracking_momentum` with d built from grad f(y_n).
 
@@ -823,6 +827,4 @@ def backtracking_nag(
     Each trial gamma' moves y_n, so its gradient is recomputed (one ``value_and_grad`` each,
     skipped when gamma' v_{n-1} = 0, where y_n = x_n). Condition (i) and (A) use g = grad f(x_n).
     """
-    grid, stop = _split(options)
-    rule = MomentumBacktracking(grid, nesterov=True, gamma0=gamma0, a1=a1, a2=a2, mu=mu, v0=v0)
-    return minimize(objective, x0, rule, stop)
+    return _momentum_run(True, objective, x0, options)

@@ -146,6 +146,36 @@ def check_search_arguments(
         raise ValueError(f"min_decrease must be a finite number >= 0, got {min_decrease!r}")
 
 
+@dataclass(frozen=True)
+class SearchSettings:
+    """The settings of one MBT search (both searches take them as keywords; the contract is
+    ``mbt_search``'s docstring). Checked when built."""
+
+    start_lr: float
+    num_samples: int
+    alpha: float = 1e-4
+    beta: float = 0.5
+    num_batches: int = 20
+    rescale: bool = True
+    keep_search_steps: bool = False
+    lr_min: float = 1e-6
+    lr_max: float = 100.0
+    min_decrease: float = 1e-7
+    progress: ProgressFn | None = None  # told after every batch
+
+    def __post_init__(self) -> None:
+        check_search_arguments(
+            start_lr=self.start_lr,
+            alpha=self.alpha,
+            beta=self.beta,
+            num_batches=self.num_batches,
+            num_samples=self.num_samples,
+            lr_min=self.lr_min,
+            lr_max=self.lr_max,
+            min_decrease=self.min_decrease,
+        )
+
+
 def trainable_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     """The parameters the search moves: those of the optimizer that require gradients."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]

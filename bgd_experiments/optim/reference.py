@@ -12,16 +12,16 @@ import copy
 import itertools
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._common import (
     Guards,
-    ProgressFn,
     SearchResult,
+    SearchSettings,
     SearchTally,
-    check_search_arguments,
     mean_of,
     rescale_ratio,
     search_mode,
@@ -36,32 +36,15 @@ def mbt_search_reference(
     loss_fn: LossFn,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
-    *,
-    start_lr: float,
-    alpha: float = 1e-4,
-    beta: float = 0.5,
-    num_batches: int = 20,
-    num_samples: int,
-    rescale: bool = True,
-    keep_search_steps: bool = False,
-    lr_min: float = 1e-6,
-    lr_max: float = 100.0,
-    min_decrease: float = 1e-7,
-    progress: ProgressFn | None = None,
+    **settings: Any,
 ) -> SearchResult:
     """Reference MBT search; same arguments, contract and result as ``mbt_search``."""
-    check_search_arguments(
-        start_lr=start_lr,
-        alpha=alpha,
-        beta=beta,
-        num_batches=num_batches,
-        num_samples=num_samples,
-        lr_min=lr_min,
-        lr_max=lr_max,
-        min_decrease=min_decrease,
+    s = SearchSettings(**settings)
+    alpha, beta = s.alpha, s.beta  # the paper's symbols
+    tally = SearchTally(
+        start_lr=s.start_lr, alpha=alpha, num_batches=s.num_batches, progress=s.progress
     )
-    tally = SearchTally(start_lr=start_lr, alpha=alpha, num_batches=num_batches, progress=progress)
-    guards = Guards.from_bounds(lr_min, lr_max, min_decrease)
+    guards = Guards.from_bounds(s.lr_min, s.lr_max, s.min_decrease)
     x = trainable_parameters(optimizer)
     device = x[0].device
     previous_lr = float(optimizer.param_groups[0]["lr"])
@@ -70,12 +53,12 @@ def mbt_search_reference(
     sigmas = tally.sigmas  # sigma_i accepted on batch B_i
 
     with search_mode(model):
-        for i, batch in enumerate(itertools.islice(batches, num_batches)):
+        for i, batch in enumerate(itertools.islice(batches, s.num_batches)):
             tally.processed = i + 1
             X, Y = split_batch(batch, device)
             if i == 0:
                 tally.batch_size = int(X.shape[0])
-                tally.ratio = rescale_ratio(tally.batch_size, num_samples, rescale)
+                tally.ratio = rescale_ratio(tally.batch_size, s.num_samples, s.rescale)
 
             if not all(bool(torch.isfinite(p).all()) for p in x):
                 tally.failure = (
@@ -123,7 +106,7 @@ def mbt_search_reference(
                 return value > 0 or math.isnan(value)
 
             # Two-way backtracking, written like the authors' loop: evaluate, then test.
-            sigma = start_lr if i == 0 else max(guards.low, mean_of(sigmas))
+            sigma = s.start_lr if i == 0 else max(guards.low, mean_of(sigmas))
             check, guards_ok = armijo(sigma), guards.allows(sigma, g_norm_sq)
             if fails(check) and guards_ok:
                 while fails(check) and guards_ok:
@@ -150,12 +133,12 @@ def mbt_search_reference(
                 f"dropped sigma {tally.drop_last_sigma():g}"
             )
 
-        restore = not keep_search_steps or tally.failure is not None
+        restore = not s.keep_search_steps or tally.failure is not None
         if restore:
             model.load_state_dict(model_before)
             optimizer.load_state_dict(optimizer_before)
         optimizer.zero_grad(set_to_none=True)
 
     return tally.result(
-        optimizer, previous_lr=previous_lr, keep_search_steps=keep_search_steps, restored=restore
+        optimizer, previous_lr=previous_lr, keep_search_steps=s.keep_search_steps, restored=restore
     )

@@ -12,17 +12,17 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ._common import (
     Guards,
-    ProgressFn,
     SearchResult,
+    SearchSettings,
     SearchTally,
     batch_norm_layers,
-    check_search_arguments,
     mean_of,
     rescale_ratio,
     restore_buffers,
@@ -41,18 +41,7 @@ def mbt_search(
     loss_fn: LossFn,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
-    *,
-    start_lr: float,
-    alpha: float = 1e-4,
-    beta: float = 0.5,
-    num_batches: int = 20,
-    num_samples: int,
-    rescale: bool = True,
-    keep_search_steps: bool = False,
-    lr_min: float = 1e-6,
-    lr_max: float = 100.0,
-    min_decrease: float = 1e-7,
-    progress: ProgressFn | None = None,
+    **settings: Any,
 ) -> SearchResult:
     """Find a learning rate by two-way backtracking on mini-batches and set it on ``optimizer``.
 
@@ -93,18 +82,11 @@ def mbt_search(
       A search whose batches all stop on a guard, or that only ever accepts ``start_lr``,
       has status "saturated".
     """
-    check_search_arguments(
-        start_lr=start_lr,
-        alpha=alpha,
-        beta=beta,
-        num_batches=num_batches,
-        num_samples=num_samples,
-        lr_min=lr_min,
-        lr_max=lr_max,
-        min_decrease=min_decrease,
+    s = SearchSettings(**settings)
+    tally = SearchTally(
+        start_lr=s.start_lr, alpha=s.alpha, num_batches=s.num_batches, progress=s.progress
     )
-    tally = SearchTally(start_lr=start_lr, alpha=alpha, num_batches=num_batches, progress=progress)
-    guards = Guards.from_bounds(lr_min, lr_max, min_decrease)
+    guards = Guards.from_bounds(s.lr_min, s.lr_max, s.min_decrease)
     params = trainable_parameters(optimizer)
     device = params[0].device
     previous_lr = float(optimizer.param_groups[0]["lr"])
@@ -119,15 +101,15 @@ def mbt_search(
         pending_weight_check: torch.Tensor | None = None
 
         try:
-            for index, batch in enumerate(itertools.islice(batches, num_batches)):
+            for index, batch in enumerate(itertools.islice(batches, s.num_batches)):
                 tally.processed = index + 1
                 inputs, targets = split_batch(batch, device)
                 if index == 0:
                     tally.batch_size = int(inputs.shape[0])
-                    tally.ratio = rescale_ratio(tally.batch_size, num_samples, rescale)
+                    tally.ratio = rescale_ratio(tally.batch_size, s.num_samples, s.rescale)
 
                 optimizer.zero_grad(set_to_none=True)
-                with torch.enable_grad(), running_stats_frozen(bn_layers, not keep_search_steps):
+                with torch.enable_grad(), running_stats_frozen(bn_layers, not s.keep_search_steps):
                     loss = loss_fn(model(inputs), targets)
                     loss.backward()
                 tally.gradient_passes += 1
@@ -172,10 +154,10 @@ def mbt_search(
                 torch._foreach_copy_(saved, stepped)
                 trial = _TrialPoint(model, loss_fn, bn_layers, (inputs, targets))
                 trial.set_point(stepped, grads, saved)
-                trial.set_reference(loss_value, norm_sq, alpha)
+                trial.set_reference(loss_value, norm_sq, s.alpha)
 
-                start = start_lr if index == 0 else max(guards.low, mean_of(tally.sigmas))
-                sigma, hit_guard = _two_way_backtracking(trial, start, beta, guards)
+                start = s.start_lr if index == 0 else max(guards.low, mean_of(tally.sigmas))
+                sigma, hit_guard = _two_way_backtracking(trial, start, s.beta, guards)
                 tally.guard_hits += hit_guard
                 tally.trials_skipped += trial.skipped
                 tally.sigmas.append(sigma)
@@ -204,14 +186,14 @@ def mbt_search(
                 f"dropped sigma {tally.drop_last_sigma():g}"
             )
 
-        restore = not keep_search_steps or tally.failure is not None
+        restore = not s.keep_search_steps or tally.failure is not None
         if restore:
             torch._foreach_copy_(params, start_point)
             restore_buffers(saved_buffers)
         optimizer.zero_grad(set_to_none=True)
 
     return tally.result(
-        optimizer, previous_lr=previous_lr, keep_search_steps=keep_search_steps, restored=restore
+        optimizer, previous_lr=previous_lr, keep_search_steps=s.keep_search_steps, restored=restore
     )
 
 
