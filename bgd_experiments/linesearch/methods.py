@@ -328,52 +328,36 @@ class ArmijoGrid:
     def step(self, exponent: int) -> float:
         return self.delta0 * self.beta**exponent
 
-    def try_step(
-        self,
-        counter: _CountingObjective,
-        x: Point,
-        value: float,
-        direction: Point,
-        slope: float,
-        exponent: int,
-    ) -> Point | None:
-        """The trial point when sigma = step(exponent) satisfies Armijo, else None."""
+    def test(self, line: _Line, exponent: int) -> tuple[Point, bool]:
+        """The trial point at sigma = step(exponent), and whether it satisfies (A)."""
         sigma = self.step(exponent)
-        trial = _add_scaled(x, -sigma, direction)
-        if armijo_holds(counter.value(trial), value, sigma, slope, self.alpha):
-            return trial
-        return None
+        trial = _add_scaled(line.x, -sigma, line.direction)
+        return trial, armijo_holds(
+            line.counter.value(trial), line.value, sigma, line.slope, self.alpha
+        )
 
-    def shrink_until_accepted(
-        self,
-        counter: _CountingObjective,
-        x: Point,
-        value: float,
-        direction: Point,
-        slope: float,
-        exponent: int,
-    ) -> tuple[Point, int]:
+    def try_step(self, line: _Line, exponent: int) -> Point | None:
+        """The trial point when sigma = step(exponent) satisfies Armijo, else None."""
+        trial, accepted = self.test(line, exponent)
+        return trial if accepted else None
+
+    def shrink_until_accepted(self, line: _Line, exponent: int) -> tuple[Point, int]:
         """Largest accepted step at or below step(exponent): (trial point, exponent)."""
         for candidate in range(exponent, exponent + self.max_backtracks + 1):
-            sigma = self.step(candidate)
-            trial = _add_scaled(x, -sigma, direction)
-            if armijo_holds(counter.value(trial), value, sigma, slope, self.alpha):
+            trial, accepted = self.test(line, candidate)
+            if accepted:
                 return trial, candidate
             # Once x - sigma*v rounds to x, smaller steps cannot pass either: give up early.
-            if candidate - exponent >= _CHECK_STALL_AFTER and _points_equal(trial, x):
+            if candidate - exponent >= _CHECK_STALL_AFTER and _points_equal(trial, line.x):
                 break
         raise LineSearchError(
-            f"no step down to {sigma:.3e} satisfied Armijo (the decrease it asks for is below"
-            " the rounding of f)"
+            f"no step down to {self.step(candidate):.3e} satisfied Armijo (the decrease it asks"
+            " for is below the rounding of f)"
         )
 
     def shrink_or_grow(
         self,
-        counter: _CountingObjective,
-        x: Point,
-        value: float,
-        direction: Point,
-        slope: float,
+        line: _Line,
         exponent: int,
         *,
         may_grow: Callable[[int], bool],
@@ -381,16 +365,27 @@ class ArmijoGrid:
     ) -> tuple[Point, int]:
         """The two-way search from step(exponent): shrink until (A) holds if it fails there,
         else grow by 1/beta while ``may_grow(exponent)`` and the grown step satisfies (A)."""
-        trial = self.try_step(counter, x, value, direction, slope, exponent)
+        trial = self.try_step(line, exponent)
         if trial is None:
-            return self.shrink_until_accepted(counter, x, value, direction, slope, exponent + 1)
+            return self.shrink_until_accepted(line, exponent + 1)
         grows = 0
         while may_grow(exponent) and (max_grows is None or grows < max_grows):
-            grown = self.try_step(counter, x, value, direction, slope, exponent - 1)
+            grown = self.try_step(line, exponent - 1)
             if grown is None:
                 break
             trial, exponent, grows = grown, exponent - 1, grows + 1
         return trial, exponent
+
+
+@dataclass(frozen=True)
+class _Line:
+    """The line x - sigma*v that one search walks along: f(x), and the slope <g, v> of (A)."""
+
+    counter: _CountingObjective
+    x: Point
+    value: float
+    direction: Point
+    slope: float
 
 
 class Options(TypedDict, total=False):
@@ -509,9 +504,8 @@ class Backtracking:
         return self.grid.settings()
 
     def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
-        trial, exponent = self.grid.shrink_until_accepted(
-            counter, x, value, grad, _dot(grad, grad), 0
-        )
+        line = _Line(counter, x, value, grad, _dot(grad, grad))
+        trial, exponent = self.grid.shrink_until_accepted(line, 0)
         return trial, self.grid.step(exponent)
 
 
@@ -536,7 +530,9 @@ class InexactBacktracking:
         v = self.direction(x, grad, self.iteration)
         self.iteration += 1
         check_direction(grad, v, a1=self.a1, a2=self.a2, mu=self.mu, grad_norm=grad_norm)
-        trial, exponent = self.grid.shrink_until_accepted(counter, x, value, v, _dot(grad, v), 0)
+        trial, exponent = self.grid.shrink_until_accepted(
+            _Line(counter, x, value, v, _dot(grad, v)), 0
+        )
         return trial, self.grid.step(exponent)
 
 
@@ -554,11 +550,7 @@ class TwoWay:
 
     def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
         trial, exponent = self.grid.shrink_or_grow(
-            counter,
-            x,
-            value,
-            grad,
-            _dot(grad, grad),
+            _Line(counter, x, value, grad, _dot(grad, grad)),
             self.previous_exponent,
             may_grow=lambda exponent: exponent > 0,  # never beyond delta0 = step(0)
         )
@@ -589,11 +581,7 @@ class Unbounded:
         while grid.step(exponent) > cap:  # no evaluations: only the grid position moves
             exponent += 1
         trial, exponent = grid.shrink_or_grow(
-            counter,
-            x,
-            value,
-            grad,
-            _dot(grad, grad),
+            _Line(counter, x, value, grad, _dot(grad, grad)),
             exponent,
             may_grow=lambda exponent: grid.step(exponent - 1) <= cap,
             max_grows=grid.max_backtracks,
@@ -670,7 +658,8 @@ class MomentumBacktracking:
     def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
         direction, slope, gamma_prime = self._direction(x, grad, grad_norm, counter)
         # Armijo along d with steps sigma*delta' (delta' = delta0), sigma = beta^k from 1.
-        trial, exponent = self.grid.shrink_until_accepted(counter, x, value, direction, slope, 0)
+        line = _Line(counter, x, value, direction, slope)
+        trial, exponent = self.grid.shrink_until_accepted(line, 0)
         step = self.grid.step(exponent)
         self.gammas.append(self.grid.beta**exponent * gamma_prime)  # gamma_n = sigma * gamma'
         self.velocity = _scaled(direction, step)  # v_n = sigma * delta' * d
