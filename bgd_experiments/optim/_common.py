@@ -339,6 +339,18 @@ class SearchTally:
     failure: str | None = None  # why the search went non-finite
     progress: ProgressFn | None = None  # told after every batch
 
+    def take_batch(
+        self, index: int, batch: object, device: torch.device, settings: SearchSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Count batch ``index`` and split it; the first batch fixes the batch size and the
+        ratio sqrt(batch_size / num_samples)."""
+        self.processed = index + 1
+        inputs, targets = split_batch(batch, device)
+        if index == 0:
+            self.batch_size = int(inputs.shape[0])
+            self.ratio = rescale_ratio(self.batch_size, settings.num_samples, settings.rescale)
+        return inputs, targets
+
     def batch_done(self) -> None:
         if self.progress is not None:
             self.progress(SearchProgress(self.processed, self.num_batches, self.trials))

@@ -23,9 +23,7 @@ from ._common import (
     SearchSettings,
     SearchTally,
     mean_of,
-    rescale_ratio,
     search_mode,
-    split_batch,
     trainable_parameters,
 )
 from .search import LossFn
@@ -54,11 +52,7 @@ def mbt_search_reference(
 
     with search_mode(model):
         for i, batch in enumerate(itertools.islice(batches, s.num_batches)):
-            tally.processed = i + 1
-            X, Y = split_batch(batch, device)
-            if i == 0:
-                tally.batch_size = int(X.shape[0])
-                tally.ratio = rescale_ratio(tally.batch_size, s.num_samples, s.rescale)
+            X, Y = tally.take_batch(i, batch, device, s)  # B_i
 
             if not all(bool(torch.isfinite(p).all()) for p in x):
                 tally.failure = (

@@ -24,12 +24,10 @@ from ._common import (
     SearchTally,
     batch_norm_layers,
     mean_of,
-    rescale_ratio,
     restore_buffers,
     running_stats_frozen,
     search_mode,
     snapshot_buffers,
-    split_batch,
     trainable_parameters,
 )
 
@@ -102,11 +100,7 @@ def mbt_search(
 
         try:
             for index, batch in enumerate(itertools.islice(batches, s.num_batches)):
-                tally.processed = index + 1
-                inputs, targets = split_batch(batch, device)
-                if index == 0:
-                    tally.batch_size = int(inputs.shape[0])
-                    tally.ratio = rescale_ratio(tally.batch_size, s.num_samples, s.rescale)
+                inputs, targets = tally.take_batch(index, batch, device, s)
 
                 optimizer.zero_grad(set_to_none=True)
                 with torch.enable_grad(), running_stats_frozen(bn_layers, not s.keep_search_steps):
