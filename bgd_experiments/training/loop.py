@@ -47,6 +47,26 @@ class EpochStats:
     diverged: bool
 
 
+class _Totals:
+    """Sample-weighted loss and correct predictions, summed on the device (no host sync)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.samples = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.loss_sum += loss.double() * targets.shape[0]
+        self.correct += (logits.argmax(dim=1) == targets).sum()
+        self.samples += targets.shape[0]
+
+    def mean_loss(self) -> float:
+        return self.loss_sum.item() / self.samples
+
+    def accuracy(self) -> float:
+        return 100.0 * self.correct.item() / self.samples
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -62,10 +82,7 @@ def train_one_epoch(
     steps, which bounds both the host synchronisations and how late divergence is noticed.
     """
     model.train()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    samples = 0
+    totals = _Totals(next(model.parameters()).device)
     steps = 0
     for steps, (inputs, targets) in enumerate(batches, start=1):
         optimizer.zero_grad(set_to_none=True)
@@ -73,22 +90,18 @@ def train_one_epoch(
         loss = loss_fn(logits, targets)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().double() * targets.shape[0]
-        correct += (logits.detach().argmax(dim=1) == targets).sum()
-        samples += targets.shape[0]
+        totals.add(loss.detach(), logits.detach(), targets)
         if steps % check_every == 0:
             # A NaN/inf loss poisons the running sum, so one read covers every step since.
-            running = loss_sum.item() / samples
+            running = totals.mean_loss()
             if not math.isfinite(running):
-                return EpochStats(running, 100.0 * correct.item() / samples, steps, True)
+                return EpochStats(running, totals.accuracy(), steps, True)
             if on_step is not None:
                 on_step(steps, running)
-    if samples == 0:
+    if totals.samples == 0:
         raise ValueError("the training data yielded no batch")
-    mean_loss = loss_sum.item() / samples
-    return EpochStats(
-        mean_loss, 100.0 * correct.item() / samples, steps, not math.isfinite(mean_loss)
-    )
+    mean_loss = totals.mean_loss()
+    return EpochStats(mean_loss, totals.accuracy(), steps, not math.isfinite(mean_loss))
 
 
 @torch.no_grad()
@@ -98,19 +111,14 @@ def evaluate(
     """Mean loss, accuracy (percent) and number of forward passes over ``batches``."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    samples = 0
+    totals = _Totals(next(model.parameters()).device)
     forwards = 0
     for inputs, targets in batches:
         logits = model(inputs)
-        loss_sum += loss_fn(logits, targets).double() * targets.shape[0]
-        correct += (logits.argmax(dim=1) == targets).sum()
-        samples += targets.shape[0]
+        totals.add(loss_fn(logits, targets), logits, targets)
         forwards += 1
     model.train(was_training)
-    return loss_sum.item() / samples, 100.0 * correct.item() / samples, forwards
+    return totals.mean_loss(), totals.accuracy(), forwards
 
 
 def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
