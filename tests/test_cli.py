@@ -23,6 +23,7 @@ from bgd_experiments.io import read_json, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 BGD_RUN = Path(sys.executable).parent / "bgd-run"
+KILL_HOOK_DIR = Path(__file__).resolve().parent / "kill_hook"
 
 # Small enough for seconds per run on 2 CPU cores, big enough to exercise every code path.
 TINY = [
@@ -177,7 +178,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tiny_cifar10_t
         "backward_passes"
     ]
     # Killed in the middle of the second epoch (search steps are restored, not counted).
-    killed = run(tmp_path / "b", env={"BGD_KILL_AT_STEP": str(steps_per_epoch + 3)})
+    # The kill comes from a test-only sitecustomize (tests/kill_hook), not from the library.
+    hook_path = os.pathsep.join([str(KILL_HOOK_DIR), os.environ.get("PYTHONPATH", "")])
+    killed = run(
+        tmp_path / "b",
+        env={"BGD_KILL_AT_STEP": str(steps_per_epoch + 3), "PYTHONPATH": hook_path},
+    )
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
     interrupted = only_run_dir(tmp_path / "b")
     assert not (interrupted / "summary.json").exists()

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from bgd_experiments import tasks
 from bgd_experiments.linesearch.experiments import (
-    main,
     mexican_hat_endings,
     mexican_hat_starts,
     run_deterministic_experiments,
@@ -50,7 +50,9 @@ def test_small_run_writes_all_files(tmp_path: Path) -> None:
 
 def test_command_line(tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    main(["--out", str(out), "--max-iter", "50", "--num-starts", "2"])
+    # The one entry point is bgd-run experiment=functions, i.e. this task (the module's own
+    # argparse command is gone).
+    tasks.functions(out, {"max_iter": 50, "num_starts": 2})
     payload = json.loads((out / "functions.json").read_text())
     assert payload["mexican_hat"]["settings"]["num_starts"] == 2
 

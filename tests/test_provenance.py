@@ -23,7 +23,7 @@ from bgd_experiments.reporting import (
 )
 from bgd_experiments.reporting.cli import main as report_main
 from bgd_experiments.reporting.writers import portable_source
-from bgd_experiments.training.runs import config_differences
+from bgd_experiments.runfolder import config_differences
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "results"

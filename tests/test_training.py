@@ -12,6 +12,7 @@ from torch import nn
 
 from bgd_experiments.data import DeviceLoader
 from bgd_experiments.io import read_json, read_jsonl
+from bgd_experiments.runfolder import config_differences
 from bgd_experiments.training import (
     RunFolderConflict,
     RunIdentity,
@@ -23,7 +24,6 @@ from bgd_experiments.training import (
     summarize,
     train_one_epoch,
 )
-from bgd_experiments.training.runs import config_differences
 
 
 def identity(**changes) -> RunIdentity:

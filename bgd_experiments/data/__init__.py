@@ -31,7 +31,7 @@ from bgd_experiments.data.cifar import (
     resolve_cache_dir,
     same_data,
 )
-from bgd_experiments.data.loader import DeviceLoader, derive_seed
+from bgd_experiments.data.loader import DeviceLoader, EvalBatches, derive_seed
 from bgd_experiments.data.subsets import (
     class_balanced_indices,
     class_balanced_subset,
@@ -49,6 +49,7 @@ __all__ = [
     "ArrayDataset",
     "DatasetError",
     "DeviceLoader",
+    "EvalBatches",
     "augment_batch",
     "check_dataset_source",
     "class_balanced_indices",

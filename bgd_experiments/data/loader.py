@@ -99,3 +99,13 @@ class DeviceLoader:
                 images.contiguous(memory_format=self.memory_format),
                 self.labels.index_select(0, index),
             )
+
+
+class EvalBatches:
+    """Re-iterable view of a loader's fixed, un-augmented order (for evaluation)."""
+
+    def __init__(self, loader: DeviceLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.loader.epoch(0)

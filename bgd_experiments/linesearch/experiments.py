@@ -1,20 +1,14 @@
 """The paper's deterministic experiments: Examples 3.6 and 3.7, the Mexican-hat comparison and
 Figure 2(a); plus Figure 2(b) (Two-way Backtracking GD on a network's full-batch loss).
 
-Command line::
-
-    python -m bgd_experiments.linesearch.experiments --out results/functions \\
-        [--max-iter N] [--num-starts K] [--mexican-hat-max-iter M] [--seed S]
-
-It writes ``functions.md`` (tables, the paper's claims and whether our runs agree),
+Run them with ``bgd-run experiment=functions`` (settings: ``conf/experiment/functions.yaml``).
+They write ``functions.md`` (tables, the paper's claims and whether our runs agree),
 ``functions.json`` (the same numbers), ``fig2a.png`` and ``fig2a.pdf``. Outcomes that contradict
 the paper are reported as such; nothing here is tuned to agree.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
 import time
@@ -23,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from ..io import atomic_save_figure, atomic_write_json, atomic_write_text
+from ..io import atomic_write_json
 from .methods import (
     STOP_GRAD_TOL,
     STOP_MAX_ITER,
@@ -51,8 +44,6 @@ from .paper_values import (
     FINAL_POINT,
     FINAL_STEP,
     ITERATIONS,
-    SETTLE_ITERATION,
-    TWO_WAY,
     UNBOUNDED,
     paper_value,
 )
@@ -656,282 +647,6 @@ def run_mexican_hat_comparison(
     }
 
 
-def plot_fig2a(figure_runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """Two-way step size per iteration on the Mexican hat (one line per start)."""
-    figure = Figure(figsize=(7.0, 5.0), constrained_layout=True)
-    axes = figure.add_subplot()
-    all_steps = [s for run in figure_runs for s in run["step_sizes"]]
-    for run in figure_runs:
-        steps = run["step_sizes"]
-        label = (
-            f"r0={run['r0']:.3f}, θ0={run['theta0']:.3f} "
-            f"({run['iterations']} it., {run['stop_reason']})"
-        )
-        axes.plot(range(len(steps)), steps, marker=".", markersize=3, linewidth=0.8, label=label)
-    if all_steps and max(all_steps) / min(all_steps) > 10:
-        axes.set_yscale("log")
-    axes.set_xlabel("iteration n")
-    axes.set_ylabel("accepted step size δ_n")
-    axes.set_title(
-        "Fig. 2(a): Two-way Backtracking GD on the Mexican hat\n"
-        f"α={ALPHA}, β={BETA}, δ0={DELTA0}, float64; first "
-        f"{FIG2A_MAX_PLOTTED_ITERATIONS} iterations at most",
-        fontsize=10,
-    )
-    axes.legend(
-        fontsize=7,
-        title="start x0 = r0 (cos θ0, sin θ0)",
-        title_fontsize=7,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.16),
-        ncol=2,
-    )
-    axes.grid(True, which="both", alpha=0.3)
-    paths = [out_dir / "fig2a.png", out_dir / "fig2a.pdf"]
-    for path in paths:
-        atomic_save_figure(path, figure)
-    return paths
-
-
-# --- Report ----------------------------------------------------------------------------------
-
-
-def _example_table(example: dict[str, Any]) -> list[str]:
-    lines = [
-        "| method | final point | iterations | stop | final step | f(x) | ‖∇f‖ "
-        "| function evals | gradient evals | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in example["runs"]:
-        lines.append(
-            f"| {run['label']} | {_fmt_point(run['final_point'])} | {run['iterations']} "
-            f"| {run['stop_reason']} | {run['final_step_size']:.6g} | {run['final_value']:.6g} "
-            f"| {run['final_grad_norm']:.3e} | {run['function_evals']} "
-            f"| {run['gradient_evals']} | {run['wall_time_s']:.3f} |"
-        )
-    return lines
-
-
-def _claims_table(claims: list[dict[str, Any]]) -> list[str]:
-    lines = ["| paper's claim | our run | criterion | agrees |", "|---|---|---|---|"]
-    for claim in claims:
-        lines.append(
-            f"| {claim['claim']} | {claim['ours']} | {claim['criterion']} "
-            f"| {_yes_no(claim['agrees'])} |"
-        )
-    return lines
-
-
-def _mexican_hat_claims(mexican: dict[str, Any]) -> list[dict[str, Any]]:
-    settle = mexican["two_way_settling"]
-    stats = mexican["methods"]
-    two_way, backtracking = stats["Two-way Backtracking GD"], stats["Backtracking GD"]
-    considered = settle["runs_considered"]
-    return [
-        {
-            "claim": "Two-way's step size settles to a constant after about 6 iterations",
-            "ours": f"{settle['settled_within_10_iterations']} of {considered} runs with >= "
-            f"{settle['min_iterations']} iterations are constant from iteration <= 10 on; "
-            f"{settle['constant_over_second_half']} are constant over their second half "
-            f"(median settle iteration {_fmt(settle['settle_iteration_median'], 1)})",
-            "criterion": "most (> 50%) such runs constant from iteration <= 10 on",
-            "agrees": considered > 0 and settle["settled_within_10_iterations"] * 2 > considered,
-        },
-        {
-            "claim": "Two-way is cheaper than Backtracking GD",
-            "ours": f"mean function evals {two_way['function_evals_mean']:.1f} vs "
-            f"{backtracking['function_evals_mean']:.1f}; wall time "
-            f"{two_way['wall_time_total_s']:.2f} s vs {backtracking['wall_time_total_s']:.2f} s",
-            "criterion": "fewer mean function evaluations",
-            "agrees": two_way["function_evals_mean"] < backtracking["function_evals_mean"],
-        },
-    ]
-
-
-def _mexican_hat_paper_rows(mexican: dict[str, Any]) -> list[dict[str, Any]]:
-    """Paper vs ours for the Mexican hat: when Two-way's step size settles."""
-    settle = mexican["two_way_settling"]
-    considered = settle["runs_considered"]
-    median = settle["settle_iteration_median"]
-    return [
-        _paper_row(
-            "mexican_hat",
-            TWO_WAY,
-            SETTLE_ITERATION,
-            f"median {_fmt(median, 1)} over the {settle['constant_over_second_half']} of "
-            f"{considered} runs (>= {settle['min_iterations']} iterations) whose step is "
-            "constant over their second half",
-            f"{'agrees' if settle['settled_within_10_iterations'] * 2 > considered else 'differs'}"
-            f": {settle['settled_within_10_iterations']} of {considered} runs are constant from "
-            f"iteration <= 10 on; {considered - settle['constant_over_second_half']} still "
-            "change their step size in their second half, "
-            f"{settle['unsettled_at_max_iter']} of them still moving at the iteration budget "
-            "(see where the runs end above)",
-            considered > 0 and settle["settled_within_10_iterations"] * 2 > considered,
-        )
-    ]
-
-
-def _paper_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| quantity | paper | ours | note |", "|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['quantity']} | {row['paper']} | {row['ours']} | {row['note']} |")
-    return lines
-
-
-def _span_text(span: list[float] | None) -> str:
-    return "" if span is None else f" (r = {span[0]:.4f}-{span[1]:.4f})"
-
-
-def _endings_table(endings: dict[str, dict[str, Any]], grad_tol: float) -> list[str]:
-    lines = [
-        "| method | jumped out to the flat region r ≥ 1 (∇f = 0) "
-        f"| inside the disk, stopped by ‖∇f‖ ≤ {grad_tol:g} "
-        "| ... of which at a local minimum (Hessian positive definite) "
-        "| inside the disk, still moving at the iteration budget |",
-        "|---|---|---|---|---|",
-    ]
-    for name, end in endings.items():
-        lines.append(
-            f"| {name} | {end['flat_region']}/{end['runs']}{_span_text(end['flat_region_radius'])}"
-            f" | {end['inside_stopped']}/{end['runs']}"
-            f"{_span_text(end['inside_stopped_radius'])}"
-            f" | {end['inside_stopped_local_minimum']}/{end['inside_stopped']}"
-            f" | {end['inside_moving']}/{end['runs']}{_span_text(end['inside_moving_radius'])} |"
-        )
-    return lines
-
-
-def _fig2a_statement(mexican: dict[str, Any]) -> str:
-    parts = []
-    for run in mexican["figure_2a_runs"]:
-        steps = run["step_sizes"]
-        if len(steps) < SETTLE_MIN_ITERATIONS:
-            parts.append(f"stops after {run['iterations']} iterations")
-            continue
-        settle = settle_iteration(steps)
-        if settle <= len(steps) // 2:
-            parts.append(f"constant {steps[-1]:.4g} from iteration {settle} (of those plotted)")
-        else:
-            recent = sorted({round(s, 4) for s in steps[-20:]})
-            parts.append(f"keeps changing (last 20 plotted steps take values {recent})")
-    return "; ".join(f"start {i + 1}: {text}" for i, text in enumerate(parts))
-
-
-def _long_runs_lines(check: dict[str, Any] | None) -> list[str]:
-    if check is None:
-        return []
-    parts = [
-        f"{name}: {run['iterations']} iterations ({run['stop_reason']}), final ‖∇f‖ = "
-        f"{run['final_grad_norm']:.2e}, f = {run['final_value']:.2e}, r = "
-        f"{run['final_radius']:.4f}, {run['wall_time_s']:.1f} s"
-        for name, run in check["runs"].items()
-    ]
-    return [
-        f"Longer check runs from the first start where Backtracking GD did not converge "
-        f"(r0 = {check['r0']:.4f}, θ0 = {check['theta0']:.4f}): " + "; ".join(parts) + ".",
-        "",
-    ]
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """functions.md: the tables, the paper's claims and whether our runs agree."""
-    ex36, ex37, mexican = report["example_3_6"], report["example_3_7"], report["mexican_hat"]
-    settings = report["settings"]
-    mh_settings = mexican["settings"]
-    lines = [
-        "# Deterministic experiments (Truong & Nguyen, Part 2, Section 3)",
-        "",
-        f"Settings: α = {settings['alpha']}, β = {settings['beta']}, δ0 = {settings['delta0']}, "
-        f"stop at max_iter = {settings['max_iter']} iterations or ‖∇f‖ ≤ {settings['grad_tol']}, "
-        "float64 on the CPU. Regenerate with "
-        "`python -m bgd_experiments.linesearch.experiments --out <dir>`. "
-        f"Total wall time {report['wall_time_s']:.1f} s.",
-        "",
-        "Evaluation counts: a value-and-gradient call counts as 1 function + 1 gradient "
-        "evaluation, each trial point of a line search as 1 function evaluation; totals include "
-        "the final evaluation at the last point. Stop `line_search_failed`: no step "
-        "δ0·β^k passed Armijo because the decrease it asks for, α·δ·‖∇f‖², is below the "
-        "float64 rounding of f (trial points then equal x), so ‖∇f‖ ≤ 1e-10 is out of reach.",
-        "",
-        f"## Example 3.6: {ex36['objective']}, start {tuple(ex36['start'])}",
-        "",
-        *_example_table(ex36),
-        "",
-        "The paper's statements beside our numbers (the paper's side: "
-        "`bgd_experiments/linesearch/paper_values.py`):",
-        "",
-        *_paper_table(ex36["paper_comparison"]),
-        "",
-        *_claims_table(ex36["claims"]),
-        "",
-        f"## Example 3.7: {ex37['objective']}, start {tuple(ex37['start'])}",
-        "",
-        *_example_table(ex37),
-        "",
-        *_paper_table(ex37["paper_comparison"]),
-        "",
-        *_claims_table(ex37["claims"]),
-        "",
-        "## Mexican hat: Standard GD, Backtracking GD, Two-way Backtracking GD",
-        "",
-        f"{mh_settings['num_starts']} random starts x0 = r0(cos θ0, sin θ0) with "
-        f"r0 ~ U{tuple(mh_settings['radius_range'])} and θ0 ~ U(π, 2π) (so sin θ0 < 0), "
-        f"seed {mh_settings['seed']}; at most {mh_settings['max_iter']} iterations per run "
-        "(runs that enter the function's spiral valley crawl along it, see the check below, "
-        "so a larger budget mostly buys time, not convergence). Standard GD uses the constant "
-        "step "
-        f"1/L = {mh_settings['standard_gd_step']:.5f}, with L = "
-        f"{mh_settings['lipschitz_estimate']:.3f} the largest |Hessian eigenvalue| on a "
-        "401×401 grid of [-1, 1]² (central differences of the exact gradient). Converged = "
-        "stopped by ‖∇f‖ ≤ 1e-10; iteration means/medians are over converged runs.",
-        "",
-        "| method | converged | convergence rate | iterations to convergence (mean / median) "
-        "| iterations, all runs (mean) | function evals (mean) | gradient evals (mean) "
-        "| function evals / iteration | wall time total (s) | wall time per run (s) "
-        "| median final ‖∇f‖ | median final r |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, stats in mexican["methods"].items():
-        lines.append(
-            f"| {name} | {stats['converged']}/{stats['runs']} | {stats['convergence_rate']:.2f} "
-            f"| {_fmt(stats['iterations_mean_converged'], 1)} / "
-            f"{_fmt(stats['iterations_median_converged'], 1)} "
-            f"| {stats['iterations_mean_all']:.1f} | {stats['function_evals_mean']:.1f} "
-            f"| {stats['gradient_evals_mean']:.1f} | {stats['function_evals_per_iteration']:.2f} "
-            f"| {stats['wall_time_total_s']:.2f} | {stats['wall_time_mean_s']:.4f} "
-            f"| {stats['final_grad_norm_median']:.2e} | {stats['final_radius_median']:.4f} |"
-        )
-    comparison = mexican["two_way_vs_backtracking"]
-    lines += [
-        "",
-        f"Two-way and Backtracking GD took identical step sequences (hence identical iterates) "
-        f"in {comparison['identical_step_sequences']} of {comparison['runs']} runs: growing the "
-        "step back while Armijo holds, as the spec and the authors' code do, usually lands on "
-        "the same grid step that plain backtracking from δ0 finds. Two-way used fewer "
-        f"function evaluations in {comparison['two_way_fewer_function_evals']} of "
-        f"{comparison['runs']} runs.",
-        "",
-        *_long_runs_lines(mexican["long_runs_check"]),
-        "Where the runs end (counted from each run's final point and stop reason):",
-        "",
-        *_endings_table(mexican["endings"], settings["grad_tol"]),
-        "",
-        *_paper_table(_mexican_hat_paper_rows(mexican)),
-        "",
-        *_claims_table(_mexican_hat_claims(mexican)),
-        "",
-        "## Figure 2(a)",
-        "",
-        "`fig2a.png` / `fig2a.pdf`: the step size of Two-way Backtracking GD per iteration on "
-        f"the Mexican hat for the first {len(mexican['figure_2a_runs'])} starts above — "
-        + _fig2a_statement(mexican)
-        + ".",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def run_deterministic_experiments(
     out_dir: Path,
     *,
@@ -974,14 +689,17 @@ def run_deterministic_experiments(
             long_run_iterations=long_runs if max(long_runs) > mexican_budget else None,
         ),
     }
-    report["mexican_hat"]["claims"] = _mexican_hat_claims(report["mexican_hat"])
-    report["mexican_hat"]["paper_comparison"] = _mexican_hat_paper_rows(report["mexican_hat"])
+    # The claims are judged, rendered and drawn by the reporting layer.
+    from bgd_experiments.reporting import functions as reporting
+
+    report["mexican_hat"]["claims"] = reporting.mexican_hat_claims(report["mexican_hat"])
+    report["mexican_hat"]["paper_comparison"] = reporting.mexican_hat_paper_rows(
+        report["mexican_hat"]
+    )
     report["wall_time_s"] = time.perf_counter() - began
     if request is not None:
         report["request"] = request
-    plot_fig2a(report["mexican_hat"]["figure_2a_runs"], out_dir)
-    atomic_write_text(out_dir / "functions.md", render_markdown(report))
-    atomic_write_json(out_dir / "functions.json", report)
+    reporting.write_functions_report(report, out_dir)
     return report
 
 
@@ -1044,48 +762,8 @@ def run_fig2b(
     }
     if request is not None:
         payload["request"] = request
-    figure = Figure(figsize=(7.0, 4.2), constrained_layout=True)
-    axes = figure.add_subplot()
-    axes.plot(range(len(records)), list(records.step_sizes), marker=".", label="step size")
-    steps = list(records.step_sizes)
-    if steps and max(steps) / min(steps) > 10:
-        axes.set_yscale("log")
-    axes.set_xlabel("iteration n")
-    axes.set_ylabel("accepted step size δ_n")
-    loss_axes = axes.twinx()
-    loss_axes.plot(range(len(records)), list(records.values), color="tab:red", label="loss")
-    loss_axes.set_ylabel("full-batch cross-entropy", color="tab:red")
-    axes.set_title(
-        f"Fig. 2(b): Two-way Backtracking GD, {payload['num_examples']} images as one batch\n"
-        f"α={alpha}, β={beta}, δ0={delta0}, BatchNorm {batchnorm_mode} mode",
-        fontsize=10,
-    )
-    axes.grid(True, which="both", alpha=0.3)
-    for suffix in ("png", "pdf"):
-        atomic_save_figure(out_dir / f"fig2b.{suffix}", figure)
+    from bgd_experiments.reporting.functions import plot_fig2b
+
+    plot_fig2b(payload, out_dir)
     atomic_write_json(out_dir / "fig2b.json", payload)
     return payload
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("results/functions"))
-    parser.add_argument("--max-iter", type=int, default=10**6)
-    parser.add_argument("--num-starts", type=int, default=100)
-    parser.add_argument("--mexican-hat-max-iter", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-    report = run_deterministic_experiments(
-        args.out,
-        max_iter=args.max_iter,
-        num_starts=args.num_starts,
-        seed=args.seed,
-        mexican_hat_max_iter=args.mexican_hat_max_iter,
-    )
-    print(render_markdown(report))
-    print(json.dumps({"wall_time_s": report["wall_time_s"], "out": str(args.out)}))
-
-
-if __name__ == "__main__":
-    main()

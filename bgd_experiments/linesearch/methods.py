@@ -28,7 +28,7 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, Protocol, TypedDict, Unpack, overload
 
 import torch
 from torch import Tensor
@@ -271,31 +271,156 @@ class _CountingObjective:
         return value.item(), grad
 
 
-# A step rule maps (x_n, f(x_n), g_n, ||g_n||, counter) to (x_{n+1}, accepted step size).
-StepRule = Callable[[Point, float, Point, float, _CountingObjective], tuple[Point, float]]
+# --- The driver and its settings --------------------------------------------------------------
 
 
-def _run(
-    method: str,
-    settings: dict[str, Any],
-    objective: Objective,
-    x0: Point,
-    rule: StepRule,
-    *,
-    grad_tol: float,
-    max_iter: int,
-    record_points: bool | None,
-    callback: Callback | None,
-) -> RunResult:
-    if max_iter < 0:
-        raise ValueError("max_iter must be >= 0")
+class StepRule(Protocol):
+    """One method's step: maps (x_n, f(x_n), g_n, ||g_n||, counter) to (x_{n+1}, step size).
+
+    A rule object lives for one run (it may carry state from step to step: the previous
+    step size of Two-way Backtracking, the momentum of Backtracking Momentum/NAG).
+    """
+
+    name: str
+
+    def settings(self) -> dict[str, Any]: ...
+
+    def __call__(
+        self, x: Point, value: float, grad: Point, grad_norm: float, counter: _CountingObjective
+    ) -> tuple[Point, float]: ...
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """When a run stops, and what it records and reports along the way."""
+
+    grad_tol: float = 1e-10
+    max_iter: int = 10**6
+    record_points: bool | None = None  # None: record x_n for small points only
+    callback: Callback | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_iter < 0:
+            raise ValueError("max_iter must be >= 0")
+
+
+@dataclass(frozen=True)
+class ArmijoGrid:
+    """Armijo's condition (A) with constant ``alpha`` along x - sigma*v, for sigma on the grid
+    delta0 * beta^k, k counted from 0 (at most ``max_backtracks`` shrinks per search)."""
+
+    alpha: float = 0.5
+    beta: float = 0.7
+    delta0: float = 1.0
+    max_backtracks: int = DEFAULT_MAX_BACKTRACKS
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not 0.0 < self.beta < 1.0:
+            raise ValueError(f"beta must be in (0, 1), got {self.beta}")
+        if not self.delta0 > 0.0:
+            raise ValueError(f"delta0 must be > 0, got {self.delta0}")
+
+    def settings(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "beta": self.beta, "delta0": self.delta0}
+
+    def step(self, exponent: int) -> float:
+        return self.delta0 * self.beta**exponent
+
+    def test(self, line: _Line, exponent: int) -> tuple[Point, bool]:
+        """The trial point at sigma = step(exponent), and whether it satisfies (A)."""
+        sigma = self.step(exponent)
+        trial = _add_scaled(line.x, -sigma, line.direction)
+        return trial, armijo_holds(
+            line.counter.value(trial), line.value, sigma, line.slope, self.alpha
+        )
+
+    def try_step(self, line: _Line, exponent: int) -> Point | None:
+        """The trial point when sigma = step(exponent) satisfies Armijo, else None."""
+        trial, accepted = self.test(line, exponent)
+        return trial if accepted else None
+
+    def shrink_until_accepted(self, line: _Line, exponent: int) -> tuple[Point, int]:
+        """Largest accepted step at or below step(exponent): (trial point, exponent)."""
+        for candidate in range(exponent, exponent + self.max_backtracks + 1):
+            trial, accepted = self.test(line, candidate)
+            if accepted:
+                return trial, candidate
+            # Once x - sigma*v rounds to x, smaller steps cannot pass either: give up early.
+            if candidate - exponent >= _CHECK_STALL_AFTER and _points_equal(trial, line.x):
+                break
+        raise LineSearchError(
+            f"no step down to {self.step(candidate):.3e} satisfied Armijo (the decrease it asks"
+            " for is below the rounding of f)"
+        )
+
+    def shrink_or_grow(
+        self,
+        line: _Line,
+        exponent: int,
+        *,
+        may_grow: Callable[[int], bool],
+        max_grows: int | None = None,
+    ) -> tuple[Point, int]:
+        """The two-way search from step(exponent): shrink until (A) holds if it fails there,
+        else grow by 1/beta while ``may_grow(exponent)`` and the grown step satisfies (A)."""
+        trial = self.try_step(line, exponent)
+        if trial is None:
+            return self.shrink_until_accepted(line, exponent + 1)
+        grows = 0
+        while may_grow(exponent) and (max_grows is None or grows < max_grows):
+            grown = self.try_step(line, exponent - 1)
+            if grown is None:
+                break
+            trial, exponent, grows = grown, exponent - 1, grows + 1
+        return trial, exponent
+
+
+@dataclass(frozen=True)
+class _Line:
+    """The line x - sigma*v that one search walks along: f(x), and the slope <g, v> of (A)."""
+
+    counter: _CountingObjective
+    x: Point
+    value: float
+    direction: Point
+    slope: float
+
+
+class Options(TypedDict, total=False):
+    """The keywords every search method shares: its :class:`ArmijoGrid` and its
+    :class:`Stopping` (``standard_gd`` takes only the latter)."""
+
+    alpha: float
+    beta: float
+    delta0: float
+    max_backtracks: int
+    grad_tol: float
+    max_iter: int
+    record_points: bool | None
+    callback: Callback | None
+
+
+_GRID_KEYS = frozenset(ArmijoGrid.__dataclass_fields__)
+
+
+def _split(options: Options) -> tuple[ArmijoGrid, Stopping]:
+    grid = {key: value for key, value in options.items() if key in _GRID_KEYS}
+    stop = {key: value for key, value in options.items() if key not in _GRID_KEYS}
+    return ArmijoGrid(**grid), Stopping(**stop)
+
+
+def minimize(objective: Objective, x0: Point, rule: StepRule, stop: Stopping) -> RunResult:
+    """Run ``rule`` from ``x0`` until ``stop`` says so: the one driver of every method."""
     counter = _CountingObjective(objective)
     x = _copy_point(x0)
     dimension = _numel(x)
+    record_points = stop.record_points
     if record_points is None:
         record_points = isinstance(x, Tensor) and dimension <= _AUTO_RECORD_MAX_NUMEL
     records = IterationRecords(record_points, dimension)
-    settings = {**settings, "grad_tol": grad_tol, "max_iter": max_iter}
+    settings = {**rule.settings(), "grad_tol": stop.grad_tol, "max_iter": stop.max_iter}
     started = time.perf_counter()
     iteration = 0
     while True:
@@ -305,10 +430,10 @@ def _run(
         if not (math.isfinite(value) and math.isfinite(grad_norm)):
             stop_reason = STOP_NON_FINITE
             break
-        if grad_norm <= grad_tol:
+        if grad_norm <= stop.grad_tol:
             stop_reason = STOP_GRAD_TOL
             break
-        if iteration >= max_iter:
+        if iteration >= stop.max_iter:
             stop_reason = STOP_MAX_ITER
             break
         try:
@@ -324,12 +449,12 @@ def _run(
             counter.function_evals - function_before,
             counter.gradient_evals - gradient_before,
         )
-        if callback is not None:
-            callback(iteration, records[iteration])
+        if stop.callback is not None:
+            stop.callback(iteration, records[iteration])
         x = x_next
         iteration += 1
-    return RunResult(
-        method=method,
+    result = RunResult(
+        method=rule.name,
         settings=settings,
         records=records,
         x=x,
@@ -341,135 +466,204 @@ def _run(
         gradient_evals=counter.gradient_evals,
         wall_time_s=time.perf_counter() - started,
     )
+    extra = getattr(rule, "extra", None)
+    if callable(extra):
+        result.extra.update(extra())
+    return result
 
 
-def _check_search_settings(alpha: float, beta: float, delta0: float) -> None:
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if not 0.0 < beta < 1.0:
-        raise ValueError(f"beta must be in (0, 1), got {beta}")
-    if not delta0 > 0.0:
-        raise ValueError(f"delta0 must be > 0, got {delta0}")
+# --- Step rules --------------------------------------------------------------------------------
 
 
-class _GridSearch:
-    """Armijo tests along x - sigma*v for sigma = delta0 * beta^k."""
+class ConstantStep:
+    """Standard GD: x_{n+1} = x_n - step_size * g_n."""
 
-    def __init__(self, alpha: float, beta: float, delta0: float, max_backtracks: int) -> None:
-        self.alpha = alpha
-        self.beta = beta
-        self.delta0 = delta0
-        self.max_backtracks = max_backtracks
+    name = "standard_gd"
 
-    def step(self, exponent: int) -> float:
-        return self.delta0 * self.beta**exponent
+    def __init__(self, step_size: float) -> None:
+        if not step_size > 0.0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
+        self.step_size = step_size
 
-    def try_step(
-        self,
-        counter: _CountingObjective,
-        x: Point,
-        value: float,
-        direction: Point,
-        slope: float,
-        exponent: int,
-    ) -> Point | None:
-        """The trial point when sigma = step(exponent) satisfies Armijo, else None."""
-        sigma = self.step(exponent)
-        trial = _add_scaled(x, -sigma, direction)
-        if armijo_holds(counter.value(trial), value, sigma, slope, self.alpha):
-            return trial
-        return None
+    def settings(self) -> dict[str, Any]:
+        return {"step_size": self.step_size}
 
-    def shrink_until_accepted(
-        self,
-        counter: _CountingObjective,
-        x: Point,
-        value: float,
-        direction: Point,
-        slope: float,
-        exponent: int,
-    ) -> tuple[Point, int]:
-        """Largest accepted step at or below step(exponent): (trial point, exponent)."""
-        for candidate in range(exponent, exponent + self.max_backtracks + 1):
-            sigma = self.step(candidate)
-            trial = _add_scaled(x, -sigma, direction)
-            if armijo_holds(counter.value(trial), value, sigma, slope, self.alpha):
-                return trial, candidate
-            # Once x - sigma*v rounds to x, smaller steps cannot pass either: give up early.
-            if candidate - exponent >= _CHECK_STALL_AFTER and _points_equal(trial, x):
-                break
-        raise LineSearchError(
-            f"no step down to {sigma:.3e} satisfied Armijo (the decrease it asks for is below"
-            " the rounding of f)"
+    def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
+        return _add_scaled(x, -self.step_size, grad), self.step_size
+
+
+class Backtracking:
+    """Armijo's rule: the largest delta0*beta^k satisfying (A) with v = g."""
+
+    name = "backtracking_gd"
+
+    def __init__(self, grid: ArmijoGrid) -> None:
+        self.grid = grid
+
+    def settings(self) -> dict[str, Any]:
+        return self.grid.settings()
+
+    def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
+        line = _Line(counter, x, value, grad, _dot(grad, grad))
+        trial, exponent = self.grid.shrink_until_accepted(line, 0)
+        return trial, self.grid.step(exponent)
+
+
+class InexactBacktracking:
+    """Armijo's rule along a caller's direction v_n that satisfies condition (i)."""
+
+    name = "inexact_backtracking_gd"
+
+    def __init__(
+        self, grid: ArmijoGrid, direction: DirectionFn, *, a1: float, a2: float, mu: float
+    ) -> None:
+        if not (0.0 < a1 <= a2 and 0.0 < mu <= 1.0):
+            raise ValueError("need 0 < a1 <= a2 and 0 < mu <= 1")
+        self.grid, self.direction = grid, direction
+        self.a1, self.a2, self.mu = a1, a2, mu
+        self.iteration = 0
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.grid.settings(), "a1": self.a1, "a2": self.a2, "mu": self.mu}
+
+    def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
+        v = self.direction(x, grad, self.iteration)
+        self.iteration += 1
+        check_direction(grad, v, a1=self.a1, a2=self.a2, mu=self.mu, grad_norm=grad_norm)
+        trial, exponent = self.grid.shrink_until_accepted(
+            _Line(counter, x, value, v, _dot(grad, v)), 0
         )
+        return trial, self.grid.step(exponent)
 
 
-# --- Methods ---------------------------------------------------------------------------------
+class TwoWay:
+    """Two-way Backtracking: each search starts at the previous step size, never above delta0."""
+
+    name = "two_way_backtracking_gd"
+
+    def __init__(self, grid: ArmijoGrid) -> None:
+        self.grid = grid
+        self.previous_exponent = 0  # delta_{-1} = delta0
+
+    def settings(self) -> dict[str, Any]:
+        return self.grid.settings()
+
+    def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
+        trial, exponent = self.grid.shrink_or_grow(
+            _Line(counter, x, value, grad, _dot(grad, grad)),
+            self.previous_exponent,
+            may_grow=lambda exponent: exponent > 0,  # never beyond delta0 = step(0)
+        )
+        self.previous_exponent = exponent
+        return trial, self.grid.step(exponent)
 
 
-def standard_gd(
-    objective: Objective,
-    x0: Point,
-    *,
-    step_size: float,
-    grad_tol: float = 1e-10,
-    max_iter: int = 10**6,
-    record_points: bool | None = None,
-    callback: Callback | None = None,
-) -> RunResult:
-    """Standard GD with a constant step size: x_{n+1} = x_n - step_size * grad f(x_n)."""
-    if not step_size > 0.0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
+class Unbounded:
+    """Unbounded Backtracking: from delta0, steps may grow beyond it up to h(||g||)."""
 
-    def rule(x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
-        return _add_scaled(x, -step_size, grad), step_size
+    name = "unbounded_backtracking_gd"
 
-    return _run(
-        "standard_gd",
-        {"step_size": step_size},
-        objective,
-        x0,
-        rule,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        callback=callback,
-    )
+    def __init__(self, grid: ArmijoGrid, h: Callable[[float], float] | None = None) -> None:
+        self.grid = grid
+        self.h = h
+        self.bound = h if h is not None else paper_h(grid.delta0)
+
+    def settings(self) -> dict[str, Any]:
+        described = "paper: delta0 if t > 1 else delta0/sqrt(t)" if self.h is None else repr(self.h)
+        return {**self.grid.settings(), "h": described}
+
+    def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
+        cap = self.bound(grad_norm)
+        if not cap > 0.0:
+            raise ValueError(f"h must be positive, got h({grad_norm}) = {cap}")
+        grid = self.grid
+        exponent = 0
+        while grid.step(exponent) > cap:  # no evaluations: only the grid position moves
+            exponent += 1
+        trial, exponent = grid.shrink_or_grow(
+            _Line(counter, x, value, grad, _dot(grad, grad)),
+            exponent,
+            may_grow=lambda exponent: grid.step(exponent - 1) <= cap,
+            max_grows=grid.max_backtracks,
+        )
+        return trial, grid.step(exponent)
 
 
-def backtracking_gd(
-    objective: Objective,
-    x0: Point,
-    *,
-    alpha: float = 0.5,
-    beta: float = 0.7,
-    delta0: float = 1.0,
-    grad_tol: float = 1e-10,
-    max_iter: int = 10**6,
-    record_points: bool | None = None,
-    max_backtracks: int = DEFAULT_MAX_BACKTRACKS,
-    callback: Callback | None = None,
-) -> RunResult:
-    """Backtracking GD (Armijo's rule): the largest delta0*beta^k satisfying (A) with v = g."""
-    _check_search_settings(alpha, beta, delta0)
-    search = _GridSearch(alpha, beta, delta0, max_backtracks)
+class MomentumBacktracking:
+    """Backtracking Momentum (``nesterov=False``) and Backtracking NAG (``nesterov=True``).
 
-    def rule(x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
-        slope = _dot(grad, grad)
-        trial, exponent = search.shrink_until_accepted(counter, x, value, grad, slope, 0)
-        return trial, search.step(exponent)
+    Per step: gamma' = gamma0, delta' = delta0, d = (gamma'/delta') v_{n-1} + g (g taken at
+    y_n = x_n - gamma' v_{n-1} for NAG); gamma' shrinks by beta until d satisfies condition
+    (i) against g = grad f(x_n); then sigma shrinks from 1 by beta until (A) holds at
+    x_n - sigma*delta'*d; gamma_n = sigma*gamma', delta_n = sigma*delta', v_n = delta_n d.
+    """
 
-    return _run(
-        "backtracking_gd",
-        {"alpha": alpha, "beta": beta, "delta0": delta0},
-        objective,
-        x0,
-        rule,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        callback=callback,
-    )
+    def __init__(
+        self,
+        grid: ArmijoGrid,
+        *,
+        nesterov: bool,
+        gamma0: float,
+        a1: float,
+        a2: float,
+        mu: float,
+        v0: Point | None,
+    ) -> None:
+        if not (0.0 < a1 < 1.0 < a2 and 0.0 < mu <= 1.0 and gamma0 >= 0.0):
+            raise ValueError("need 0 < a1 < 1 < a2, 0 < mu <= 1 and gamma0 >= 0")
+        self.name = "backtracking_nag" if nesterov else "backtracking_momentum"
+        self.grid, self.nesterov = grid, nesterov
+        self.gamma0, self.a1, self.a2, self.mu = gamma0, a1, a2, mu
+        # v_{n-1}; None stands for the zero vector (saves the NAG gradient at y_n = x_n).
+        self.velocity: Point | None = _copy_point(v0) if v0 is not None else None
+        self.gammas: list[float] = []
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **self.grid.settings(),
+            "gamma0": self.gamma0,
+            "a1": self.a1,
+            "a2": self.a2,
+            "mu": self.mu,
+        }
+
+    def extra(self) -> dict[str, Any]:
+        return {"momentum_coefficients": self.gammas}
+
+    def _direction(
+        self, x: Point, grad: Point, grad_norm: float, counter: _CountingObjective
+    ) -> tuple[Point, float, float]:
+        """(d, <g, d>, gamma') for the largest gamma' = gamma0 beta^j for which d satisfies
+        condition (i); gamma' = 0 (d = g, which satisfies it) after max_backtracks shrinks."""
+        beta, max_backtracks = self.grid.beta, self.grid.max_backtracks
+        gamma_exponent = 0
+        while True:
+            gamma_prime = self.gamma0 * beta**gamma_exponent
+            if gamma_exponent > max_backtracks:
+                gamma_prime = 0.0  # d = g satisfies (i) because a1 < 1 < a2 and mu <= 1
+            if self.velocity is None or gamma_prime == 0.0:
+                direction = grad
+            else:
+                grad_at_y = grad
+                if self.nesterov:  # y_n = x_n - gamma' v_{n-1} moves with gamma'
+                    y = _add_scaled(x, -gamma_prime, self.velocity)
+                    _, grad_at_y = counter.value_and_grad(y)
+                direction = _add_scaled(grad_at_y, gamma_prime / self.grid.delta0, self.velocity)
+            slope = _dot(grad, direction)
+            norm = _norm(direction)
+            if direction_condition_holds(grad_norm, norm, slope, self.a1, self.a2, self.mu):
+                return direction, slope, gamma_prime
+            gamma_exponent += 1
+
+    def __call__(self, x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
+        direction, slope, gamma_prime = self._direction(x, grad, grad_norm, counter)
+        # Armijo along d with steps sigma*delta' (delta' = delta0), sigma = beta^k from 1.
+        line = _Line(counter, x, value, direction, slope)
+        trial, exponent = self.grid.shrink_until_accepted(line, 0)
+        step = self.grid.step(exponent)
+        self.gammas.append(self.grid.beta**exponent * gamma_prime)  # gamma_n = sigma * gamma'
+        self.velocity = _scaled(direction, step)  # v_n = sigma * delta' * d
+        return trial, step
 
 
 def check_direction(
@@ -488,110 +682,6 @@ def check_direction(
         )
 
 
-def inexact_backtracking_gd(
-    objective: Objective,
-    x0: Point,
-    direction: DirectionFn,
-    *,
-    a1: float,
-    a2: float,
-    mu: float,
-    alpha: float = 0.5,
-    beta: float = 0.7,
-    delta0: float = 1.0,
-    grad_tol: float = 1e-10,
-    max_iter: int = 10**6,
-    record_points: bool | None = None,
-    max_backtracks: int = DEFAULT_MAX_BACKTRACKS,
-    callback: Callback | None = None,
-) -> RunResult:
-    """Inexact Backtracking GD: x_{n+1} = x_n - delta_n v_n with a caller-supplied v_n.
-
-    ``direction(x, g, n)`` returns v_n. It must satisfy condition (i),
-    A1||g|| <= ||v_n|| <= A2||g|| and <g, v_n> >= mu ||g|| ||v_n||; a violating direction raises
-    :class:`DirectionConditionError`. delta_n is the largest delta0*beta^k satisfying (A) with v_n.
-    """
-    _check_search_settings(alpha, beta, delta0)
-    if not (0.0 < a1 <= a2 and 0.0 < mu <= 1.0):
-        raise ValueError("need 0 < a1 <= a2 and 0 < mu <= 1")
-    search = _GridSearch(alpha, beta, delta0, max_backtracks)
-    iteration = 0
-
-    def rule(x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
-        nonlocal iteration
-        v = direction(x, grad, iteration)
-        iteration += 1
-        check_direction(grad, v, a1=a1, a2=a2, mu=mu, grad_norm=grad_norm)
-        trial, exponent = search.shrink_until_accepted(counter, x, value, v, _dot(grad, v), 0)
-        return trial, search.step(exponent)
-
-    return _run(
-        "inexact_backtracking_gd",
-        {"alpha": alpha, "beta": beta, "delta0": delta0, "a1": a1, "a2": a2, "mu": mu},
-        objective,
-        x0,
-        rule,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        callback=callback,
-    )
-
-
-def two_way_backtracking_gd(
-    objective: Objective,
-    x0: Point,
-    *,
-    alpha: float = 0.5,
-    beta: float = 0.7,
-    delta0: float = 1.0,
-    grad_tol: float = 1e-10,
-    max_iter: int = 10**6,
-    record_points: bool | None = None,
-    max_backtracks: int = DEFAULT_MAX_BACKTRACKS,
-    callback: Callback | None = None,
-) -> RunResult:
-    """Two-way Backtracking GD: the search starts at the previous step size (delta_{-1} = delta0).
-
-    If that step fails (A) it shrinks by beta until (A) holds; if it holds, it grows by 1/beta
-    while the grown step is <= delta0 and still satisfies (A) (the re-check the authors' code
-    does). Steps never exceed delta0.
-    """
-    _check_search_settings(alpha, beta, delta0)
-    search = _GridSearch(alpha, beta, delta0, max_backtracks)
-    previous_exponent = 0
-
-    def rule(x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
-        nonlocal previous_exponent
-        slope = _dot(grad, grad)
-        exponent = previous_exponent
-        trial = search.try_step(counter, x, value, grad, slope, exponent)
-        if trial is None:
-            trial, exponent = search.shrink_until_accepted(
-                counter, x, value, grad, slope, exponent + 1
-            )
-        else:
-            while exponent > 0:  # grow, never beyond delta0 = step(0)
-                grown = search.try_step(counter, x, value, grad, slope, exponent - 1)
-                if grown is None:
-                    break
-                trial, exponent = grown, exponent - 1
-        previous_exponent = exponent
-        return trial, search.step(exponent)
-
-    return _run(
-        "two_way_backtracking_gd",
-        {"alpha": alpha, "beta": beta, "delta0": delta0},
-        objective,
-        x0,
-        rule,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        callback=callback,
-    )
-
-
 def paper_h(delta0: float = 1.0) -> Callable[[float], float]:
     """The paper's bound for Unbounded Backtracking GD.
 
@@ -604,19 +694,74 @@ def paper_h(delta0: float = 1.0) -> Callable[[float], float]:
     return h
 
 
+# --- Methods: a step rule and its settings, run by ``minimize`` --------------------------------
+
+
+def standard_gd(
+    objective: Objective,
+    x0: Point,
+    *,
+    step_size: float,
+    grad_tol: float = 1e-10,
+    max_iter: int = 10**6,
+    record_points: bool | None = None,
+    callback: Callback | None = None,
+) -> RunResult:
+    """Standard GD with a constant step size: x_{n+1} = x_n - step_size * grad f(x_n)."""
+    rule = ConstantStep(step_size)
+    return minimize(objective, x0, rule, Stopping(grad_tol, max_iter, record_points, callback))
+
+
+def backtracking_gd(objective: Objective, x0: Point, **options: Unpack[Options]) -> RunResult:
+    """Backtracking GD (Armijo's rule): the largest delta0*beta^k satisfying (A) with v = g.
+
+    ``options``: ``alpha`` (0.5), ``beta`` (0.7), ``delta0`` (1.0), ``max_backtracks``
+    (:class:`ArmijoGrid`), ``grad_tol``, ``max_iter``, ``record_points``, ``callback``
+    (:class:`Stopping`); the same for every method below.
+    """
+    grid, stop = _split(options)
+    return minimize(objective, x0, Backtracking(grid), stop)
+
+
+def inexact_backtracking_gd(
+    objective: Objective,
+    x0: Point,
+    direction: DirectionFn,
+    *,
+    a1: float,
+    a2: float,
+    mu: float,
+    **options: Unpack[Options],
+) -> RunResult:
+    """Inexact Backtracking GD: x_{n+1} = x_n - delta_n v_n with a caller-supplied v_n.
+
+    ``direction(x, g, n)`` returns v_n. It must satisfy condition (i),
+    A1||g|| <= ||v_n|| <= A2||g|| and <g, v_n> >= mu ||g|| ||v_n||; a violating direction raises
+    :class:`DirectionConditionError`. delta_n is the largest delta0*beta^k satisfying (A) with v_n.
+    """
+    grid, stop = _split(options)
+    return minimize(objective, x0, InexactBacktracking(grid, direction, a1=a1, a2=a2, mu=mu), stop)
+
+
+def two_way_backtracking_gd(
+    objective: Objective, x0: Point, **options: Unpack[Options]
+) -> RunResult:
+    """Two-way Backtracking GD: the search starts at the previous step size (delta_{-1} = delta0).
+
+    If that step fails (A) it shrinks by beta until (A) holds; if it holds, it grows by 1/beta
+    while the grown step is <= delta0 and still satisfies (A) (the re-check the authors' code
+    does). Steps never exceed delta0.
+    """
+    grid, stop = _split(options)
+    return minimize(objective, x0, TwoWay(grid), stop)
+
+
 def unbounded_backtracking_gd(
     objective: Objective,
     x0: Point,
     *,
     h: Callable[[float], float] | None = None,
-    alpha: float = 0.5,
-    beta: float = 0.7,
-    delta0: float = 1.0,
-    grad_tol: float = 1e-10,
-    max_iter: int = 10**6,
-    record_points: bool | None = None,
-    max_backtracks: int = DEFAULT_MAX_BACKTRACKS,
-    callback: Callback | None = None,
+    **options: Unpack[Options],
 ) -> RunResult:
     """Unbounded Backtracking GD: steps may exceed delta0 but never h(||g||).
 
@@ -624,194 +769,46 @@ def unbounded_backtracking_gd(
     the paper's h); if (A) fails shrink by beta until it holds; if it holds grow by 1/beta while
     the grown step is <= h(||g||) and satisfies (A). ``h`` defaults to :func:`paper_h`.
     """
-    _check_search_settings(alpha, beta, delta0)
-    bound = h if h is not None else paper_h(delta0)
-    search = _GridSearch(alpha, beta, delta0, max_backtracks)
-
-    def rule(x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
-        cap = bound(grad_norm)
-        if not cap > 0.0:
-            raise ValueError(f"h must be positive, got h({grad_norm}) = {cap}")
-        slope = _dot(grad, grad)
-        exponent = 0
-        while search.step(exponent) > cap:  # no evaluations: only the grid position moves
-            exponent += 1
-        trial = search.try_step(counter, x, value, grad, slope, exponent)
-        if trial is None:
-            trial, exponent = search.shrink_until_accepted(
-                counter, x, value, grad, slope, exponent + 1
-            )
-        else:
-            for _ in range(max_backtracks):
-                if search.step(exponent - 1) > cap:
-                    break
-                grown = search.try_step(counter, x, value, grad, slope, exponent - 1)
-                if grown is None:
-                    break
-                trial, exponent = grown, exponent - 1
-        return trial, search.step(exponent)
-
-    settings = {"alpha": alpha, "beta": beta, "delta0": delta0}
-    settings["h"] = "paper: delta0 if t > 1 else delta0/sqrt(t)" if h is None else repr(h)
-    return _run(
-        "unbounded_backtracking_gd",
-        settings,
-        objective,
-        x0,
-        rule,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        callback=callback,
-    )
+    grid, stop = _split(options)
+    return minimize(objective, x0, Unbounded(grid, h), stop)
 
 
-def _backtracking_momentum_like(
-    nesterov: bool,
-    objective: Objective,
-    x0: Point,
-    *,
-    gamma0: float,
-    a1: float,
-    a2: float,
-    mu: float,
-    alpha: float,
-    beta: float,
-    delta0: float,
-    v0: Point | None,
-    grad_tol: float,
-    max_iter: int,
-    record_points: bool | None,
-    max_backtracks: int,
-    callback: Callback | None,
+class MomentumOptions(Options, total=False):
+    """:class:`Options` and the momentum settings (defaults: gamma0 0.9, a1 0.1, a2 10,
+    mu 0.1, v0 zero)."""
+
+    gamma0: float
+    a1: float
+    a2: float
+    mu: float
+    v0: Point | None
+
+
+_MOMENTUM_DEFAULTS: dict[str, Any] = {"gamma0": 0.9, "a1": 0.1, "a2": 10.0, "mu": 0.1, "v0": None}
+
+
+def _momentum_run(
+    nesterov: bool, objective: Objective, x0: Point, options: MomentumOptions
 ) -> RunResult:
-    _check_search_settings(alpha, beta, delta0)
-    if not (0.0 < a1 < 1.0 < a2 and 0.0 < mu <= 1.0 and gamma0 >= 0.0):
-        raise ValueError("need 0 < a1 < 1 < a2, 0 < mu <= 1 and gamma0 >= 0")
-    search = _GridSearch(alpha, beta, 1.0, max_backtracks)  # sigma = beta^k, starting at 1
-    # v_{n-1}; None stands for the zero vector (saves the NAG gradient at y_n = x_n).
-    velocity: Point | None = _copy_point(v0) if v0 is not None else None
-    gammas: list[float] = []
-
-    def rule(x: Point, value: float, grad: Point, grad_norm: float, counter: Any):
-        nonlocal velocity
-        gamma_exponent = 0
-        while True:
-            gamma_prime = gamma0 * beta**gamma_exponent
-            if gamma_exponent > max_backtracks:
-                gamma_prime = 0.0  # d = g satisfies (i) because a1 < 1 < a2 and mu <= 1
-            if velocity is None or gamma_prime == 0.0:
-                direction = grad
-            else:
-                grad_at_y = grad
-                if nesterov:  # y_n = x_n - gamma' v_{n-1} moves with gamma'
-                    _, grad_at_y = counter.value_and_grad(_add_scaled(x, -gamma_prime, velocity))
-                direction = _add_scaled(grad_at_y, gamma_prime / delta0, velocity)
-            slope = _dot(grad, direction)
-            if direction_condition_holds(grad_norm, _norm(direction), slope, a1, a2, mu):
-                break
-            gamma_exponent += 1
-        # Armijo along d with steps sigma*delta' (delta' = delta0), sigma = beta^k from 1.
-        exponent = 0
-        while True:
-            step = search.step(exponent) * delta0
-            trial = _add_scaled(x, -step, direction)
-            if armijo_holds(counter.value(trial), value, step, slope, alpha):
-                break
-            exponent += 1
-            stalled = exponent >= _CHECK_STALL_AFTER and _points_equal(trial, x)
-            if stalled or exponent > max_backtracks:
-                raise LineSearchError("no step satisfied Armijo along the momentum direction")
-        gammas.append(search.step(exponent) * gamma_prime)  # gamma_n = sigma * gamma'
-        velocity = _scaled(direction, step)  # v_n = sigma * delta' * d
-        return trial, step
-
-    result = _run(
-        "backtracking_nag" if nesterov else "backtracking_momentum",
-        {
-            "alpha": alpha,
-            "beta": beta,
-            "delta0": delta0,
-            "gamma0": gamma0,
-            "a1": a1,
-            "a2": a2,
-            "mu": mu,
-        },
-        objective,
-        x0,
-        rule,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        callback=callback,
-    )
-    result.extra["momentum_coefficients"] = gammas
-    return result
+    momentum = {key: options.pop(key, default) for key, default in _MOMENTUM_DEFAULTS.items()}
+    grid, stop = _split(options)
+    return minimize(objective, x0, MomentumBacktracking(grid, nesterov=nesterov, **momentum), stop)
 
 
 def backtracking_momentum(
-    objective: Objective,
-    x0: Point,
-    *,
-    gamma0: float = 0.9,
-    a1: float = 0.1,
-    a2: float = 10.0,
-    mu: float = 0.1,
-    alpha: float = 0.5,
-    beta: float = 0.7,
-    delta0: float = 1.0,
-    v0: Point | None = None,
-    grad_tol: float = 1e-10,
-    max_iter: int = 10**6,
-    record_points: bool | None = None,
-    max_backtracks: int = DEFAULT_MAX_BACKTRACKS,
-    callback: Callback | None = None,
+    objective: Objective, x0: Point, **options: Unpack[MomentumOptions]
 ) -> RunResult:
     """Backtracking Momentum: v_n = gamma_n v_{n-1} + delta_n grad f(x_n), x_{n+1} = x_n - v_n.
 
-    Per step: gamma' = gamma0, delta' = delta0, d = (gamma'/delta') v_{n-1} + g; shrink
-    gamma' by beta until d satisfies condition (i) against g; then shrink sigma from 1 by beta
-    until (A) holds at x_n - sigma*delta'*d; gamma_n = sigma*gamma', delta_n = sigma*delta'.
-    The record's step size is delta_n; ``result.extra["momentum_coefficients"]`` holds gamma_n.
-    v_{-1} = ``v0`` (zero by default). With gamma0 = 0 this is Backtracking GD.
+    See :class:`MomentumBacktracking`. The record's step size is delta_n;
+    ``result.extra["momentum_coefficients"]`` holds gamma_n. v_{-1} = ``v0`` (zero by
+    default). With gamma0 = 0 this is Backtracking GD.
     """
-    return _backtracking_momentum_like(
-        False,
-        objective,
-        x0,
-        gamma0=gamma0,
-        a1=a1,
-        a2=a2,
-        mu=mu,
-        alpha=alpha,
-        beta=beta,
-        delta0=delta0,
-        v0=v0,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        max_backtracks=max_backtracks,
-        callback=callback,
-    )
+    return _momentum_run(False, objective, x0, options)
 
 
 def backtracking_nag(
-    objective: Objective,
-    x0: Point,
-    *,
-    gamma0: float = 0.9,
-    a1: float = 0.1,
-    a2: float = 10.0,
-    mu: float = 0.1,
-    alpha: float = 0.5,
-    beta: float = 0.7,
-    delta0: float = 1.0,
-    v0: Point | None = None,
-    grad_tol: float = 1e-10,
-    max_iter: int = 10**6,
-    record_points: bool | None = None,
-    max_backtracks: int = DEFAULT_MAX_BACKTRACKS,
-    callback: Callback | None = None,
+    objective: Objective, x0: Point, **options: Unpack[MomentumOptions]
 ) -> RunResult:
     """Backtracking NAG: :func:`backtracking_momentum` with d built from grad f(y_n).
 
@@ -819,21 +816,4 @@ def backtracking_nag(
     Each trial gamma' moves y_n, so its gradient is recomputed (one ``value_and_grad`` each,
     skipped when gamma' v_{n-1} = 0, where y_n = x_n). Condition (i) and (A) use g = grad f(x_n).
     """
-    return _backtracking_momentum_like(
-        True,
-        objective,
-        x0,
-        gamma0=gamma0,
-        a1=a1,
-        a2=a2,
-        mu=mu,
-        alpha=alpha,
-        beta=beta,
-        delta0=delta0,
-        v0=v0,
-        grad_tol=grad_tol,
-        max_iter=max_iter,
-        record_points=record_points,
-        max_backtracks=max_backtracks,
-        callback=callback,
-    )
+    return _momentum_run(True, objective, x0, options)

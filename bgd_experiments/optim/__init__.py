@@ -4,12 +4,14 @@
 * :func:`mbt_search_reference` -- the same search written plainly, for checking.
 * :class:`MBTSGD` -- SGD / heavy-ball / Nesterov whose rate the search sets, with the
   paper's per-epoch schedule and plateau switch.
+* :class:`MBTPlateau` -- the plateau switch (alpha, momentum) and early stop of MBT.
 * :class:`Patience` -- the authors' epochs-without-improvement counters and early stop.
 """
 
 from ._common import SearchResult
-from .mbt_sgd import MBTSGD, PLATEAU_RULES, WARM_START_MODES
-from .patience import Patience
+from .mbt_sgd import MBTSGD, WARM_START_MODES
+from .patience import Patience, PatienceStop
+from .plateau import PLATEAU_RULES, MBTPlateau
 from .reference import mbt_search_reference
 from .search import mbt_search
 
@@ -17,7 +19,9 @@ __all__ = [
     "MBTSGD",
     "PLATEAU_RULES",
     "WARM_START_MODES",
+    "MBTPlateau",
     "Patience",
+    "PatienceStop",
     "SearchResult",
     "mbt_search",
     "mbt_search_reference",

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,36 +101,79 @@ class Guards:
         return sigma * grad_norm_sq > self.min_decrease and self.low <= sigma <= self.high
 
 
+def _check_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def check_search_arguments(
     *,
     start_lr: float,
     alpha: float,
     beta: float,
     num_batches: int,
-    num_samples: int,
+    num_samples: int | None,
     lr_min: float,
     lr_max: float,
     min_decrease: float,
 ) -> None:
-    """Raise ValueError with a clear message for any invalid search setting."""
-    if not (math.isfinite(lr_min) and lr_min > 0):
+    """Raise ValueError with a clear message for any invalid search setting (the one check
+    of them: the searches and MBTSGD's constructor call it; ``num_samples=None`` skips it)."""
+    if not _check_real("lr_min", lr_min) > 0:
         raise ValueError(f"lr_min must be a finite number > 0, got {lr_min!r}")
-    if not (math.isfinite(lr_max) and lr_max > lr_min):
+    if not _check_real("lr_max", lr_max) > lr_min:
         raise ValueError(f"lr_max must be finite and > lr_min={lr_min}, got {lr_max!r}")
     # A start below lr_min is allowed: the first batch then accepts it as it is (a guard
     # hit), as the authors' code does when the rate it carries over is that small.
-    if not (math.isfinite(start_lr) and 0 < start_lr <= lr_max):
+    if not 0 < _check_real("start_lr", start_lr) <= lr_max:
         raise ValueError(f"start_lr must lie in (0, lr_max] = (0, {lr_max}], got {start_lr!r}")
-    if not 0 < alpha < 1:
+    if not 0 < _check_real("alpha", alpha) < 1:
         raise ValueError(f"alpha must satisfy 0 < alpha < 1, got {alpha!r}")
-    if not 0 < beta < 1:
+    if not 0 < _check_real("beta", beta) < 1:
         raise ValueError(f"beta must satisfy 0 < beta < 1, got {beta!r}")
-    if isinstance(num_batches, bool) or int(num_batches) != num_batches or num_batches < 1:
-        raise ValueError(f"num_batches must be an integer >= 1, got {num_batches!r}")
-    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
-    if not (math.isfinite(min_decrease) and min_decrease >= 0):
+    _check_count("num_batches", num_batches, 1)
+    if num_samples is not None:
+        _check_count("num_samples", num_samples, 1)
+    if not _check_real("min_decrease", min_decrease) >= 0:
         raise ValueError(f"min_decrease must be a finite number >= 0, got {min_decrease!r}")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The settings of one MBT search (both searches take them as keywords; the contract is
+    ``mbt_search``'s docstring). Checked when built."""
+
+    start_lr: float
+    num_samples: int
+    alpha: float = 1e-4
+    beta: float = 0.5
+    num_batches: int = 20
+    rescale: bool = True
+    keep_search_steps: bool = False
+    lr_min: float = 1e-6
+    lr_max: float = 100.0
+    min_decrease: float = 1e-7
+    progress: ProgressFn | None = None  # told after every batch
+
+    def __post_init__(self) -> None:
+        check_search_arguments(
+            start_lr=self.start_lr,
+            alpha=self.alpha,
+            beta=self.beta,
+            num_batches=self.num_batches,
+            num_samples=self.num_samples,
+            lr_min=self.lr_min,
+            lr_max=self.lr_max,
+            min_decrease=self.min_decrease,
+        )
 
 
 def trainable_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
@@ -259,3 +304,114 @@ def finish_result(result: SearchResult) -> SearchResult:
     else:
         logger.warning("%s -- status %s: %s", summary, result.status.upper(), result.message)
     return result
+
+
+@dataclass(frozen=True)
+class SearchProgress:
+    """Where a running search is: after batch ``batch`` of ``num_batches``, ``trials`` so far."""
+
+    batch: int
+    num_batches: int
+    trials: int
+
+
+ProgressFn = Callable[[SearchProgress], None]
+
+
+@dataclass
+class SearchTally:
+    """What a search counts as it goes. Both searches (fast and reference) fill one and end
+    with :meth:`result`, so their results are built, worded and logged alike."""
+
+    start_lr: float
+    alpha: float
+    num_batches: int  # batches asked for
+    began: float = field(default_factory=time.perf_counter)
+    sigmas: list[float] = field(default_factory=list)  # sigma_i accepted on batch B_i
+    dropped: list[float] = field(default_factory=list)  # sigmas excluded (non-finite)
+    trials: int = 0
+    trials_skipped: int = 0
+    gradient_passes: int = 0
+    guard_hits: int = 0
+    processed: int = 0  # batches seen
+    batch_size: int = 0  # of the first batch
+    ratio: float = 1.0  # sqrt(batch_size / num_samples), or 1 without rescaling
+    failure: str | None = None  # why the search went non-finite
+    progress: ProgressFn | None = None  # told after every batch
+
+    def take_batch(
+        self, index: int, batch: object, device: torch.device, settings: SearchSettings
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Count batch ``index`` and split it; the first batch fixes the batch size and the
+        ratio sqrt(batch_size / num_samples)."""
+        self.processed = index + 1
+        inputs, targets = split_batch(batch, device)
+        if index == 0:
+            self.batch_size = int(inputs.shape[0])
+            self.ratio = rescale_ratio(self.batch_size, settings.num_samples, settings.rescale)
+        return inputs, targets
+
+    def batch_done(self) -> None:
+        if self.progress is not None:
+            self.progress(SearchProgress(self.processed, self.num_batches, self.trials))
+
+    def drop_last_sigma(self) -> float:
+        """Exclude the last accepted sigma (it led to non-finite weights)."""
+        self.dropped.append(self.sigmas.pop())
+        return self.dropped[-1]
+
+    def result(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        previous_lr: float,
+        keep_search_steps: bool,
+        restored: bool,
+    ) -> SearchResult:
+        """Set lr = mean(sigmas) * ratio on the optimizer (unchanged without a usable sigma),
+        classify the outcome, log it, and return the result."""
+        if self.sigmas:
+            mean_sigma = mean_of(self.sigmas)
+            lr = mean_sigma * self.ratio
+            set_learning_rate(optimizer, lr)
+        else:
+            mean_sigma, lr = math.nan, previous_lr
+        failure = self.failure
+        if failure is not None:
+            failure += f"; lr {'from the remaining sigmas' if self.sigmas else 'left unchanged'}"
+            if keep_search_steps:
+                failure += "; keep mode rolled back to the search's start"
+        status, message = classify(
+            sigmas=self.sigmas,
+            start_lr=self.start_lr,
+            guard_hits=self.guard_hits,
+            num_batches=len(self.sigmas),
+            nonfinite_message=failure,
+        )
+        if status == "ok" and self.processed < self.num_batches:
+            message += f" (the batch source ran out: {self.processed} of {self.num_batches})"
+        device = trainable_parameters(optimizer)[0].device
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return finish_result(
+            SearchResult(
+                lr=lr,
+                mean_sigma=mean_sigma,
+                sigmas=self.sigmas,
+                start_lr=self.start_lr,
+                alpha=self.alpha,
+                trials=self.trials,
+                forward_passes=self.gradient_passes + self.trials,
+                backward_passes=self.gradient_passes,
+                wall_time=time.perf_counter() - self.began,
+                status=status,
+                message=message,
+                ratio=self.ratio,
+                batch_size=self.batch_size,
+                num_batches=self.processed,
+                guard_hits=self.guard_hits,
+                trials_skipped=self.trials_skipped,
+                restored=restored,
+                dropped_sigmas=self.dropped,
+            )
+        )

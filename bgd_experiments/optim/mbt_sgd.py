@@ -4,22 +4,21 @@ paper's per-epoch schedule and the plateau switch (alpha 1e-4 -> 0.5, momentum o
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._common import SearchResult
-from .patience import STATE_KEYS as PATIENCE_KEYS
-from .patience import Patience
+from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart
+
+from ._common import ProgressFn, SearchResult, check_search_arguments
+from .plateau import PLATEAU_RULES, MBTPlateau
 from .reference import mbt_search_reference
 from .search import LossFn, mbt_search
 
 logger = logging.getLogger("bgd_experiments.optim")
 
-PLATEAU_RULES = ("authors_code", "paper_text")
 WARM_START_MODES = ("carry_over", "restart", "previous_sigma", "previous_lr")
 # Older spellings, still accepted: False/"off" restart, True is previous_sigma, and
 # "last_sigma" was the carry-over's name while it was an option.
@@ -30,21 +29,11 @@ _WARM_START_ALIASES: dict[object, str] = {
     "last_sigma": "carry_over",
 }
 IMPLEMENTATIONS = {"fast": mbt_search, "reference": mbt_search_reference}
+# The checkpoint block of the search's and the plateau rule's state (name kept from the
+# versions in which both lived in MBTSGD, so their checkpoints still resume).
 _CONTROLLER_KEY = "mbt_controller"
-
-
-def _check_number(name: str, value: Any, low: float, high: float, *, closed: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    inside = low <= value <= high if closed else low < value < high
-    if not inside:
-        bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
-        raise ValueError(f"{name} must lie in {bounds}, got {value!r}")
-
-
-def _check_count(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+_SEARCH_STATE_KEYS = ("num_searches", "last_lr", "last_mean_sigma", "last_sigma")
+__all__ = ["MBTSGD", "PLATEAU_RULES", "WARM_START_MODES"]
 
 
 class MBTSGD(torch.optim.SGD):
@@ -53,27 +42,22 @@ class MBTSGD(torch.optim.SGD):
     MBT-MMT = MBTSGD(momentum=0.9); MBT-NAG = MBTSGD(momentum=0.9, nesterov=True).
 
     ``lr`` is the search's start rate (paper: 1e-2 for Table 2, 100 for Table 3); the rate
-    actually used for training is the one the last search set on the param groups.
+    actually used for training is the one the last search set on the param groups. The
+    search settings are hyper-parameters of the param groups (``defaults``), as ``lr`` is.
 
-    Schedule (per 0-based epoch, driven by the training loop)::
+    Schedule (per 0-based epoch; ``fit`` drives it through the hooks ``before_epoch`` and,
+    on :attr:`plateau`, ``after_epoch`` / ``should_stop``)::
 
         if opt.needs_search(epoch):
             opt.search(model, loss_fn, batches, num_samples)  # sets lr, resets momentum
         ...train the epoch with opt.step()...
-        stop = opt.end_epoch(train_loss, test_acc)
+        stop = opt.end_epoch(train_loss, test_acc)  # = opt.plateau.step(...)
 
     * MBT-MMT/NAG (``search_every_epoch=True``) search before every epoch; MBT-GD searches
-      before the first epoch, then as the plateau rule says (below).
-    * ``plateau_rule="authors_code"`` (default, the published code): patience =
-      min(epochs since the epoch-mean training loss last improved, epochs since the test
-      accuracy last improved); when it exceeds ``plateau_patience`` (5) alpha becomes
-      ``alpha_after_plateau`` (0.5) and momentum is turned off for good; MBT-GD searches
-      before every epoch in which that patience exceeds 5 (and keeps its last rate
-      otherwise); ``end_epoch`` returns True (stop) one epoch after the patience reaches
-      ``stop_patience`` (50), as the code's loop checks the patience of the previous epoch.
-    * ``plateau_rule="paper_text"``: the switch happens once the training loss has not
-      decreased for ``plateau_patience`` consecutive epochs; MBT-GD then searches every
-      epoch; no early stop.
+      before the first epoch, then as the plateau rule says.
+    * The plateau switch and early stop are :class:`~bgd_experiments.optim.plateau.MBTPlateau`
+      (``plateau_rule``, ``plateau_patience``, ``stop_patience``, ``alpha_after_plateau``),
+      available as :attr:`plateau`.
     * ``warm_start``: where the first batch of each search after the first starts (the
       first search always starts at ``lr``).
       "carry_over" (default, the authors' code: their one ``LRFinder`` per run keeps
@@ -114,23 +98,22 @@ class MBTSGD(torch.optim.SGD):
         min_decrease: float = 1e-7,
         implementation: str = "fast",
     ) -> None:
-        _check_number("lr_min", lr_min, 0.0, math.inf, closed=False)
-        _check_number("lr_max", lr_max, lr_min, math.inf, closed=False)
-        _check_number("lr", lr, lr_min, lr_max, closed=True)
-        _check_number("momentum", momentum, 0.0, 1.0, closed=True)
-        if momentum >= 1:
-            raise ValueError(f"momentum must be < 1, got {momentum!r}")
+        check_search_arguments(
+            start_lr=lr,
+            alpha=alpha,
+            beta=beta,
+            num_batches=num_batches,
+            num_samples=None,
+            lr_min=lr_min,
+            lr_max=lr_max,
+            min_decrease=min_decrease,
+        )
+        if not lr_min <= lr <= lr_max:
+            raise ValueError(f"lr must lie in [lr_min, lr_max] = [{lr_min}, {lr_max}], got {lr}")
+        if isinstance(momentum, bool) or not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
         if nesterov and momentum <= 0:
             raise ValueError("nesterov=True needs momentum > 0 (MBT-NAG uses momentum 0.9)")
-        _check_number("alpha", alpha, 0.0, 1.0, closed=False)
-        _check_number("alpha_after_plateau", alpha_after_plateau, 0.0, 1.0, closed=False)
-        _check_number("beta", beta, 0.0, 1.0, closed=False)
-        _check_number("min_decrease", min_decrease, 0.0, math.inf, closed=True)
-        _check_count("num_batches", num_batches, 1)
-        _check_count("plateau_patience", plateau_patience, 0)
-        _check_count("stop_patience", stop_patience, 1)
-        if plateau_rule not in PLATEAU_RULES:
-            raise ValueError(f"plateau_rule must be one of {PLATEAU_RULES}, got {plateau_rule!r}")
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"implementation must be one of {tuple(IMPLEMENTATIONS)}, got {implementation!r}"
@@ -153,32 +136,69 @@ class MBTSGD(torch.optim.SGD):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
 
         super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
-        self.start_lr = float(lr)
-        self.search_every_epoch = search_every_epoch
-        self.alpha_after_plateau = float(alpha_after_plateau)
-        self.beta = float(beta)
-        self.num_batches = num_batches
-        self.rescale = rescale
-        self.keep_search_steps = keep_search_steps
-        self.plateau_rule = plateau_rule
-        self.plateau_patience = plateau_patience
-        self.stop_patience = stop_patience
-        self.warm_start = warm_mode
-        self.lr_min = float(lr_min)
-        self.lr_max = float(lr_max)
-        self.min_decrease = float(min_decrease)
-        self.implementation = implementation
+        self._search_defaults = {
+            "start_lr": float(lr),
+            "search_every_epoch": search_every_epoch,
+            "alpha": float(alpha),
+            "beta": float(beta),
+            "num_batches": int(num_batches),
+            "rescale": rescale,
+            "keep_search_steps": keep_search_steps,
+            "warm_start": warm_mode,
+            "lr_min": float(lr_min),
+            "lr_max": float(lr_max),
+            "min_decrease": float(min_decrease),
+            "implementation": implementation,
+        }
+        self.defaults.update(self._search_defaults)
+        self._fill_group_defaults()
+        self.plateau = MBTPlateau(
+            self,
+            rule=plateau_rule,
+            plateau_patience=plateau_patience,
+            stop_patience=stop_patience,
+            alpha_after_plateau=alpha_after_plateau,
+        )
         self.last_result: SearchResult | None = None
-        # Controller state (saved by state_dict()).
-        self.alpha = float(alpha)
-        self.plateau_reached = False
-        # The text counts only a strict decrease of the training loss as an improvement.
-        self.counts = Patience(strict=plateau_rule == "paper_text")
+        # Where the next search starts (see warm_start); saved by state_dict().
         self.num_searches = 0
         self.last_lr: float | None = None
         self.last_mean_sigma: float | None = None
         # The carry-over: the last search's last accepted sigma times its ratio.
         self.last_sigma: float | None = None
+
+    def _fill_group_defaults(self) -> None:
+        # Groups of an older checkpoint or added later lack the search settings.
+        for group in self.param_groups:
+            for key, value in self._search_defaults.items():
+                group.setdefault(key, value)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The search settings (of the first param group: one search moves all groups)."""
+        return self.param_groups[0]
+
+    @property
+    def alpha(self) -> float:
+        """Armijo's constant of the next search (``alpha_after_plateau`` after a plateau)."""
+        return float(self.settings["alpha"])
+
+    @property
+    def warm_start(self) -> str:
+        return str(self.settings["warm_start"])
+
+    @property
+    def keep_search_steps(self) -> bool:
+        return bool(self.settings["keep_search_steps"])
+
+    @property
+    def plateau_reached(self) -> bool:
+        return self.plateau.plateau_reached
+
+    @property
+    def patience(self) -> int:
+        """The patience the plateau rule compares against ``plateau_patience``."""
+        return self.plateau.patience
 
     # ----------------------------------------------------------------- schedule
     @property
@@ -186,36 +206,28 @@ class MBTSGD(torch.optim.SGD):
         """Whether the steps use momentum (False for MBT-GD and after a plateau)."""
         return any(group["momentum"] != 0 for group in self.param_groups)
 
-    @property
-    def patience(self) -> int:
-        """The patience the plateau rule compares against ``plateau_patience``."""
-        if self.plateau_rule == "authors_code":
-            return self.counts.combined
-        return self.counts.patience_train
-
     def needs_search(self, epoch: int) -> bool:
         """Whether to search before (0-based) ``epoch``."""
         if epoch < 0:
             raise ValueError(f"epoch is 0-based, got {epoch}")
-        if self.search_every_epoch or self.num_searches == 0:
+        if self.settings["search_every_epoch"] or self.num_searches == 0:
             return True
-        if self.plateau_rule == "authors_code":
-            return self.patience > self.plateau_patience
-        return self.plateau_reached
+        return self.plateau.search_due()
 
     def search_start_lr(self) -> float:
         """The start rate of the next search (``lr``, or where ``warm_start`` says)."""
+        lr_min, lr_max = self.settings["lr_min"], self.settings["lr_max"]
         if self.warm_start == "carry_over" and self.last_sigma is not None:
             # Never above lr_max (sigma <= lr_max, ratio <= 1); below lr_min it stays as the
             # authors' code leaves it.
-            return min(self.lr_max, self.last_sigma)
+            return min(lr_max, self.last_sigma)
         if self.warm_start == "previous_sigma" and self.last_mean_sigma is not None:
             start = self.last_mean_sigma
         elif self.warm_start == "previous_lr" and self.last_lr is not None:
             start = self.last_lr
         else:
-            return self.start_lr
-        return min(self.lr_max, max(self.lr_min, start))
+            return float(self.settings["start_lr"])
+        return min(lr_max, max(lr_min, start))
 
     def search(
         self,
@@ -223,25 +235,28 @@ class MBTSGD(torch.optim.SGD):
         loss_fn: LossFn,
         batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
         num_samples: int,
+        progress: ProgressFn | None = None,
     ) -> SearchResult:
         """Run the MBT search (contract: ``mbt_search``), set the found lr on all param
         groups and reset the momentum buffers."""
-        search_function = IMPLEMENTATIONS[self.implementation]
+        settings = self.settings
+        search_function = IMPLEMENTATIONS[settings["implementation"]]
         result = search_function(
             model,
             loss_fn,
             batches,
             self,
             start_lr=self.search_start_lr(),
-            alpha=self.alpha,
-            beta=self.beta,
-            num_batches=self.num_batches,
+            alpha=settings["alpha"],
+            beta=settings["beta"],
+            num_batches=settings["num_batches"],
             num_samples=num_samples,
-            rescale=self.rescale,
-            keep_search_steps=self.keep_search_steps,
-            lr_min=self.lr_min,
-            lr_max=self.lr_max,
-            min_decrease=self.min_decrease,
+            rescale=settings["rescale"],
+            keep_search_steps=settings["keep_search_steps"],
+            lr_min=settings["lr_min"],
+            lr_max=settings["lr_max"],
+            min_decrease=settings["min_decrease"],
+            progress=progress,
         )
         self.state.clear()  # momentum buffers start afresh after every search
         self.num_searches += 1
@@ -253,51 +268,50 @@ class MBTSGD(torch.optim.SGD):
         return result
 
     def end_epoch(self, train_loss: float, test_acc: float) -> bool:
-        """Update the plateau state after an epoch; True when training should stop early.
+        """The plateau rule after an epoch (:meth:`MBTPlateau.step`); True: stop early."""
+        return self.plateau.step(train_loss, test_acc)
 
-        A non-finite training loss counts as no improvement (model_main.py's comparison
-        would instead store NaN as the best loss and never count again; op_main.py counts
-        it, as here).
-        """
-        self.counts.update(train_loss, test_acc)
-        if self.plateau_rule == "authors_code":
-            stuck = self.patience > self.plateau_patience
-        else:
-            stuck = self.patience >= self.plateau_patience
-        if stuck and not self.plateau_reached:
-            self._switch_after_plateau()
-        if self.plateau_rule != "authors_code":
-            return False
-        stop = self.counts.stop_after(self.stop_patience)
-        if stop:
-            logger.info("MBT plateau rule: patience reached %d, stopping early", self.stop_patience)
-        return stop
-
-    def _switch_after_plateau(self) -> None:
-        self.plateau_reached = True
-        self.alpha = self.alpha_after_plateau
-        for group in self.param_groups:
-            group["momentum"] = 0.0
-            group["nesterov"] = False
-        self.state.clear()
-        logger.info(
-            "MBT plateau (%s, patience %d): alpha -> %g, momentum off",
-            self.plateau_rule,
-            self.patience,
-            self.alpha,
+    # ------------------------------------------------------------ loop hooks
+    def before_epoch(self, start: EpochStart) -> EpochReport:
+        """Search when the schedule says so: in restore mode on batches of their own, in
+        keep mode on the epoch's first batches (its steps then count as training)."""
+        result: SearchResult | None = None
+        if self.needs_search(start.epoch):
+            source = start.batches if self.keep_search_steps else start.fresh_batches()
+            result = self.search(
+                start.model, start.loss_fn, source, start.num_samples, progress=start.progress
+            )
+        report = EpochReport(record={"momentum_enabled": self.momentum_enabled})
+        if result is None:
+            report.record.update(dict.fromkeys(_RECORD_FIELDS))
+            return report
+        report.record.update(
+            search_lr=result.lr,
+            search_alpha=result.alpha,
+            search_trials=result.trials,
+            search_time=result.wall_time,
+            search_status=result.status,
         )
+        report.note = (
+            f"epoch {start.epoch + 1}: searched lr {result.lr:.4g} (alpha {result.alpha:g}, "
+            f"{result.trials} trials, {result.wall_time:.1f}s, {result.status})"
+        )
+        report.forward_passes = result.forward_passes
+        report.backward_passes = result.backward_passes
+        return report
+
+    def after_epoch(self, end: EpochEnd) -> None:
+        self.plateau.after_epoch(end)
+
+    def should_stop(self) -> bool:
+        return self.plateau.should_stop()
 
     # ------------------------------------------------------------ checkpointing
     def controller_state(self) -> dict[str, Any]:
-        """The schedule's state (alpha, momentum switch, plateau counters, last rates)."""
+        """Where the next search starts, and the plateau rule's state."""
         return {
-            "alpha": self.alpha,
-            "plateau_reached": self.plateau_reached,
-            **self.counts.state_dict(),
-            "num_searches": self.num_searches,
-            "last_lr": self.last_lr,
-            "last_mean_sigma": self.last_mean_sigma,
-            "last_sigma": self.last_sigma,
+            **self.plateau.state_dict(),
+            **{key: getattr(self, key) for key in _SEARCH_STATE_KEYS},
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -307,13 +321,22 @@ class MBTSGD(torch.optim.SGD):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore SGD's state (lr, momentum switch in the param groups, buffers) and the
-        controller state."""
+        """Restore SGD's state (lr, search settings and momentum switch in the param
+        groups, buffers), the search's start state and the plateau rule's state."""
         state_dict = dict(state_dict)
         controller = state_dict.pop(_CONTROLLER_KEY, None)
         super().load_state_dict(state_dict)
-        if controller is not None:
-            self.counts.load_state_dict(controller)
-            for key, value in controller.items():
-                if key not in PATIENCE_KEYS:
-                    setattr(self, key, value)
+        self._fill_group_defaults()
+        if controller is None:
+            return
+        self.plateau.load_state_dict(controller)
+        self.num_searches = int(controller.get("num_searches", 0))
+        self.last_lr = controller.get("last_lr")
+        self.last_mean_sigma = controller.get("last_mean_sigma")
+        self.last_sigma = controller.get("last_sigma")
+        if "alpha" in controller:  # older checkpoints kept alpha here, not in the groups
+            for group in self.param_groups:
+                group["alpha"] = float(controller["alpha"])
+
+
+_RECORD_FIELDS = ("search_lr", "search_alpha", "search_trials", "search_time", "search_status")

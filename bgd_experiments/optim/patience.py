@@ -74,3 +74,30 @@ class Patience:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in STATE_KEYS:
             setattr(self, key, state[key])
+
+
+class PatienceStop:
+    """Loop callback: the baselines' early stop of the authors' ``op_main.py``, one epoch
+    after the combined patience reaches ``limit``."""
+
+    checkpoint_key = "baseline_patience"  # its state's key in the training checkpoint
+
+    def __init__(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"the stop patience must be an integer >= 1, got {limit!r}")
+        self.limit = limit
+        self.counts = Patience()
+        self._stop = False
+
+    def after_epoch(self, end: Any) -> None:
+        self.counts.update(end.train_loss, end.plateau_acc)
+        self._stop = self.counts.stop_after(self.limit)
+
+    def should_stop(self) -> bool:
+        return self._stop
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.counts.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.counts.load_state_dict(state)

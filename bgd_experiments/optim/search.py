@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,18 +20,14 @@ from torch import nn
 from ._common import (
     Guards,
     SearchResult,
+    SearchSettings,
+    SearchTally,
     batch_norm_layers,
-    check_search_arguments,
-    classify,
-    finish_result,
     mean_of,
-    rescale_ratio,
     restore_buffers,
     running_stats_frozen,
     search_mode,
-    set_learning_rate,
     snapshot_buffers,
-    split_batch,
     trainable_parameters,
 )
 
@@ -43,17 +39,7 @@ def mbt_search(
     loss_fn: LossFn,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     optimizer: torch.optim.Optimizer,
-    *,
-    start_lr: float,
-    alpha: float = 1e-4,
-    beta: float = 0.5,
-    num_batches: int = 20,
-    num_samples: int,
-    rescale: bool = True,
-    keep_search_steps: bool = False,
-    lr_min: float = 1e-6,
-    lr_max: float = 100.0,
-    min_decrease: float = 1e-7,
+    **settings: Any,
 ) -> SearchResult:
     """Find a learning rate by two-way backtracking on mini-batches and set it on ``optimizer``.
 
@@ -94,29 +80,15 @@ def mbt_search(
       A search whose batches all stop on a guard, or that only ever accepts ``start_lr``,
       has status "saturated".
     """
-    check_search_arguments(
-        start_lr=start_lr,
-        alpha=alpha,
-        beta=beta,
-        num_batches=num_batches,
-        num_samples=num_samples,
-        lr_min=lr_min,
-        lr_max=lr_max,
-        min_decrease=min_decrease,
+    s = SearchSettings(**settings)
+    tally = SearchTally(
+        start_lr=s.start_lr, alpha=s.alpha, num_batches=s.num_batches, progress=s.progress
     )
-    began = time.perf_counter()
-    guards = Guards.from_bounds(lr_min, lr_max, min_decrease)
+    guards = Guards.from_bounds(s.lr_min, s.lr_max, s.min_decrease)
     params = trainable_parameters(optimizer)
     device = params[0].device
     previous_lr = float(optimizer.param_groups[0]["lr"])
     bn_layers = batch_norm_layers(model)
-
-    sigmas: list[float] = []
-    dropped: list[float] = []
-    trials = skipped = guard_hits = gradient_passes = 0
-    batch_size = processed = 0
-    ratio = 1.0
-    nonfinite_message: str | None = None
 
     with search_mode(model), torch.no_grad():
         # One copy of the weights and buffers per search: the restore point (and, in keep
@@ -127,18 +99,14 @@ def mbt_search(
         pending_weight_check: torch.Tensor | None = None
 
         try:
-            for index, batch in enumerate(itertools.islice(batches, num_batches)):
-                processed = index + 1
-                inputs, targets = split_batch(batch, device)
-                if index == 0:
-                    batch_size = int(inputs.shape[0])
-                    ratio = rescale_ratio(batch_size, num_samples, rescale)
+            for index, batch in enumerate(itertools.islice(batches, s.num_batches)):
+                inputs, targets = tally.take_batch(index, batch, device, s)
 
                 optimizer.zero_grad(set_to_none=True)
-                with torch.enable_grad(), running_stats_frozen(bn_layers, not keep_search_steps):
+                with torch.enable_grad(), running_stats_frozen(bn_layers, not s.keep_search_steps):
                     loss = loss_fn(model(inputs), targets)
                     loss.backward()
-                gradient_passes += 1
+                tally.gradient_passes += 1
 
                 has_grad = [p.grad is not None for p in params]
                 stepped = [p for p, used in zip(params, has_grad, strict=True) if used]
@@ -161,36 +129,38 @@ def mbt_search(
                 del loss
 
                 if not math.isfinite(weights_value):
-                    nonfinite_message = (
+                    tally.failure = (
                         f"the weights became non-finite after the search step of batch {index - 1}"
-                        f" (sigma {sigmas[-1]:g})"
+                        f" (sigma {tally.sigmas[-1]:g})"
                     )
                 elif not (math.isfinite(loss_value) and math.isfinite(norm_sq)):
-                    nonfinite_message = (
+                    tally.failure = (
                         f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'}"
                         f" at the current point on search batch {index}"
                     )
-                if nonfinite_message is not None:
-                    if sigmas:
-                        dropped.append(sigmas.pop())
-                        nonfinite_message += f"; dropped sigma {dropped[-1]:g} that led there"
+                if tally.failure is not None:
+                    if tally.sigmas:
+                        tally.failure += (
+                            f"; dropped sigma {tally.drop_last_sigma():g} that led there"
+                        )
                     break
 
                 torch._foreach_copy_(saved, stepped)
                 trial = _TrialPoint(model, loss_fn, bn_layers, (inputs, targets))
                 trial.set_point(stepped, grads, saved)
-                trial.set_reference(loss_value, norm_sq, alpha)
+                trial.set_reference(loss_value, norm_sq, s.alpha)
 
-                start = start_lr if index == 0 else max(guards.low, mean_of(sigmas))
-                sigma, hit_guard = _two_way_backtracking(trial, start, beta, guards)
-                guard_hits += hit_guard
-                skipped += trial.skipped
-                sigmas.append(sigma)
+                start = s.start_lr if index == 0 else max(guards.low, mean_of(tally.sigmas))
+                sigma, hit_guard = _two_way_backtracking(trial, start, s.beta, guards)
+                tally.guard_hits += hit_guard
+                tally.trials_skipped += trial.skipped
+                tally.sigmas.append(sigma)
 
-                trials += trial.trials
+                tally.trials += trial.trials
                 # The search walks forward: x_{i+1} = x_i - sigma_i * ratio * g.
-                trial.move_to(sigma * ratio)
+                trial.move_to(sigma * tally.ratio)
                 pending_weight_check = torch.stack(torch._foreach_norm(stepped)).double().sum()
+                tally.batch_done()
         except BaseException:
             # Interrupted (error, KeyboardInterrupt): never leave a trial point behind.
             torch._foreach_copy_(params, start_point)
@@ -198,68 +168,26 @@ def mbt_search(
             optimizer.zero_grad(set_to_none=True)
             raise
 
-        if batch_size == 0:
+        if tally.batch_size == 0:
             raise ValueError("mbt_search got no batch to search on")
         if (
-            nonfinite_message is None
+            tally.failure is None
             and pending_weight_check is not None
             and not math.isfinite(float(pending_weight_check))
         ):
-            dropped.append(sigmas.pop())
-            nonfinite_message = (
+            tally.failure = (
                 "the weights became non-finite after the search step of the last batch; "
-                f"dropped sigma {dropped[-1]:g}"
+                f"dropped sigma {tally.drop_last_sigma():g}"
             )
 
-        restore = not keep_search_steps or nonfinite_message is not None
+        restore = not s.keep_search_steps or tally.failure is not None
         if restore:
             torch._foreach_copy_(params, start_point)
             restore_buffers(saved_buffers)
         optimizer.zero_grad(set_to_none=True)
 
-    if sigmas:
-        mean_sigma = mean_of(sigmas)
-        lr = mean_sigma * ratio
-        set_learning_rate(optimizer, lr)
-    else:
-        mean_sigma, lr = math.nan, previous_lr
-    if nonfinite_message is not None:
-        nonfinite_message += (
-            f"; lr {'from the remaining sigmas' if sigmas else 'left unchanged'}"
-            + ("; keep mode rolled back to the search's start" if keep_search_steps else "")
-        )
-    status, message = classify(
-        sigmas=sigmas,
-        start_lr=start_lr,
-        guard_hits=guard_hits,
-        num_batches=len(sigmas),
-        nonfinite_message=nonfinite_message,
-    )
-    if status == "ok" and processed < num_batches:
-        message += f" (the batch source ran out: {processed} of {num_batches})"
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return finish_result(
-        SearchResult(
-            lr=lr,
-            mean_sigma=mean_sigma,
-            sigmas=sigmas,
-            start_lr=start_lr,
-            alpha=alpha,
-            trials=trials,
-            forward_passes=gradient_passes + trials,
-            backward_passes=gradient_passes,
-            wall_time=time.perf_counter() - began,
-            status=status,
-            message=message,
-            ratio=ratio,
-            batch_size=batch_size,
-            num_batches=processed,
-            guard_hits=guard_hits,
-            trials_skipped=skipped,
-            restored=restore,
-            dropped_sigmas=dropped,
-        )
+    return tally.result(
+        optimizer, previous_lr=previous_lr, keep_search_steps=s.keep_search_steps, restored=restore
     )
 
 

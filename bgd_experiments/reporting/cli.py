@@ -3,6 +3,8 @@
 Usage::
 
     bgd-report {table1,table2,table3,fig3,all} --results-dir results/cpu [--out DIR]
+    bgd-report runs --results-dir DIR [--format md|csv] [--out DIR] [--lr-per-epoch]
+    bgd-report compare RUN_DIR RUN_DIR... [--out DIR]
 
 Prints each Markdown table (rich rendering on a terminal, plain text otherwise) and the paths
 written. Missing, diverged and incomplete cells are marked in the outputs and do not make the
@@ -16,6 +18,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bgd_experiments.io import atomic_write_text
+from bgd_experiments.reporting.compare import (
+    compare_markdown,
+    last_lr,
+    lr_per_epoch_markdown,
+    plot_comparison,
+    read_runs,
+    runs_csv,
+)
 from bgd_experiments.reporting.figures import fig3_curves, fig3_runs, write_fig3
 from bgd_experiments.reporting.noise import load_noise
 from bgd_experiments.reporting.runs import RunRecord, scan_runs
@@ -32,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "artefact",
-        choices=(*ARTEFACTS, "all", "runs"),
-        help="what to regenerate (runs: one line per run folder, for ad-hoc runs and demos)",
+        choices=(*ARTEFACTS, "all", "runs", "compare"),
+        help="what to regenerate (runs: one line per run folder, for ad-hoc runs and demos; "
+        "compare: the run folders given after it, side by side)",
     )
+    parser.add_argument("run_dirs", nargs="*", type=Path, help="compare: the run folders")
     parser.add_argument(
         "--results-dir",
         type=Path,
@@ -43,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write (default: the results dir)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("md", "csv"),
+        default="md",
+        help="runs: the listing's format (with --out: written to runs.md / runs.csv)",
+    )
+    parser.add_argument(
+        "--lr-per-epoch",
+        action="store_true",
+        help="runs: also the learning rate of every epoch of each training run (MBT: found)",
     )
     parser.add_argument(
         "--paper-csv",
@@ -74,15 +98,36 @@ def runs_markdown(runs: Sequence[RunRecord]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(runs, key=lambda r: str(r.path)):
-        last_lr = next((lr for lr in reversed(run.lr_history) if lr is not None), None)
         lines.append(
             f"| {run.dataset} | {run.model} | {run.optimizer} | {number(run.lr, 'g')} "
             f"| {run.batch_size} | {run.seed} | {run.status} | {run.epochs_completed} "
             f"| {number(run.best_test_acc, '.2f')} | {number(run.final_test_acc, '.2f')} "
-            f"| {number(last_lr if run.task == 'train' else run.found_lr, '.4g')} "
+            f"| {number(last_lr(run), '.4g')} "
             f"| {number(run.wall_time, '.1f')} |"
         )
     return "\n".join(lines)
+
+
+def _compare(folders: Sequence[Path], out: Path | None) -> int:
+    if len(folders) < 2:
+        print("bgd-report: compare needs two run folders or more", file=sys.stderr)
+        return 2
+    try:
+        runs = read_runs(folders)
+    except ValueError as error:
+        print(f"bgd-report: {error}", file=sys.stderr)
+        return 2
+    text = compare_markdown(runs)
+    _show_markdown(text)
+    out_dir = out if out is not None else Path(".")
+    written = [out_dir / "compare.md"]
+    atomic_write_text(written[0], text)
+    written += plot_comparison(runs, out_dir / "compare")
+    print("Wrote:")
+    for path in written:
+        print(f"  {path}")
+    _warn_dirty("compare", runs)
+    return 0
 
 
 def _warn_dirty(what: str, runs: Sequence[RunRecord]) -> None:
@@ -94,6 +139,11 @@ def _warn_dirty(what: str, runs: Sequence[RunRecord]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bgd-report``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.artefact == "compare":
+        return _compare(args.run_dirs, args.out)
+    if args.run_dirs:
+        print("bgd-report: run folders are arguments of compare only", file=sys.stderr)
+        return 2
     results_dir: Path = args.results_dir
     if not results_dir.is_dir():
         print(
@@ -104,9 +154,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out_dir: Path = args.out if args.out is not None else results_dir
     runs = scan_runs(results_dir)
-    print(f"Scanned {results_dir}: {len(runs)} run folders.")
+    # A CSV listing on stdout stays pure CSV: the chatter goes to stderr.
+    chatter = sys.stderr if args.artefact == "runs" and args.format == "csv" else sys.stdout
+    print(f"Scanned {results_dir}: {len(runs)} run folders.", file=chatter)
     if args.artefact == "runs":
-        _show_markdown(runs_markdown(runs))
+        text = runs_markdown(runs) if args.format == "md" else runs_csv(runs)
+        if args.lr_per_epoch and args.format == "md":
+            text += "\n\n" + lr_per_epoch_markdown(runs)
+        if args.format == "md":
+            _show_markdown(text)
+        else:
+            print(text, end="")
+        if args.out is not None:
+            path = args.out / f"runs.{args.format}"
+            atomic_write_text(path, text if text.endswith("\n") else text + "\n")
+            print(f"Wrote:\n  {path}", file=chatter)
         _warn_dirty(str(results_dir), runs)
         return 0
     artefacts = ARTEFACTS if args.artefact == "all" else (args.artefact,)

@@ -23,6 +23,7 @@ from bgd_experiments.io import atomic_save_figure, atomic_write_text
 from bgd_experiments.reporting.paper import DATASET_LABELS, OPTIMIZER_LABELS
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.tables import build_table3
+from bgd_experiments.runfolder import RunStatus
 
 FIG3_MODEL = "resnet18"
 FIG3_DATASETS = ("cifar10", "cifar100")
@@ -170,7 +171,7 @@ def _plot(curves: Sequence[LrCurve]) -> plt.Figure:
             label = OPTIMIZER_LABELS[curve.optimizer]
             if several_seeds:
                 label += f" (seed {curve.seed})"
-            if curve.status != "finished":
+            if curve.status != RunStatus.FINISHED:
                 label += f" [{curve.status}]"
             colour = _COLOURS.get(curve.optimizer)
             axis.plot(xs, ys, marker=".", color=colour, label=label)

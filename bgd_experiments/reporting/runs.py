@@ -1,32 +1,29 @@
 """Discover run folders and read what each one says about itself.
 
 A run folder is any directory holding ``summary.json``, ``metrics.jsonl`` or ``config.yaml``
-(written by the training code). The identity of a run comes from ``summary.json`` when the run
-ended, otherwise from ``config.yaml``; the folder path (``.../lr=<lr>/bs=<bs>/seed=<seed>``) is
-only a last resort, so renamed or moved folders still report correctly.
+(their names and meaning: :mod:`bgd_experiments.runfolder`). The identity of a run comes from
+``summary.json`` when the run ended, otherwise from ``config.yaml``, never from the folder's
+path, so renamed or moved folders still report correctly.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bgd_experiments.io import read_json, read_jsonl
-
-SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
-RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE)
-
-# Statuses a summary may carry; a folder without a summary is "incomplete".
-ENDED_STATUSES = ("finished", "stopped_early", "diverged")
-INCOMPLETE = "incomplete"
+from bgd_experiments.runfolder import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FILES,
+    SUMMARY_FILE,
+    RunStatus,
+    read_config,
+    read_identity,
+)
 
 
 @dataclass
@@ -67,7 +64,7 @@ class RunRecord:
     @property
     def ended(self) -> bool:
         """True once the run wrote its summary (finished, stopped early or diverged)."""
-        return self.status in ENDED_STATUSES
+        return self.status in {status.value for status in RunStatus if status.ended}
 
 
 def _is_hidden(path: Path, root: Path) -> bool:
@@ -89,41 +86,6 @@ def find_run_dirs(results_dir: str | Path) -> list[Path]:
     return sorted(found)
 
 
-# --------------------------------------------------------------------------- config lookup
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are kept whole)."""
-    flat: dict[str, Any] = {}
-    if isinstance(tree, Mapping):
-        for key, value in tree.items():
-            dotted = f"{prefix}.{key}" if prefix else str(key)
-            if isinstance(value, Mapping):
-                flat.update(_flatten(value, dotted))
-            else:
-                flat[dotted] = value
-    return flat
-
-
-def _lookup(flat: Mapping[str, Any], candidates: Iterable[str]) -> Any:
-    """First value whose dotted key equals a candidate, or ends with ``.<candidate>``."""
-    candidates = list(candidates)
-    for candidate in candidates:
-        if flat.get(candidate) is not None:
-            return flat[candidate]
-    for candidate in candidates:
-        for key, value in flat.items():
-            if value is not None and key.endswith("." + candidate):
-                return value
-    return None
-
-
-def _name_of(flat: Mapping[str, Any], group: str) -> str | None:
-    """The chosen option of a config group: ``group: cifar10`` or ``group: {name: cifar10}``."""
-    value = _lookup(flat, [f"run.{group}", group, f"{group}.name", f"{group}.id"])
-    return str(value).lower() if value is not None else None
-
-
 def _as_float(value: Any) -> float | None:
     try:
         result = float(value)
@@ -135,80 +97,6 @@ def _as_float(value: Any) -> float | None:
 def _as_int(value: Any) -> int | None:
     number = _as_float(value)
     return int(number) if number is not None else None
-
-
-def _from_path(path: Path) -> dict[str, Any]:
-    """Identity parsed from ``.../<dataset>/<model>/<optimizer>/lr=../bs=../seed=..``."""
-    parts = path.parts
-    identity: dict[str, Any] = {"task": "search" if "search" in parts else None}
-    for part in parts:
-        key, sep, value = part.partition("=")
-        if not sep:
-            continue
-        if key == "lr":
-            identity["lr"] = _as_float(value)
-        elif key in ("bs", "batch_size"):
-            identity["batch_size"] = _as_int(value)
-        elif key == "seed":
-            identity["seed"] = _as_int(value)
-    lr_index = next((i for i, part in enumerate(parts) if part.startswith("lr=")), None)
-    if lr_index is not None and lr_index >= 3:
-        identity["dataset"], identity["model"], identity["optimizer"] = parts[
-            lr_index - 3 : lr_index
-        ]
-    return identity
-
-
-# Where bgd-run's config.yaml keeps each identity field. Read exactly (a null there means
-# "all" / "none"), so that e.g. budget.train_subset never stands in for dataset.train_subset.
-_CONFIG_KEYS = {
-    "task": "task",
-    "lr": "optimizer.lr",
-    "batch_size": "trainer.batch_size",
-    "seed": "seed",
-    "epochs": "trainer.epochs",
-    "width": "model.width",
-    "train_subset": "dataset.train_subset",
-    "augment": "dataset.augment",
-    "budget": "budget.name",
-}
-
-
-def _identity_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    flat = _flatten(config)
-
-    def field(name: str, candidates: list[str]) -> Any:
-        exact = _CONFIG_KEYS.get(name)
-        if exact is not None and exact in flat:
-            return flat[exact]
-        return _lookup(flat, candidates)
-
-    identity = {
-        "task": field("task", ["run.task", "task"]),
-        "dataset": _name_of(flat, "dataset"),
-        "model": _name_of(flat, "model"),
-        "optimizer": _name_of(flat, "optimizer"),
-        "lr": _as_float(field("lr", ["run.lr", "optimizer.lr", "lr", "start_lr"])),
-        "batch_size": _as_int(field("batch_size", ["run.batch_size", "batch_size"])),
-        "seed": _as_int(field("seed", ["run.seed", "seed"])),
-        "epochs": _as_int(field("epochs", ["run.epochs", "epochs"])),
-        "width": _as_float(field("width", ["run.width", "model.width", "width"])),
-        "train_subset": _as_int(field("train_subset", ["run.train_subset", "train_subset"])),
-        "augment": field("augment", ["run.augment", "augment"]),
-        "budget": _name_of(flat, "budget"),
-        "data_source": _lookup(flat, ["run.data_source", "data_source"]),
-    }
-    if identity["task"] == "search":
-        identity["epochs"] = 0  # a search trains no epoch, whatever trainer.epochs says
-    return identity
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 # --------------------------------------------------------------------------- one folder
@@ -244,20 +132,15 @@ def read_run(path: str | Path) -> RunRecord | None:
             summary = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
             summary = {}  # a summary that cannot be read counts as not written
-    config = _read_config(folder / CONFIG_FILE) if (folder / CONFIG_FILE).exists() else {}
+    config = read_config(folder / CONFIG_FILE)
     metrics = read_jsonl(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else []
     metrics = _one_record_per_epoch(metrics)
 
-    # Summary first, then the config, then the path: each fills what the previous lacks.
-    identity: dict[str, Any] = {}
-    for source in (summary.get("run") or {}, _identity_from_config(config), _from_path(folder)):
-        for key, value in source.items():
-            if identity.get(key) is None and value is not None:
-                identity[key] = value
+    identity = read_identity(summary, config)
     if not (identity.get("dataset") and identity.get("model") and identity.get("optimizer")):
         return None
 
-    status = str(summary["status"]) if summary.get("status") else INCOMPLETE
+    status = str(summary["status"]) if summary.get("status") else RunStatus.INCOMPLETE.value
     task = str(identity.get("task") or ("search" if "found_lr" in summary else "train"))
 
     best_test_acc = _as_float(summary.get("best_test_acc"))

@@ -25,11 +25,13 @@ from bgd_experiments.reporting.paper import (
     paper_cells,
     same_rate,
 )
-from bgd_experiments.reporting.runs import INCOMPLETE, RunRecord
+from bgd_experiments.reporting.runs import RunRecord
+from bgd_experiments.runfolder import RunStatus
 
-FINISHED = "finished"
-DIVERGED = "diverged"
-MISSING = "missing"
+FINISHED = RunStatus.FINISHED.value
+DIVERGED = RunStatus.DIVERGED.value
+INCOMPLETE = RunStatus.INCOMPLETE.value
+MISSING = "missing"  # a cell of the paper without any run folder
 CELL_STATUSES = (FINISHED, DIVERGED, INCOMPLETE, MISSING)
 
 # Table 1's claim: the found rate is "nearly independent" of the start. We call a batch size
@@ -126,7 +128,9 @@ def _fill_cell(cell: Cell, runs: list[RunRecord], value_of: Callable[[RunRecord]
     """Aggregate ``runs`` into ``cell`` (status, mean, std, n, counts)."""
     cell.runs = sorted(runs, key=lambda run: (run.seed is None, run.seed, str(run.path)))
     cell.n_runs = len(runs)
-    cell.n_finished = sum(run.status in ("finished", "stopped_early") for run in runs)
+    cell.n_finished = sum(
+        run.status in (RunStatus.FINISHED, RunStatus.STOPPED_EARLY) for run in runs
+    )
     cell.n_diverged = sum(run.status == DIVERGED for run in runs)
     cell.n_incomplete = sum(run.status == INCOMPLETE for run in runs)
     if not runs:

@@ -24,7 +24,7 @@ from bgd_experiments.reporting.paper import (
     format_rate,
     same_rate,
 )
-from bgd_experiments.reporting.runs import INCOMPLETE, RunRecord
+from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.tables import (
     CELL_STATUSES,
     DIVERGED,
@@ -33,6 +33,7 @@ from bgd_experiments.reporting.tables import (
     Cell,
     Table,
 )
+from bgd_experiments.runfolder import RunStatus
 
 PAPER_PROTOCOL = (
     "best test accuracy over epochs, as in the paper; test set also drives the plateau rule"
@@ -219,7 +220,7 @@ def ours_text(cell: Cell, clean: bool = False) -> str:
             if cell.n_diverged == cell.n_runs
             else f" [{cell.n_diverged}/{cell.n_runs} diverged]"
         )
-    elif cell.status == INCOMPLETE:
+    elif cell.status == RunStatus.INCOMPLETE:
         text += (
             " [incomplete]"
             if cell.n_incomplete == cell.n_runs

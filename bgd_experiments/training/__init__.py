@@ -1,7 +1,6 @@
 """Training: plain-function loop, run folders with resume/skip, metrics tracking."""
 
-from bgd_experiments.training.loop import evaluate, fit, summarize, train_one_epoch
-from bgd_experiments.training.runs import (
+from bgd_experiments.runfolder import (
     RunFolderConflict,
     RunIdentity,
     RunState,
@@ -11,6 +10,7 @@ from bgd_experiments.training.runs import (
     run_folder,
     run_state,
 )
+from bgd_experiments.training.loop import evaluate, fit, summarize, train_one_epoch
 
 __all__ = [
     "RunFolderConflict",

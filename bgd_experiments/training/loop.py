@@ -10,10 +10,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
-import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, call_hooks
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
-from bgd_experiments.optim import MBTSGD, Patience, SearchResult
+from bgd_experiments.optim import PatienceStop
+from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity, RunStatus
 from bgd_experiments.training.provenance import provenance
-from bgd_experiments.training.runs import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity
 from bgd_experiments.training.tracking import RunTracker
 
 log = logging.getLogger("bgd_experiments.training")
-
-# Test hook: SIGKILL this process after that many training steps, to prove that resuming an
-# interrupted run reproduces the uninterrupted one.
-KILL_AT_STEP_ENV = "BGD_KILL_AT_STEP"
 
 
 class Batches(Iterable[tuple[torch.Tensor, torch.Tensor]]):
@@ -52,6 +47,26 @@ class EpochStats:
     diverged: bool
 
 
+class _Totals:
+    """Sample-weighted loss and correct predictions, summed on the device (no host sync)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.samples = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.loss_sum += loss.double() * targets.shape[0]
+        self.correct += (logits.argmax(dim=1) == targets).sum()
+        self.samples += targets.shape[0]
+
+    def mean_loss(self) -> float:
+        return self.loss_sum.item() / self.samples
+
+    def accuracy(self) -> float:
+        return 100.0 * self.correct.item() / self.samples
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -67,10 +82,7 @@ def train_one_epoch(
     steps, which bounds both the host synchronisations and how late divergence is noticed.
     """
     model.train()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    samples = 0
+    totals = _Totals(next(model.parameters()).device)
     steps = 0
     for steps, (inputs, targets) in enumerate(batches, start=1):
         optimizer.zero_grad(set_to_none=True)
@@ -78,23 +90,18 @@ def train_one_epoch(
         loss = loss_fn(logits, targets)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach().double() * targets.shape[0]
-        correct += (logits.detach().argmax(dim=1) == targets).sum()
-        samples += targets.shape[0]
-        _maybe_kill_for_test()
+        totals.add(loss.detach(), logits.detach(), targets)
         if steps % check_every == 0:
             # A NaN/inf loss poisons the running sum, so one read covers every step since.
-            running = loss_sum.item() / samples
+            running = totals.mean_loss()
             if not math.isfinite(running):
-                return EpochStats(running, 100.0 * correct.item() / samples, steps, True)
+                return EpochStats(running, totals.accuracy(), steps, True)
             if on_step is not None:
                 on_step(steps, running)
-    if samples == 0:
+    if totals.samples == 0:
         raise ValueError("the training data yielded no batch")
-    mean_loss = loss_sum.item() / samples
-    return EpochStats(
-        mean_loss, 100.0 * correct.item() / samples, steps, not math.isfinite(mean_loss)
-    )
+    mean_loss = totals.mean_loss()
+    return EpochStats(mean_loss, totals.accuracy(), steps, not math.isfinite(mean_loss))
 
 
 @torch.no_grad()
@@ -104,19 +111,14 @@ def evaluate(
     """Mean loss, accuracy (percent) and number of forward passes over ``batches``."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    samples = 0
+    totals = _Totals(next(model.parameters()).device)
     forwards = 0
     for inputs, targets in batches:
         logits = model(inputs)
-        loss_sum += loss_fn(logits, targets).double() * targets.shape[0]
-        correct += (logits.argmax(dim=1) == targets).sum()
-        samples += targets.shape[0]
+        totals.add(loss_fn(logits, targets), logits, targets)
         forwards += 1
     model.train(was_training)
-    return loss_sum.item() / samples, 100.0 * correct.item() / samples, forwards
+    return totals.mean_loss(), totals.accuracy(), forwards
 
 
 def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -128,40 +130,6 @@ def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, 
     return itertools.chain.from_iterable(
         loader.epoch(epoch, stream) for stream in itertools.count(1)
     )
-
-
-_steps_this_process = 0
-
-
-def _maybe_kill_for_test() -> None:
-    global _steps_this_process
-    _steps_this_process += 1
-    kill_at = os.environ.get(KILL_AT_STEP_ENV)
-    if kill_at is not None and _steps_this_process >= int(kill_at):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _search_record(result: SearchResult | None, optimizer: torch.optim.Optimizer) -> dict:
-    if not isinstance(optimizer, MBTSGD):
-        return {}
-    record: dict[str, Any] = {"momentum_enabled": optimizer.momentum_enabled}
-    if result is None:
-        record.update(
-            search_lr=None,
-            search_alpha=None,
-            search_trials=None,
-            search_time=None,
-            search_status=None,
-        )
-    else:
-        record.update(
-            search_lr=result.lr,
-            search_alpha=result.alpha,
-            search_trials=result.trials,
-            search_time=result.wall_time,
-            search_status=result.status,
-        )
-    return record
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -191,27 +159,30 @@ def fit(
     progress: str = "auto",
     tensorboard: bool = True,
     baseline_stop_patience: int | None = 50,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train for ``epochs`` epochs (resuming from ``run_dir``) and return the summary.
 
-    With an :class:`~bgd_experiments.optim.MBTSGD` optimizer, the learning-rate search runs
-    at the start of the epochs the optimizer asks for; in restore mode it draws its batches
-    from an independent data stream, in keep mode it consumes the epoch's first batches.
-    The plateau rule sees the validation accuracy when a validation set is given (the clean
-    protocol), else the test accuracy (the paper's protocol).
+    The optimizer and ``callbacks`` take part through the optional hooks of
+    :mod:`bgd_experiments.hooks` (before an epoch, train/eval, after an epoch, should it
+    stop); e.g. :class:`~bgd_experiments.optim.MBTSGD` searches its rate before an epoch and
+    its plateau rule may stop the run. Plateau rules see the validation accuracy when a
+    validation set is given (the clean protocol), else the test accuracy (the paper's).
 
-    Any other optimizer (a baseline) stops early as the authors' ``op_main.py`` stops it
-    when ``baseline_stop_patience`` is set (None or 0: never): one epoch after
-    min(epochs since the training loss improved, epochs since the plateau accuracy
-    improved) reaches it, the rule MBTSGD applies with its ``stop_patience``.
+    An optimizer without a stop rule of its own (a baseline) stops early as the authors'
+    ``op_main.py`` stops it when ``baseline_stop_patience`` is set (None or 0: never): one
+    epoch after min(epochs since the training loss improved, epochs since the plateau
+    accuracy improved) reaches it, the rule MBTSGD applies with its ``stop_patience``.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     baseline_limit = baseline_stop_patience or 0
     if baseline_limit < 0:
         raise ValueError(f"baseline_stop_patience must be >= 0, got {baseline_stop_patience}")
-    # MBTSGD counts its own patience (plateau switch and stop); baselines use this one.
-    baseline_patience = Patience() if baseline_limit and not isinstance(optimizer, MBTSGD) else None
+    participants: list[Any] = [optimizer, *callbacks]
+    if baseline_limit and not any(hasattr(p, "should_stop") for p in participants):
+        participants.append(PatienceStop(baseline_limit))  # e.g. MBT has its own
+    stateful = [p for p in participants if hasattr(p, "checkpoint_key")]
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = next(model.parameters()).device
     history: list[dict[str, Any]] = []
@@ -225,8 +196,9 @@ def fit(
         _restore_rng(checkpoint["rng"], device)
         history = checkpoint["history"]
         start_epoch = checkpoint["epoch"]
-        if baseline_patience is not None and checkpoint.get("baseline_patience") is not None:
-            baseline_patience.load_state_dict(checkpoint["baseline_patience"])
+        for participant in stateful:
+            if checkpoint.get(participant.checkpoint_key) is not None:
+                participant.load_state_dict(checkpoint[participant.checkpoint_key])
         elapsed_before = checkpoint["wall_time"]
         log.info("resuming %s from epoch %d", run_dir, start_epoch)
 
@@ -241,24 +213,28 @@ def fit(
     )
     check_every = 1 if device.type == "cpu" else 10
     started = time.perf_counter()
-    status = "finished"
+    status = RunStatus.FINISHED
     try:
         for epoch in range(start_epoch, epochs):
             tracker.start_epoch(epoch + 1)
             epoch_started = time.perf_counter()
             batches = train_loader.epoch(epoch)
-            search: SearchResult | None = None
-            if isinstance(optimizer, MBTSGD) and optimizer.needs_search(epoch):
-                source = (
-                    batches if optimizer.keep_search_steps else search_batches(train_loader, epoch)
-                )
-                search = optimizer.search(
-                    model, loss_fn, source, num_samples=train_loader.num_samples
-                )
-                tracker.note(
-                    f"epoch {epoch + 1}: searched lr {search.lr:.4g} (alpha {search.alpha:g}, "
-                    f"{search.trials} trials, {search.wall_time:.1f}s, {search.status})"
-                )
+            start = EpochStart(
+                epoch=epoch,
+                model=model,
+                loss_fn=loss_fn,
+                batches=batches,
+                fresh_batches=lambda epoch=epoch: search_batches(train_loader, epoch),
+                num_samples=train_loader.num_samples,
+                progress=tracker.search_progress,
+            )
+            reports: list[EpochReport] = [
+                report for report in call_hooks(participants, "before_epoch", start) if report
+            ]
+            for report in reports:
+                if report.note:
+                    tracker.note(report.note)
+            call_hooks(participants, "train")
             stats = train_one_epoch(
                 model,
                 optimizer,
@@ -268,12 +244,13 @@ def fit(
                 on_step=tracker.advance,
             )
             if stats.diverged:
-                status = "diverged"
+                status = RunStatus.DIVERGED
                 tracker.note(
                     f"epoch {epoch + 1}: training loss became {stats.loss} after "
                     f"{stats.steps} steps; the run diverged and stops here"
                 )
                 break
+            call_hooks(participants, "eval")
             test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -287,23 +264,20 @@ def fit(
                 val_loss, val_acc, _ = evaluate(model, loss_fn, val_loader)
                 record.update(val_loss=val_loss, val_acc=val_acc)
                 plateau_acc = val_acc
-            search_forwards = search.forward_passes if search else 0
-            search_backwards = search.backward_passes if search else 0
             record.update(
                 lr=optimizer.param_groups[0]["lr"],
                 epoch_time=time.perf_counter() - epoch_started,
-                forward_passes=stats.steps + search_forwards,
-                backward_passes=stats.steps + search_backwards,
+                forward_passes=stats.steps + sum(report.forward_passes for report in reports),
+                backward_passes=stats.steps + sum(report.backward_passes for report in reports),
                 eval_forward_passes=test_forwards,
-                **_search_record(search, optimizer),
             )
-            if isinstance(optimizer, MBTSGD):
-                stop_early = optimizer.end_epoch(stats.loss, plateau_acc)
-            elif baseline_patience is not None:
-                baseline_patience.update(stats.loss, plateau_acc)
-                stop_early = baseline_patience.stop_after(baseline_limit)
-            else:
-                stop_early = False
+            for report in reports:
+                record.update(report.record)
+            end = EpochEnd(
+                epoch=epoch, train_loss=stats.loss, plateau_acc=plateau_acc, record=record
+            )
+            call_hooks(participants, "after_epoch", end)
+            stop_early = any(call_hooks(participants, "should_stop"))
             history.append(record)
             atomic_torch_save(
                 checkpoint_path,
@@ -314,14 +288,13 @@ def fit(
                     "history": history,
                     "epoch": epoch + 1,
                     "wall_time": elapsed_before + time.perf_counter() - started,
-                    "baseline_patience": (
-                        baseline_patience.state_dict() if baseline_patience else None
-                    ),
+                    "baseline_patience": None,  # the key of older checkpoints
+                    **{p.checkpoint_key: p.state_dict() for p in stateful},
                 },
             )
             tracker.log_epoch(record)
             if stop_early:
-                status = "stopped_early"
+                status = RunStatus.STOPPED_EARLY
                 tracker.note(f"epoch {epoch + 1}: patience exhausted, stopping early")
                 break
     finally:
@@ -337,10 +310,10 @@ def fit(
 
 
 def summarize(
-    history: list[dict[str, Any]], *, status: str, identity: RunIdentity
+    history: list[dict[str, Any]], *, status: RunStatus | str, identity: RunIdentity
 ) -> dict[str, Any]:
     """The summary fields the report step reads, computed from the per-epoch records."""
-    summary: dict[str, Any] = {"status": status, "run": asdict(identity)}
+    summary: dict[str, Any] = {"status": RunStatus(status).value, "run": asdict(identity)}
     if history:
         best = max(history, key=lambda record: record["test_acc"])
         summary.update(

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bgd_experiments.io import atomic_write_text
+from bgd_experiments.runfolder import METRICS_FILE
 
 log = logging.getLogger("bgd_experiments.training")
-
-METRICS_FILE = "metrics.jsonl"
 
 
 class RunTracker:
@@ -51,7 +50,14 @@ class RunTracker:
         self._rich = _use_rich(progress)
         self._progress = None
         self._task = None
+        self._optim_log_level: int | None = None
         if self._rich:
+            # The search's INFO line would break the live display and repeat the note this
+            # tracker writes; warnings (a saturated or non-finite search) still show.
+            optim_log = logging.getLogger("bgd_experiments.optim")
+            self._optim_log_level = optim_log.level
+            if optim_log.getEffectiveLevel() < logging.WARNING:
+                optim_log.setLevel(logging.WARNING)
             from rich.console import Console
             from rich.progress import (
                 BarColumn,
@@ -86,6 +92,18 @@ class RunTracker:
             status = "" if running_loss is None else f"loss {running_loss:.4f}"
             self._progress.update(self._task, completed=steps_done, status=status)
 
+    def search_progress(self, progress: Any) -> None:
+        """A running search's progress (``SearchProgress``): the live line of the epoch in
+        the rich display; one line per search in plain mode (when it starts)."""
+        text = (
+            f"searching lr: batch {progress.batch} of {progress.num_batches}, "
+            f"{progress.trials} trials"
+        )
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, status=text)
+        elif self._progress is None and progress.batch == 1:
+            log.info("%s (of the search's first batch; the result follows)", text)
+
     def note(self, message: str) -> None:
         """A line for the user (search results, switches) that must not break the display."""
         if self._progress is not None:
@@ -108,6 +126,9 @@ class RunTracker:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+        if self._optim_log_level is not None:
+            logging.getLogger("bgd_experiments.optim").setLevel(self._optim_log_level)
+            self._optim_log_level = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -1,16 +1,20 @@
-"""Run folders: named by the configuration, so a re-run finds its own earlier work.
+"""The run folder's format, in one place: its file names, its statuses and the run's identity.
 
 ``<results_dir>/runs/<dataset>/<model>/<optimizer>/lr=<lr>/bs=<batch>/seed=<seed>/`` for training
 and ``<results_dir>/runs/search/...`` for search-only runs (Table 1). A folder holding
 ``summary.json`` is finished (skipped unless forced); one holding only ``checkpoint.pt`` is
 resumed; one without either starts fresh.
+
+The training code writes these folders and the report reads them, both through this module.
+The run's identity is written when the folder is created (``config.yaml``, at fixed keys) and
+again with the summary (its ``run`` block); :func:`read_identity` reads it back exactly.
 """
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,24 @@ import yaml
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+# The files that make a folder a run folder (the checkpoint alone does not: it is in one of
+# them, and the report reads none of it).
+RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE)
+
+
+class RunStatus(StrEnum):
+    """A run's status: the first three are written into summary.json when the run ends."""
+
+    FINISHED = "finished"
+    STOPPED_EARLY = "stopped_early"
+    DIVERGED = "diverged"
+    INCOMPLETE = "incomplete"  # no summary yet: interrupted, or still running
+
+    @property
+    def ended(self) -> bool:
+        return self is not RunStatus.INCOMPLETE
+
 
 # Keys that may change between an interrupted run and its resumption without changing
 # what is computed (where it runs, how it is displayed) or that extend it (more epochs).
@@ -78,18 +100,22 @@ def run_state(run_dir: Path) -> RunState:
     return RunState.NEW
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay whole, an empty mapping disappears."""
+    flat: dict[str, Any] = {}
     if isinstance(tree, dict):
-        flat: dict[str, Any] = {}
         for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, dict):
+                flat.update(flatten_config(value, dotted))
+            else:
+                flat[dotted] = value
+    return flat
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ in a way that makes the old run folder not this run's."""
-    flat_old, flat_new = _flatten(old), _flatten(new)
+    flat_old, flat_new = flatten_config(old), flatten_config(new)
     keys = sorted(set(flat_old) | set(flat_new))
     differences = []
     # No hash for the new run: its data is not on this machine, which only a finished run
@@ -194,3 +220,49 @@ class RunIdentity:
     budget: str | None
     data_source: str  # readable: "<dataset> from <name> (sha256 <hash>)", no machine path
     data: dict[str, str | None] | None = None  # {"name": ..., "sha256": ...}
+
+
+# Where config.yaml keeps each identity field (bgd-run's layout). Read exactly: a null there
+# means "all" / "none", so that e.g. budget.train_subset never stands in for it.
+CONFIG_IDENTITY_KEYS = {
+    "task": "task",
+    "dataset": "dataset.name",
+    "model": "model.name",
+    "optimizer": "optimizer.name",
+    "lr": "optimizer.lr",
+    "batch_size": "trainer.batch_size",
+    "seed": "seed",
+    "epochs": "trainer.epochs",
+    "width": "model.width",
+    "train_subset": "dataset.train_subset",
+    "augment": "dataset.augment",
+    "budget": "budget.name",
+}
+
+
+def identity_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The identity fields that ``config.yaml`` holds, read at their fixed keys."""
+    flat = flatten_config(config)
+    identity = {name: flat.get(key) for name, key in CONFIG_IDENTITY_KEYS.items()}
+    if identity["task"] == "search":
+        identity["epochs"] = 0  # a search trains no epoch, whatever trainer.epochs says
+    return identity
+
+
+def read_identity(summary: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The run's identity: the summary's ``run`` block (written by an ended run), each field it
+    lacks taken from ``config.yaml`` (written when the folder was created)."""
+    identity = {key: value for key, value in (summary.get("run") or {}).items()}
+    for key, value in identity_from_config(config).items():
+        if identity.get(key) is None and value is not None:
+            identity[key] = value
+    return identity
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A folder's config.yaml as a dict ({} when absent or unreadable)."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}

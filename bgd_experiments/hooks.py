@@ -1,0 +1,67 @@
+"""What the training loop tells the objects that take part in an epoch, and what it hears back.
+
+``fit`` calls these optional methods on the optimizer and on every callback it is given; an
+object provides only those it needs, and the loop knows no optimizer class:
+
+* ``before_epoch(start: EpochStart) -> EpochReport | None`` -- e.g. MBT's learning-rate search;
+* ``train()`` / ``eval()`` -- before training steps / before evaluation (schedule-free
+  optimizers keep two sets of weights);
+* ``after_epoch(end: EpochEnd) -> None`` -- e.g. a plateau rule;
+* ``should_stop() -> bool`` -- asked after ``after_epoch``: end the run early;
+* ``checkpoint_key`` with ``state_dict()`` / ``load_state_dict()`` -- a callback's state in the
+  checkpoint (the optimizer's state is saved with the optimizer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class EpochStart:
+    """The state of the run as an epoch begins."""
+
+    epoch: int  # 0-based
+    model: nn.Module
+    loss_fn: nn.Module
+    batches: Iterator[Batch]  # the epoch's own batches; what a hook takes, training skips
+    fresh_batches: Callable[[], Iterator[Batch]]  # endless batches independent of the epoch's
+    num_samples: int  # size of the training set
+    progress: Callable[[Any], None] | None = None  # for a long hook (a search) to report to
+
+
+@dataclass
+class EpochReport:
+    """What a ``before_epoch`` hook did: extra record fields, a note and its passes."""
+
+    record: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+    forward_passes: int = 0
+    backward_passes: int = 0
+
+
+@dataclass
+class EpochEnd:
+    """The numbers of a finished epoch."""
+
+    epoch: int  # 0-based
+    train_loss: float
+    plateau_acc: float  # validation accuracy under the clean protocol, else test accuracy
+    record: dict[str, Any]
+
+
+def call_hooks(participants: list[Any], name: str, *args: Any) -> list[Any]:
+    """Call method ``name`` on every participant that has it; their answers, in order."""
+    answers = []
+    for participant in participants:
+        method = getattr(participant, name, None)
+        if callable(method):
+            answers.append(method(*args))
+    return answers

@@ -1,0 +1,172 @@
+"""Runs side by side (``bgd-report compare RUN RUN...``) and the run listing's other formats.
+
+The comparison names what differs between the runs' configurations, their best and final
+test accuracy and wall time, and draws their test-accuracy and learning-rate curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bgd_experiments.io import atomic_save_figure, read_jsonl
+from bgd_experiments.reporting.runs import RunRecord, read_run
+from bgd_experiments.runfolder import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESUMABLE_DIFFERENCES,
+    flatten_config,
+    read_config,
+)
+
+RUNS_CSV_COLUMNS = (
+    "path",
+    "dataset",
+    "model",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "seed",
+    "status",
+    "epochs_completed",
+    "best_test_acc",
+    "final_test_acc",
+    "found_lr",
+    "last_lr",
+    "wall_time",
+)
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def last_lr(run: RunRecord) -> float | None:
+    """The training rate of the last epoch (a search-only run: the found rate)."""
+    if run.task != "train":
+        return run.found_lr
+    return next((lr for lr in reversed(run.lr_history) if lr is not None), None)
+
+
+def runs_csv(runs: Sequence[RunRecord]) -> str:
+    """The run listing as CSV, one row per run folder."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for run in sorted(runs, key=lambda r: str(r.path)):
+        row: dict[str, Any] = {key: getattr(run, key, None) for key in RUNS_CSV_COLUMNS}
+        row["path"], row["last_lr"] = str(run.path), last_lr(run)
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return buffer.getvalue()
+
+
+def lr_per_epoch_markdown(runs: Sequence[RunRecord]) -> str:
+    """For each training run, the learning rate of every epoch (for MBT: the found one)."""
+    sections = []
+    for run in sorted(runs, key=lambda r: str(r.path)):
+        if run.task != "train" or not run.lr_history:
+            continue
+        rows = ["| epoch | lr | search alpha | momentum |", "|---|---|---|---|"]
+        for epoch, lr, alpha, momentum in zip(
+            run.epoch_numbers, run.lr_history, run.alpha_history, run.momentum_history, strict=True
+        ):
+            rows.append(
+                f"| {epoch} | {_number(lr, '.4g')} | {_number(alpha, 'g')} "
+                f"| {'-' if momentum is None else ('on' if momentum else 'off')} |"
+            )
+        title = f"{run.dataset}/{run.model}/{run.optimizer} lr={_number(run.lr, 'g')}"
+        sections.append(f"**{title}** seed {run.seed} ({run.path})\n\n" + "\n".join(rows))
+    return "\n\n".join(sections) if sections else "(no training run with per-epoch records)"
+
+
+# ------------------------------------------------------------------------------ compare
+
+
+def config_differences(folders: Sequence[Path]) -> list[tuple[str, list[Any]]]:
+    """(key, value per run) for every config key whose value is not the same in all runs;
+    where the run ran and how it was displayed are left out."""
+    configs = [flatten_config(read_config(folder / CONFIG_FILE)) for folder in folders]
+    keys = sorted(set().union(*configs)) if configs else []
+    differences = []
+    for key in keys:
+        if key in RESUMABLE_DIFFERENCES - {"trainer.epochs"} or key.startswith("budget."):
+            continue
+        values = [config.get(key) for config in configs]
+        if any(value != values[0] for value in values[1:]):
+            differences.append((key, values))
+    return differences
+
+
+def _label(run: RunRecord, index: int) -> str:
+    return f"[{index + 1}] {run.optimizer} lr={_number(run.lr, 'g')} seed {run.seed}"
+
+
+def compare_markdown(runs: Sequence[RunRecord]) -> str:
+    """Markdown: the runs, what differs in their configs, their accuracies and wall times."""
+    lines = ["## Runs compared", ""]
+    lines += [f"{_label(run, i)}: {run.path}" for i, run in enumerate(runs)]
+    lines += ["", "### Config differences", ""]
+    differences = config_differences([run.path for run in runs])
+    if differences:
+        header = " | ".join(f"[{i + 1}]" for i in range(len(runs)))
+        lines += [f"| key | {header} |", "|---|" + "---|" * len(runs)]
+        lines += [
+            f"| {key} | " + " | ".join(str(v) for v in values) + " |" for key, values in differences
+        ]
+    else:
+        lines.append("(none: the configs agree on every key that changes results)")
+    lines += ["", "### Results", ""]
+    lines += [
+        "| run | status | epochs | best test acc (%) | best epoch | final test acc (%) "
+        "| last lr | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, run in enumerate(runs):
+        lines.append(
+            f"| [{i + 1}] | {run.status} | {run.epochs_completed} "
+            f"| {_number(run.best_test_acc, '.2f')} | {_number(run.best_epoch, 'd')} "
+            f"| {_number(run.final_test_acc, '.2f')} | {_number(last_lr(run), '.4g')} "
+            f"| {_number(run.wall_time, '.1f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(runs: Sequence[RunRecord], path_stem: Path) -> list[Path]:
+    """Test accuracy and learning rate per epoch of every run, as ``<stem>.png``/``.pdf``."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10.0, 4.0), constrained_layout=True)
+    accuracy_axes, lr_axes = figure.subplots(1, 2)
+    for i, run in enumerate(runs):
+        metrics_path = run.path / METRICS_FILE
+        records = read_jsonl(metrics_path) if metrics_path.exists() else []
+        epochs = [record.get("epoch") for record in records]
+        accuracy_axes.plot(epochs, [r.get("test_acc") for r in records], label=_label(run, i))
+        lrs = [(r.get("epoch"), r.get("lr")) for r in records if r.get("lr")]
+        if lrs:
+            lr_axes.plot(*zip(*lrs, strict=True), label=_label(run, i))
+    accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    lr_axes.set(xlabel="epoch", ylabel="learning rate", title="learning rate", yscale="log")
+    for axes in (accuracy_axes, lr_axes):
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=8)
+    written = []
+    for suffix in ("png", "pdf"):
+        path = path_stem.with_suffix(f".{suffix}")
+        atomic_save_figure(path, figure)
+        written.append(path)
+    return written
+
+
+def read_runs(folders: Sequence[str | Path]) -> list[RunRecord]:
+    """The records of the given run folders; a folder that is not a run raises ValueError."""
+    runs = []
+    for folder in folders:
+        record = read_run(folder)
+        if record is None:
+            raise ValueError(f"{folder} is not a run folder (no summary.json or config.yaml)")
+        runs.append(record)
+    return runs

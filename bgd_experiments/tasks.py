@@ -1,0 +1,431 @@
+"""The jobs of ``bgd-run`` as library functions with plain arguments (no Hydra).
+
+* :func:`train` -- one training run in its run folder (resumed / skipped as the folder says);
+* :func:`search` -- one MBT search without training (Table 1), in its run folder;
+* :func:`functions` -- the deterministic line-search experiments (Examples 3.6/3.7, Figure 2a);
+* :func:`fig2` -- Figure 2: (a) with the experiments above, (b) Two-way Backtracking GD on the
+  full-batch loss of a model.
+
+Settings arrive as small frozen objects that check themselves when built
+(:class:`DataSettings`, :class:`TrainerSettings`); models and optimizers as factories, which
+check their own arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bgd_experiments.runfolder import RunIdentity
+
+log = logging.getLogger("bgd_experiments")
+
+ModelFactory = Callable[[], nn.Module]
+OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
+AUGMENTS = ("paper", "none", "flip_crop")
+PROTOCOLS = ("paper", "clean")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot make a meaningful run; ``problems`` name each one by its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _raise_if(problems: list[str]) -> None:
+    if problems:
+        raise SettingsError(problems)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which images: dataset name and where it lies, the subsets and the augmentation."""
+
+    name: str
+    num_classes: int
+    root: str = "data"
+    download: bool = False
+    train_subset: int | None = None
+    test_subset: int | None = None
+    augment: str = "paper"
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.train_subset is not None and self.train_subset < self.num_classes:
+            problems.append(
+                f"train_subset must be null or >= {self.num_classes} (one image per class), "
+                f"got {self.train_subset}"
+            )
+        if self.test_subset is not None and self.test_subset < self.num_classes:
+            problems.append(
+                f"test_subset must be null or >= {self.num_classes}, got {self.test_subset}"
+            )
+        if self.augment not in AUGMENTS:
+            problems.append(f"augment must be paper, flip_crop or none, got {self.augment!r}")
+        _raise_if(problems)
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """How to train: epochs, batch sizes, device and layout, protocol, display, early stop."""
+
+    epochs: int = 200
+    batch_size: int = 200
+    eval_batch_size: int = 1000
+    device: str = "auto"
+    num_threads: int | None = None
+    channels_last: bool | str = "auto"
+    progress: str = "auto"
+    tensorboard: bool = True
+    protocol: str = "paper"
+    val_size: int = 5000
+    baseline_stop_patience: int | None = 50
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.batch_size >= 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.eval_batch_size >= 1:
+            problems.append(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        if not self.epochs >= 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        device = str(self.device)
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            problems.append(f"device={device} but no CUDA device is available")
+        patience = self.baseline_stop_patience
+        if patience is not None and (type(patience) is not int or patience < 0):  # no bool
+            problems.append(
+                f"baseline_stop_patience must be null or an integer >= 0, got {patience!r}"
+            )
+        if self.channels_last not in ("auto", True, False):
+            problems.append(
+                f"channels_last must be auto, true or false, got {self.channels_last!r}"
+            )
+        if self.protocol not in PROTOCOLS:
+            problems.append(f"protocol must be paper or clean, got {self.protocol!r}")
+        _raise_if(problems)
+
+    def check_with(self, data: DataSettings) -> None:
+        """The checks that need the data's settings too."""
+        if self.protocol == "clean" and not self.val_size >= data.num_classes:
+            raise SettingsError(
+                [
+                    f"val_size must be >= {data.num_classes} for the clean protocol, "
+                    f"got {self.val_size}"
+                ]
+            )
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def channels_last_on(self, device: torch.device) -> bool:
+        from bgd_experiments.models import use_channels_last
+
+        return use_channels_last(self.channels_last, device)
+
+
+def already_made(payload: Path, request: dict[str, Any], outputs: list[Path], force: bool) -> bool:
+    """Whether ``payload`` records this very ``request`` and every output exists, so that
+    re-running a target skips artefacts that are not run folders (``force=true`` remakes).
+    Logs the skip."""
+    if force or not all(path.exists() for path in [payload, *outputs]):
+        return False
+    try:
+        recorded = json.loads(payload.read_text()).get("request")
+    except (OSError, ValueError, AttributeError):
+        return False
+    # A JSON round trip of the request, so tuples and lists compare alike.
+    if recorded != json.loads(json.dumps(request)):
+        return False
+    log.info("skipped: %s has these settings (force=true reruns)", payload)
+    return True
+
+
+def describe_data_source(data: DataSettings, identity: dict[str, str | None] | None = None) -> str:
+    """What the images are, for the provenance line of the tables: name and content hash."""
+    from bgd_experiments.data import data_identity, describe_data
+
+    identity = identity or data_identity(data.name, data.root)
+    return describe_data(data.name, identity, bool(data.download))
+
+
+def load_data(data: DataSettings, trainer: TrainerSettings, seed: int):
+    """(train, val or None, test) datasets, subsets and validation split applied."""
+    from bgd_experiments import data as cifar
+
+    train = cifar.load_cifar(data.name, data.root, "train", download=data.download)
+    test = cifar.load_cifar(data.name, data.root, "test", download=data.download)
+    val = None
+    try:
+        if trainer.protocol == "clean":
+            train, val = cifar.split_validation(train, trainer.val_size, seed=seed)
+        if data.train_subset is not None:
+            train = cifar.class_balanced_subset(train, data.train_subset, seed=seed)
+        if data.test_subset is not None:
+            # A fixed choice (seed 0), so every run of a comparison sees the same test images.
+            test = cifar.class_balanced_subset(test, data.test_subset, seed=0)
+    except ValueError as error:
+        raise SettingsError([f"dataset subsets / validation split: {error}"]) from error
+    return train, val, test
+
+
+def build_model(make_model: ModelFactory, seed: int, device: torch.device, channels_last: bool):
+    # Seeded right before construction: every optimizer of a comparison (same seed) starts
+    # from the same initial weights.
+    torch.manual_seed(seed)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    return make_model().to(device, memory_format=memory_format)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything that names and configures one run folder (training or search)."""
+
+    results_dir: str
+    data: DataSettings
+    trainer: TrainerSettings
+    make_model: ModelFactory
+    make_optimizer: OptimizerFactory
+    model_name: str
+    model_width: float
+    optimizer_name: str
+    lr: float
+    seed: int = 0
+    budget: str | None = None
+    config: dict[str, Any] | None = None  # the resolved config, recorded in config.yaml
+    force: bool = False
+
+
+def _record_config(config: dict[str, Any], data: dict[str, str | None]) -> dict[str, Any]:
+    # The data by name and hash, dataset.root by name only: a committed config.yaml names
+    # no path of the machine it ran on.
+    plain = copy.deepcopy(config)
+    plain["dataset"]["root"] = data["name"]
+    plain["data"] = dict(data)
+    return plain
+
+
+def _open_run(request: RunRequest, task: str):
+    """Name the run, check its data, prepare its folder; None when it is finished already."""
+    from bgd_experiments import data as cifar
+    from bgd_experiments.runfolder import (
+        RunState,
+        discard_run_folder,
+        prepare_run_folder,
+        run_folder,
+        run_state,
+    )
+
+    data, trainer = request.data, request.trainer
+    identity = RunIdentity(
+        task=task,
+        dataset=data.name,
+        model=request.model_name,
+        optimizer=request.optimizer_name,
+        lr=float(request.lr),
+        batch_size=int(trainer.batch_size),
+        seed=int(request.seed),
+        epochs=int(trainer.epochs) if task == "train" else 0,
+        width=float(request.model_width),
+        train_subset=data.train_subset,
+        augment=data.augment,
+        budget=request.budget,
+        data_source="",  # filled in below, once the data is known to be there
+    )
+    run_dir = run_folder(request.results_dir, identity)
+    if request.force or run_state(run_dir) is not RunState.FINISHED:
+        # Cheap checks of the data source before any model is built or any folder is
+        # written, so a missing dataset leaves nothing behind. Finished runs skip them: an
+        # uncached archive takes ~2 s to list, per job of a sweep.
+        cifar.check_dataset_source(data.name, data.root, download=data.download)
+    # By content (hash cached per file version): the same archive elsewhere is the same run.
+    data_id = cifar.data_identity(data.name, data.root)
+    identity = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
+    state = prepare_run_folder(
+        run_dir, _record_config(request.config or {}, data_id), force=request.force
+    )
+    if state is RunState.FINISHED:
+        log.info("skipped: %s is finished (force=true reruns it)", run_dir)
+        return None
+    log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
+    device = trainer.torch_device
+    try:
+        train_set, val_set, test_set = load_data(data, trainer, request.seed)
+    except SettingsError:
+        if state is RunState.NEW:  # nothing ran: leave no folder behind
+            discard_run_folder(run_dir, request.results_dir)
+        raise
+    channels_last = trainer.channels_last_on(device)
+    model = build_model(request.make_model, request.seed, device, channels_last)
+    optimizer = request.make_optimizer(model.parameters())
+    loader = cifar.DeviceLoader.from_dataset(
+        train_set,
+        int(trainer.batch_size),
+        shuffle=True,
+        augment=data.augment,
+        seed=int(request.seed),
+        device=device,
+        channels_last=channels_last,
+    )
+
+    def eval_batches(dataset):
+        return cifar.EvalBatches(
+            cifar.DeviceLoader.from_dataset(
+                dataset,
+                trainer.eval_batch_size,
+                shuffle=False,
+                augment="none",
+                seed=request.seed,
+                device=device,
+                channels_last=channels_last,
+            )
+        )
+
+    return identity, run_dir, model, optimizer, loader, eval_batches, (val_set, test_set)
+
+
+def train(request: RunRequest) -> dict[str, Any] | None:
+    """Train one run (resuming / skipping as its folder says); its summary, None if skipped."""
+    from bgd_experiments.training import fit
+
+    opened = _open_run(request, "train")
+    if opened is None:
+        return None
+    identity, run_dir, model, optimizer, loader, eval_batches, (val_set, test_set) = opened
+    trainer = request.trainer
+    return fit(
+        model,
+        optimizer,
+        loader,
+        eval_batches(test_set),
+        val_loader=eval_batches(val_set) if val_set is not None else None,
+        epochs=int(trainer.epochs),
+        run_dir=run_dir,
+        identity=identity,
+        progress=trainer.progress,
+        tensorboard=bool(trainer.tensorboard),
+        baseline_stop_patience=trainer.baseline_stop_patience,
+    )
+
+
+def search(request: RunRequest) -> dict[str, Any] | None:
+    """One MBT search from ``request.lr`` on the training set, no training (Table 1); writes
+    the run folder's summary with the found rate. None if the run is finished already."""
+    from bgd_experiments.io import atomic_write_json
+    from bgd_experiments.runfolder import SUMMARY_FILE, RunStatus
+    from bgd_experiments.training.loop import search_batches
+    from bgd_experiments.training.provenance import provenance
+
+    opened = _open_run(request, "search")
+    if opened is None:
+        return None
+    identity, run_dir, model, optimizer, loader, _, _ = opened
+    if not hasattr(optimizer, "search"):
+        raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
+    result = optimizer.search(
+        model, nn.CrossEntropyLoss(), search_batches(loader, 0), num_samples=loader.num_samples
+    )
+    log.info(
+        "search from lr %g found lr %.6g (%d trials, %.1fs, %s)",
+        identity.lr,
+        result.lr,
+        result.trials,
+        result.wall_time,
+        result.status,
+    )
+    status = RunStatus.DIVERGED if result.status == "nonfinite" else RunStatus.FINISHED
+    summary = {
+        "status": status.value,
+        "run": asdict(identity),
+        "found_lr": result.lr,
+        "search": asdict(result),
+        "wall_time": result.wall_time,
+        **provenance(loader.device),
+    }
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def functions(out_dir: str | Path, settings: dict[str, Any], force: bool = False):
+    """The deterministic line-search experiments (``functions.md``, Figure 2a); None when
+    ``out_dir`` holds them with these settings already."""
+    from bgd_experiments.linesearch.experiments import run_deterministic_experiments
+
+    out_dir = Path(out_dir)
+    request = {"functions": settings}
+    outputs = [out_dir / name for name in ("functions.md", "fig2a.png", "fig2a.pdf")]
+    if already_made(out_dir / "functions.json", request, outputs, force):
+        return None
+    log.info("deterministic line-search experiments -> %s (%s)", out_dir, settings)
+    return run_deterministic_experiments(out_dir, request=request, **settings)
+
+
+def fig2b(
+    out_dir: str | Path,
+    settings: dict[str, Any],
+    *,
+    data: DataSettings,
+    trainer: TrainerSettings,
+    make_model: ModelFactory,
+    model_config: dict[str, Any],
+    seed: int = 0,
+    force: bool = False,
+) -> dict[str, Any] | None:
+    """Figure 2(b): Two-way Backtracking GD on the full-batch loss of ``make_model()`` over
+    the (un-augmented) training subset; None when ``out_dir`` holds it already."""
+    from bgd_experiments import data as cifar
+    from bgd_experiments.linesearch.experiments import run_fig2b
+
+    out_dir = Path(out_dir)
+    request = {
+        "fig2b": settings,
+        "model": model_config,
+        "dataset": {
+            "source": describe_data_source(data),
+            "train_subset": data.train_subset,
+            "augment": data.augment,
+        },
+        "seed": int(seed),
+    }
+    outputs = [out_dir / "fig2b.png", out_dir / "fig2b.pdf"]
+    if already_made(out_dir / "fig2b.json", request, outputs, force):
+        return None
+    # As for run folders: the data source is checked only when there is work to do.
+    cifar.check_dataset_source(data.name, data.root, download=data.download)
+    device = trainer.torch_device
+    train_set, _, _ = load_data(data, trainer, seed)
+    channels_last = trainer.channels_last_on(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    inputs = cifar.normalize(train_set.images.to(device)).contiguous(memory_format=memory_format)
+    targets = train_set.labels.to(device, torch.int64)
+    model = build_model(make_model, seed, device, channels_last)
+    log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
+    return run_fig2b(model, inputs, targets, out_dir, request=request, **settings)
+
+
+def fig2(
+    out_dir: str | Path,
+    functions_settings: dict[str, Any],
+    fig2b_settings: dict[str, Any],
+    **fig2b_args,
+) -> dict[str, Any]:
+    """Figure 2(a) comes with the deterministic experiments; 2(b) trains nothing."""
+    return {
+        "fig2a": functions(out_dir, functions_settings, force=fig2b_args.get("force", False)),
+        "fig2b": fig2b(out_dir, fig2b_settings, **fig2b_args),
+    }
