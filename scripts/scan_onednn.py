@@ -424,7 +424,8 @@ def summarise(shapes, work, per_isa: dict[str, dict[int, dict]], isa_names, meta
         f"{', '.join(map(str, meta['train_batches']))} (forward, input, weight and bias "
         f"gradients), evaluation batches {', '.join(map(str, meta['eval_batches']))} "
         f"(forward); {len(work)} cases per ISA level",
-        "- each ISA level in its own process, allocator dirtied first, MALLOC_PERTURB_=165, "
+        f"- {meta['threads']} torch thread(s); "
+        "each ISA level in its own process, allocator dirtied first, MALLOC_PERTURB_=165, "
         f"MALLOC_CHECK_=3; wrong = relative error > {TOLERANCE:g} of the largest entry",
         "",
         "| ISA cap | oneDNN ran | cases | ok | channels_last wrong | NCHW wrong | crashes "
@@ -553,6 +554,7 @@ def main(argv: list[str] | None = None) -> None:
         "train_batches": [b for b in args.train_batches if b <= args.max_batch],
         "eval_batches": [b for b in args.eval_batches if b <= args.max_batch],
         "max_batch": args.max_batch,
+        "threads": args.threads or torch.get_num_threads(),
         "wall": wall,
     }
     records = [
