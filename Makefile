@@ -25,7 +25,7 @@ SEEDS ?= 0
 SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
 	trainer.progress=plain $(DOWNLOAD) $(ARGS)
 
-.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench clean
+.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench bench-epoch gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ paper: git-clean-check table1 table2 table3 fig2 fig3 ## Every table and figure 
 
 bench: $(STAMP) ## Benchmarks: MBT search vs the authors'-style one, MBT-NAG vs NAG epochs
 	$(BIN)/python scripts/bench_mbt.py $(ARGS)
+
+bench-epoch: $(STAMP) ## Epochs: authors' DataLoader+PIL vs ours (fp32/bf16/compiled, NAG/MBT-NAG)
+	$(BIN)/python scripts/bench_epoch.py --data $(BGD_CIFAR10_ROOT) $(ARGS)
 
 clean: ## Remove caches (not results, not .venv)
 	rm -rf .pytest_cache .ruff_cache
