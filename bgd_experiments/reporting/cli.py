@@ -3,6 +3,7 @@
 Usage::
 
     bgd-report {table1,table2,table3,fig3,all} --results-dir results/cpu [--out DIR]
+    bgd-report cost --results-dir results/cpu --bench-dir results/bench
 
 Prints each Markdown table (rich rendering on a terminal, plain text otherwise) and the paths
 written. Missing, diverged and incomplete cells are marked in the outputs and do not make the
@@ -31,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "artefact",
-        choices=(*ARTEFACTS, "all", "runs"),
-        help="what to regenerate (runs: one line per run folder, for ad-hoc runs and demos)",
+        choices=(*ARTEFACTS, "all", "runs", "cost"),
+        help="what to regenerate (runs: one line per run folder, for ad-hoc runs and demos; "
+        "cost: hours of each artefact per budget, measured or estimated)",
     )
     parser.add_argument(
         "--results-dir",
@@ -47,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--paper-csv",
         default=None,
         help="published values to compare with (default: the packaged paper_results.csv)",
+    )
+    parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=Path("results/bench"),
+        help="cost: where scripts/bench_epoch.py wrote <device>.json (default: results/bench)",
     )
     return parser
 
@@ -94,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bgd-report``; returns the exit status."""
     args = build_parser().parse_args(argv)
     results_dir: Path = args.results_dir
+    if args.artefact == "cost":
+        from bgd_experiments.reporting.cost import print_costs
+
+        return print_costs(results_dir, args.bench_dir)
     if not results_dir.is_dir():
         print(
             f"bgd-report: results directory {results_dir} does not exist "
