@@ -103,6 +103,9 @@ bench: $(STAMP) ## Benchmarks: MBT search vs the authors'-style one, MBT-NAG vs 
 bench-epoch: $(STAMP) ## Epochs: authors' DataLoader+PIL vs ours (fp32/bf16/compiled, NAG/MBT-NAG)
 	$(BIN)/python scripts/bench_epoch.py --data $(BGD_CIFAR10_ROOT) $(ARGS)
 
+gpu-check: $(STAMP) ## On a GPU: gpu tests, CUDA epoch bench, a smoke run (<= 8 min) -> results/bench
+	PY=$(BIN)/python scripts/gpu_check.sh
+
 clean: ## Remove caches (not results, not .venv)
 	rm -rf .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

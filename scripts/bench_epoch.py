@@ -394,6 +394,9 @@ def bench_epochs(args, model_name: str, images, labels, device, memory_format) -
         if "compiled" in name and args.compile == "off":
             failures[name] = "skipped (--compile off)"
             continue
+        if "compiled" in name and args.compile_models and model_name not in args.compile_models:
+            failures[name] = "skipped (not in --compile-models)"
+            continue
         if "compiled" in name and (reason := can_compile(device)):
             failures[name] = f"skipped ({reason})"
             continue
@@ -553,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS))
     parser.add_argument("--compile", choices=["auto", "off"], default="auto")
+    parser.add_argument(
+        "--compile-models", default="", help="comma list: compile only these (default: all)"
+    )
     parser.add_argument("--channels-last", default="auto", help="auto | true | false (ours)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--parts", default="data,epochs")
@@ -575,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.workers:
         args.workers = 8 if (os.cpu_count() or 1) >= 16 else 2
     args.variants = [v for v in args.variants.split(",") if v]
+    args.compile_models = [m for m in args.compile_models.split(",") if m]
     unknown = set(args.variants) - set(ALL_VARIANTS)
     if unknown:
         parser.error(f"unknown variants {sorted(unknown)}; known: {list(ALL_VARIANTS)}")
