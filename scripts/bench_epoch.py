@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -298,6 +299,57 @@ def can_compile(device: torch.device) -> str | None:
     return None
 
 
+_PROBE = """
+import sys, torch
+from bgd_experiments.models import build_model
+device, model_name, width, bf16 = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4] == "1"
+model = build_model(model_name, 10, width).to(device)
+step = torch.compile(model)
+optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
+inputs = torch.randn(int(sys.argv[5]), 3, 32, 32, device=device)
+targets = torch.randint(0, 10, (inputs.shape[0],), device=device)
+for _ in range(2):
+    optimizer.zero_grad()
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+        loss = torch.nn.functional.cross_entropy(step(inputs), targets)
+    loss.backward()
+    optimizer.step()
+print(float(loss))
+"""
+
+
+def probe_compile(
+    device: torch.device, model_name: str, width: float, bf16: bool, batch: int, limit: float
+) -> str | None:
+    """Compile the model in a child process with a time limit: why not to compile here, or
+    None. The child fills inductor's on-disk cache, so the timed process compiles faster."""
+    command = [sys.executable, "-c", _PROBE, str(device), model_name, str(width)]
+    command += ["1" if bf16 else "0", str(batch)]
+    began = time.perf_counter()
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    # Its own process group: on timeout, inductor's compile workers go with it.
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = child.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return f"skipped (compiling took over {limit:.0f} s)"
+    if child.returncode != 0:
+        lines = (stderr or "").strip().splitlines() or ["no message"]
+        return f"failed: {lines[-1][:300]}"
+    print(f"compile probe {model_name} bf16={bf16}: {time.perf_counter() - began:.0f}s", flush=True)
+    return None
+
+
 def bench_epochs(args, model_name: str, images, labels, device, memory_format) -> dict:
     """The epoch variants, interleaved; per variant images/s, epoch time, or the error."""
     torch.manual_seed(0)
@@ -400,6 +452,15 @@ def bench_epochs(args, model_name: str, images, labels, device, memory_format) -
         if "compiled" in name and (reason := can_compile(device)):
             failures[name] = f"skipped ({reason})"
             continue
+        if "compiled" in name and args.compile_timeout > 0:
+            why = probe_compile(
+                device, model_name, args.width, "bf16" in name, args.batch_size,
+                args.compile_timeout,
+            )  # fmt: skip
+            if why:
+                failures[name] = why
+                print(f"! {model_name} {name}: {why}", flush=True)
+                continue
         runner = mbt_runner(name) if name.startswith("mbt") else nag_runner(name)
         runners[name] = guarded(name, runner)
 
@@ -559,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile-models", default="", help="comma list: compile only these (default: all)"
     )
+    parser.add_argument(
+        "--compile-timeout",
+        type=float,
+        default=None,
+        help="seconds a child process may take to compile first, else skip (cpu 240, cuda 0: "
+        "no probe)",
+    )
     parser.add_argument("--channels-last", default="auto", help="auto | true | false (ours)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--parts", default="data,epochs")
@@ -578,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
         args.images = 5000
     if args.compiled_steps is None and not gpu:
         args.compiled_steps = 5
+    if args.compile_timeout is None:
+        args.compile_timeout = 0.0 if gpu else 240.0
     if not args.workers:
         args.workers = 8 if (os.cpu_count() or 1) >= 16 else 2
     args.variants = [v for v in args.variants.split(",") if v]
