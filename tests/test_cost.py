@@ -106,7 +106,7 @@ def test_complete_grids_are_measured_and_the_rest_estimated(tmp_path):
     # Paper = 200 epochs x 25x the images x 16x the width^2 cost of the measured runs.
     assert paper.hours > 1000 * table2.hours
     # No GPU measurement: every cuda number says it is assumed.
-    assert all(r.kind in ("assumed", "measured") for r in rows if r.device == "cuda")
+    assert all(r.kind in ("assumed", "reuse") for r in rows if r.device == "cuda")
     assert by[("cpu", "fig3", "paper")].hours == 0.0
 
 

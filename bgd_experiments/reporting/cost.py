@@ -314,7 +314,7 @@ class CostRow:
     budget: str
     runs: int
     hours: float
-    kind: str  # measured | partly measured | estimate | assumed
+    kind: str  # measured | partly measured | estimate | assumed | reuse
     source: str
 
 
@@ -345,7 +345,7 @@ def _row(
     jobs = artefact_jobs(artefact, budget)
     expected = sum(job.runs for job in jobs)
     if not jobs:
-        return CostRow(device, artefact, budget.name, 0, 0.0, "measured", "reuses Table 3's runs")
+        return CostRow(device, artefact, budget.name, 0, 0.0, "reuse", "reuses Table 3's runs")
     own = [
         run
         for run in measured
