@@ -242,6 +242,7 @@ def rotate_turns(runners: dict[str, Iterator[float]], device: torch.device) -> d
                 active.remove(name)
             else:
                 times[name].append(seconds)
+                print(f"    turn {name}: {seconds:.1f}s", flush=True)  # progress of long runs
     return times
 
 
@@ -586,6 +587,13 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def write(report: dict, out: Path, device: torch.device) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / device.type
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(markdown(report))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -685,10 +693,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{data['ratio_ours_over_authors']:.2f}x (target >= 3x)",
             flush=True,
         )
+        write(report, args.out, device)
     if "epochs" in parts:
         for model_name in models:
             result = bench_epochs(args, model_name, images, labels, device, memory_format)
             report["models"].append(result)
+            write(report, args.out, device)  # a time limit later still leaves this model
             for name, entry in result["variants"].items():
                 ratio = entry.get("epoch_ratio_vs_authors", float("nan"))
                 print(
@@ -698,11 +708,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             for name, why in result["failures"].items():
                 print(f"{model_name} {name:18s} {why}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / device.type
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
-    print(f"wrote {stem}.md and {stem}.json", flush=True)
+    write(report, args.out, device)
+    print(f"wrote {args.out / device.type}.md and .json", flush=True)
     return 0
 
 
