@@ -36,10 +36,10 @@ fi
 "$PY" -c "import torch; print('GPU:', torch.cuda.get_device_name(), 'torch', torch.__version__)" \
     | tee -a "$LOG"
 
-step "gpu tests" 150 "$PY" -m pytest -q -m gpu tests/test_gpu.py -rs \
+step "gpu tests" 140 "$PY" -m pytest -q -m gpu tests/test_gpu.py -rs \
     --junitxml="$OUT/gpu-tests.xml"
 
-step "epoch benchmark" 270 "$PY" scripts/bench_epoch.py --device cuda --data "$DATA" \
+step "epoch benchmark" 240 "$PY" scripts/bench_epoch.py --device cuda --data "$DATA" \
     --model resnet18,densenet121 --compile-models resnet18 --steps 40 --repeats 2 \
     --out "$OUT"
 
@@ -50,7 +50,7 @@ if [ ! -e "$SMOKE_DATA" ]; then
     PYTHONPATH=tests "$PY" -c "from datagen import write_torchvision_cifar as w; \
 w('$SMOKE_DATA', 'cifar10', 30, 12, 0)"
 fi
-step "bgd-run smoke on cuda" 90 "$BGD_RUN" optimizer=mbt_nag budget=smoke trainer.device=cuda \
+step "bgd-run smoke on cuda" 80 "$BGD_RUN" optimizer=mbt_nag budget=smoke trainer.device=cuda \
     trainer.progress=plain "dataset.root=$SMOKE_DATA" "results_dir=$OUT/gpu-smoke"
 
 echo "gpu-check: exit $status; log $LOG" | tee -a "$LOG"
