@@ -25,11 +25,11 @@ SEEDS ?= 0
 SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
 	trainer.progress=plain $(DOWNLOAD) $(ARGS)
 
-.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench clean
+.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench bench-epoch gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: BUDGET=paper|cpu|smoke (default cpu), ARGS='<hydra overrides>'"
+	@echo "  Variables: BUDGET=paper|short|cpu|smoke (default cpu), ARGS='<hydra overrides>'"
 
 # flock: two targets started side by side (make table2 & make table3) install only once.
 $(STAMP): pyproject.toml
@@ -99,6 +99,12 @@ paper: git-clean-check table1 table2 table3 fig2 fig3 ## Every table and figure 
 
 bench: $(STAMP) ## Benchmarks: MBT search vs the authors'-style one, MBT-NAG vs NAG epochs
 	$(BIN)/python scripts/bench_mbt.py $(ARGS)
+
+bench-epoch: $(STAMP) ## Epochs: authors' DataLoader+PIL vs ours (fp32/bf16/compiled, NAG/MBT-NAG)
+	$(BIN)/python scripts/bench_epoch.py --data $(BGD_CIFAR10_ROOT) $(ARGS)
+
+gpu-check: $(STAMP) ## On a GPU: gpu tests, CUDA epoch bench, a smoke run (<= 8 min) -> results/bench
+	PY=$(BIN)/python scripts/gpu_check.sh
 
 clean: ## Remove caches (not results, not .venv)
 	rm -rf .pytest_cache .ruff_cache

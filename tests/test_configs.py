@@ -96,6 +96,25 @@ def test_paper_budget_is_the_papers_protocol():
     assert cfg.dataset.augment == "paper"
 
 
+def test_every_budget_sets_the_same_keys():
+    # Airtight: a key missing from one budget would silently keep another budget's value.
+    keys = {
+        budget: set(OmegaConf.load(Path(CONFIG_DIR) / "budget" / f"{budget}.yaml"))
+        for budget in OPTIONS["budget"]
+    }
+    assert {"smoke", "cpu", "short", "paper"} <= set(keys)
+    assert all(found == keys["paper"] for found in keys.values()), keys
+
+
+def test_short_budget_is_the_papers_data_and_models_for_30_epochs():
+    cfg = compose_train("budget=short")
+    validate(cfg)
+    assert cfg.trainer.epochs == 30 and cfg.trainer.batch_size == 200
+    assert cfg.model.width == 1.0
+    assert cfg.dataset.train_subset is None and cfg.dataset.test_subset is None
+    assert cfg.budget.search_batches == compose_train("budget=paper").budget.search_batches
+
+
 def test_validate_collects_every_problem_in_one_message():
     cfg = compose_train("optimizer.lr=0", "trainer.batch_size=0", "model.width=-1")
     with pytest.raises(ConfigError) as error:

@@ -89,10 +89,13 @@ def test_command_line_seeds_multiply_every_grid():
 
 
 @pytest.mark.parametrize("experiment", ["table1", "table2", "table3", "fig2", "fig3", "functions"])
-@pytest.mark.parametrize("budget", ["paper", "cpu", "smoke"])
+@pytest.mark.parametrize("budget", ["paper", "short", "cpu", "smoke"])
 def test_every_experiment_composes_with_every_budget(experiment, budget):
     cfg = compose_with_hydra(f"experiment={experiment}", f"budget={budget}")
     validate(cfg)
+    if budget == "short" and experiment in ("table2", "table3"):
+        assert cfg.trainer.epochs == 30 and cfg.model.width == 1.0
+        assert cfg.dataset.train_subset is None and cfg.dataset.test_subset is None
     if budget == "paper" and experiment in ("table2", "table3"):
         assert cfg.trainer.epochs == 200 and cfg.model.width == 1.0
         assert cfg.dataset.train_subset is None and cfg.dataset.test_subset is None

@@ -5,6 +5,7 @@ Usage::
     bgd-report {table1,table2,table3,fig3,all} --results-dir results/cpu [--out DIR]
     bgd-report runs --results-dir DIR [--format md|csv] [--out DIR] [--lr-per-epoch]
     bgd-report compare RUN_DIR RUN_DIR... [--out DIR]
+    bgd-report cost --results-dir results/cpu --bench-dir results/bench
 
 Prints each Markdown table (rich rendering on a terminal, plain text otherwise) and the paths
 written. Missing, diverged and incomplete cells are marked in the outputs and do not make the
@@ -43,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "artefact",
-        choices=(*ARTEFACTS, "all", "runs", "compare"),
+        choices=(*ARTEFACTS, "all", "runs", "compare", "cost"),
         help="what to regenerate (runs: one line per run folder, for ad-hoc runs and demos; "
-        "compare: the run folders given after it, side by side)",
+        "compare: the run folders given after it, side by side; "
+        "cost: hours of each artefact per budget, measured or estimated)",
     )
     parser.add_argument("run_dirs", nargs="*", type=Path, help="compare: the run folders")
     parser.add_argument(
@@ -72,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--paper-csv",
         default=None,
         help="published values to compare with (default: the packaged paper_results.csv)",
+    )
+    parser.add_argument(
+        "--bench-dir",
+        type=Path,
+        default=Path("results/bench"),
+        help="cost: where scripts/bench_epoch.py wrote <device>.json (default: results/bench)",
     )
     return parser
 
@@ -145,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bgd-report: run folders are arguments of compare only", file=sys.stderr)
         return 2
     results_dir: Path = args.results_dir
+    if args.artefact == "cost":
+        from bgd_experiments.reporting.cost import print_costs
+
+        return print_costs(results_dir, args.bench_dir)
     if not results_dir.is_dir():
         print(
             f"bgd-report: results directory {results_dir} does not exist "

@@ -1,0 +1,150 @@
+"""CUDA checks (`make gpu-check`): skipped on a machine without CUDA.
+
+CUDA training equals CPU training on a tiny model in fp32 (TF32 off) up to rounding, bf16
+autocast trains, and `bgd-run` killed mid-epoch on CUDA resumes to the uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bgd_experiments.data import DeviceLoader
+from bgd_experiments.io import read_jsonl
+from bgd_experiments.models import build_model
+from bgd_experiments.optim import MBTSGD
+from bgd_experiments.training import RunIdentity, fit
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+BGD_RUN = Path(sys.executable).parent / "bgd-run"
+
+
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """TF32 would make CUDA differ from CPU by ~1e-3 per matmul: off for the comparison."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def learnable_images(samples: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(samples) % 4
+    images = torch.randint(0, 256, (samples, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    images[:, 0] = (labels * 60).to(torch.uint8)[:, None, None]
+    return images, labels
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(128, 4),
+    )
+
+
+class Reiterable:
+    def __init__(self, loader: DeviceLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        return self.loader.epoch(0)
+
+
+def identity(optimizer: str) -> RunIdentity:
+    return RunIdentity(
+        task="train", dataset="cifar10", model="tiny", optimizer=optimizer, lr=0.05,
+        batch_size=16, seed=0, epochs=2, width=1.0, train_subset=None, augment="flip_crop",
+        budget=None, data_source="generated",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("optimizer", ["nag", "mbt_nag"])
+def test_cuda_fit_matches_cpu_in_fp32(tmp_path, optimizer):
+    images, labels = learnable_images()
+    histories = []
+    for device in ("cpu", "cuda"):
+        model = tiny_model().to(device)
+        # flip_crop is an exact gather: the same batches on both devices (CPU generator).
+        train = DeviceLoader(images, labels, 16, shuffle=True, augment="flip_crop", device=device)
+        test = DeviceLoader(images, labels, 64, shuffle=False, device=device)
+        if optimizer == "nag":
+            opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+        else:
+            opt = MBTSGD(model.parameters(), lr=1.0, momentum=0.9, nesterov=True, num_batches=2)
+        fit(
+            model, opt, train, Reiterable(test), epochs=2, run_dir=tmp_path / device,
+            identity=identity(optimizer), progress="plain", tensorboard=False,
+        )  # fmt: skip
+        histories.append(read_jsonl(tmp_path / device / "metrics.jsonl"))
+    for cpu, cuda in zip(*histories, strict=True):
+        assert cuda["train_loss"] == pytest.approx(cpu["train_loss"], rel=1e-3)
+        assert cuda["test_loss"] == pytest.approx(cpu["test_loss"], rel=1e-3)
+        assert cuda["lr"] == pytest.approx(cpu["lr"], rel=1e-3)
+
+
+def test_bf16_autocast_trains_resnet18_on_cuda():
+    images, labels = learnable_images(256)
+    model = build_model("resnet18", 4, 0.25).cuda().to(memory_format=torch.channels_last)
+    loader = DeviceLoader(images, labels, 64, shuffle=True, device="cuda", channels_last=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    losses = []
+    for epoch in range(6):
+        total = 0.0
+        for inputs, targets in loader.epoch(epoch):
+            optimizer.zero_grad()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = nn.functional.cross_entropy(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        losses.append(total)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_bgd_run_on_cuda_resumes_after_a_kill(tmp_path, tiny_cifar10_torchvision):
+    def run(results: Path, env: dict[str, str] | None = None):
+        return subprocess.run(
+            [
+                str(BGD_RUN), f"dataset.root={tiny_cifar10_torchvision}", "model.width=0.125",
+                "trainer.batch_size=25", "trainer.device=cuda", "trainer.progress=plain",
+                "optimizer=mbt_mmt", "optimizer.num_batches=2", "trainer.epochs=3",
+                f"results_dir={results}",
+            ],
+            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+
+    def records(results: Path) -> list[dict]:
+        (path,) = results.rglob("metrics.jsonl")
+        drop = ("epoch_time", "search_time")
+        return [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(path)]
+
+    reference = run(tmp_path / "a")
+    assert reference.returncode == 0, reference.stderr
+    steps = records(tmp_path / "a")[0]["backward_passes"]
+    killed = run(tmp_path / "b", env={"BGD_KILL_AT_STEP": str(steps + 3)})
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)
+    resumed = run(tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout + resumed.stderr
+    # Same kernels, same order, same RNG: the resumed CUDA run equals the uninterrupted one
+    # up to cuDNN's nondeterministic reductions.
+    for a, b in zip(records(tmp_path / "a"), records(tmp_path / "b"), strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["test_acc"] == pytest.approx(a["test_acc"], abs=1.0)
