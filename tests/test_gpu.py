@@ -138,7 +138,11 @@ def test_bgd_run_on_cuda_resumes_after_a_kill(tmp_path, tiny_cifar10_torchvision
     reference = run(tmp_path / "a")
     assert reference.returncode == 0, reference.stderr
     steps = records(tmp_path / "a")[0]["backward_passes"]
-    killed = run(tmp_path / "b", env={"BGD_KILL_AT_STEP": str(steps + 3)})
+    # The kill comes from the test-only sitecustomize in tests/kill_hook (as in test_cli.py).
+    hook_path = os.pathsep.join(
+        [str(Path(__file__).resolve().parent / "kill_hook"), os.environ.get("PYTHONPATH", "")]
+    )
+    killed = run(tmp_path / "b", env={"BGD_KILL_AT_STEP": str(steps + 3), "PYTHONPATH": hook_path})
     assert killed.returncode == -9, (killed.returncode, killed.stderr)
     resumed = run(tmp_path / "b")
     assert resumed.returncode == 0, resumed.stderr
