@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -48,6 +48,7 @@ from torch import nn
 from bgd_experiments.data import CIFAR_MEAN, CIFAR_STD, DeviceLoader
 from bgd_experiments.models import build_model, use_channels_last
 from bgd_experiments.optim import MBTSGD
+from bgd_experiments.timing import synchronize, timed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,19 +118,6 @@ def authors_batches(
 
 
 # ------------------------------------------------------------------------------ helpers
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, function: Callable[[], object]) -> tuple[float, object]:
-    synchronize(device)
-    began = time.perf_counter()
-    value = function()
-    synchronize(device)
-    return time.perf_counter() - began, value
-
-
 def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
     if not bf16:
         return nullcontext()
@@ -247,10 +235,9 @@ def rotate_turns(runners: dict[str, Iterator[float]], device: torch.device) -> d
 
 
 # --------------------------------------------------------------------------- data path
-def bench_data_path(args, images, labels, device, memory_format) -> dict:
-    """images/s of the two data paths at equal augmentation, interleaved, no model."""
-    loader = authors_loader(images, labels, args.batch_size, args.workers)
-    ours = DeviceLoader(
+def project_loader(images, labels, args, device, memory_format) -> DeviceLoader:
+    """This project's data path with the paper's augmentation, in the bench's layout."""
+    return DeviceLoader(
         images,
         labels,
         args.batch_size,
@@ -259,6 +246,12 @@ def bench_data_path(args, images, labels, device, memory_format) -> dict:
         device=device,
         channels_last=memory_format == torch.channels_last,
     )
+
+
+def bench_data_path(args, images, labels, device, memory_format) -> dict:
+    """images/s of the two data paths at equal augmentation, interleaved, no model."""
+    loader = authors_loader(images, labels, args.batch_size, args.workers)
+    ours = project_loader(images, labels, args, device, memory_format)
     batches = min(args.data_batches, len(ours))
 
     def authors_runner() -> Iterator[float]:
@@ -355,15 +348,7 @@ def bench_epochs(args, model_name: str, images, labels, device, memory_format) -
     """The epoch variants, interleaved; per variant images/s, epoch time, or the error."""
     torch.manual_seed(0)
     model0 = build_model(model_name, 10, args.width).to(device, memory_format=memory_format)
-    ours = DeviceLoader(
-        images,
-        labels,
-        args.batch_size,
-        shuffle=True,
-        augment="paper",
-        device=device,
-        channels_last=memory_format == torch.channels_last,
-    )
+    ours = project_loader(images, labels, args, device, memory_format)
     steps = min(args.steps or len(ours), len(ours))
     # Compiled CPU steps can be far slower than eager ones: fewer, per-image throughput kept.
     compiled_steps = min(args.compiled_steps or steps, steps)

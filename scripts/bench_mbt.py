@@ -31,7 +31,6 @@ import logging
 import math
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from torch import nn
 from bgd_experiments.optim import MBTSGD, mbt_search
 from bgd_experiments.optim._common import batch_norm_layers, search_mode
 from bgd_experiments.optim.search import _TrialPoint
+from bgd_experiments.timing import timed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -112,19 +112,6 @@ def naive_search(
 
 
 # ---------------------------------------------------------------------------- helpers
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, function: Callable[[], object]) -> tuple[float, object]:
-    synchronize(device)
-    began = time.perf_counter()
-    value = function()
-    synchronize(device)
-    return time.perf_counter() - began, value
-
-
 def timed_each(device: torch.device, function: Callable[[], object], repeats: int) -> float:
     """Mean seconds of one call over ``repeats`` back-to-back calls."""
     return timed(device, lambda: [function() for _ in range(repeats)])[0] / repeats

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from torch import nn
 
 from bgd_experiments.models import MODEL_BUILDERS, build_model
 from bgd_experiments.models._common import SubsampledConv1x1
+from bgd_experiments.training.provenance import cpu_model
 
 # Training batches of Table 1 (the others use 200), the last partial batch of a 50,000- or
 # 2,000-image epoch at batch 12 (8), Figure 2(b)'s full batch (500) and small odd and even
@@ -393,16 +393,6 @@ def onednn_version() -> str:
     return "unknown"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def cpu_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -528,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(shapes)} shapes, {len(work)} cases per ISA level, {gflop:.0f} GFLOP each")
     args.out.mkdir(parents=True, exist_ok=True)
     flags = cpu_flags()
-    cpu = cpu_name()
+    cpu = cpu_model()
     tag = "".join(c if c.isalnum() else "-" for c in cpu).strip("-").lower() or "cpu"
     per_isa, isa_names, wall = {}, {}, {}
     for isa in args.isa:
