@@ -1,0 +1,34 @@
+"""The oneDNN scan script end to end on a few safe shapes (it runs in its own processes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scan_onednn.py"
+
+
+def test_scan_compares_every_shape_and_writes_its_table(tmp_path: Path) -> None:
+    command = [
+        sys.executable, str(SCRIPT), "--isa", "default", "AVX2", "--models", "resnet18",
+        "--widths", "0.25", "--train-batches", "3", "--eval-batches", "7", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (report,) = tmp_path.glob("*.json")
+    cases = json.loads(report.read_text())["cases"]
+    # ResNet18 at width 0.25 has 11 distinct convolutions; each runs a training batch of 3
+    # (with a float64 reference, batch <= 25) and a forward-only batch of 7, at both ISAs.
+    assert len(cases) == 22
+    for case in cases:
+        assert set(case["results"]) == {"default", "AVX2"}
+        for outcome in case["results"].values():
+            assert outcome["verdict"] == "ok"
+            assert max(outcome["layout_error"].values()) < 1e-4
+            if not case["forward_only"]:
+                assert set(outcome["layout_error"]) == {"output", "input_grad", "weight_grad"}
+                assert max(outcome["nchw_vs_float64"].values()) < 1e-4
+    summary = report.with_suffix(".md").read_text()
+    assert "| AVX2 | Intel AVX2 | 22 | 22 | 0 | 0 | 0 |" in summary
