@@ -8,6 +8,7 @@ leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -76,6 +77,22 @@ def atomic_save_figure(path: str | Path, figure: Any, dpi: int = 150) -> None:
 def read_json(path: str | Path) -> Any:
     with open(path) as handle:
         return json.load(handle)
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (in dicts and lists too) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One line of strict JSON: a diverged run's NaN loss is written as null, not ``NaN``."""
+    return json.dumps(finite_or_none(record), allow_nan=False) + "\n"
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

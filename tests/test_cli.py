@@ -222,6 +222,9 @@ def test_divergence_ends_the_run_at_once(tmp_path, tiny_cifar10_torchvision):
     summary = read_json(run_dir / "summary.json")
     assert summary["status"] == "diverged"
     assert summary["epochs_completed"] <= 1
+    # metrics.jsonl is strict JSON (no bare NaN token), whatever a diverged run recorded.
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=pytest.fail)
     assert "diverged" in done.stdout + done.stderr
     again = bgd_run(
         f"dataset.root={tiny_cifar10_torchvision}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -248,3 +249,14 @@ def test_baseline_stops_one_epoch_after_the_authors_patience_is_reached(tmp_path
 def test_baseline_early_stop_can_be_switched_off(tmp_path, off):
     summary = _ascending_run(tmp_path, epochs=6, patience=off)
     assert summary["status"] == "finished" and summary["epochs_completed"] == 6
+
+
+def test_metrics_lines_are_strict_json() -> None:
+    from bgd_experiments.io import json_line
+
+    line = json_line({"epoch": 3, "test_loss": float("nan"), "x": [float("inf"), 1.5]})
+    assert json.loads(line, parse_constant=pytest.fail) == {
+        "epoch": 3,
+        "test_loss": None,
+        "x": [None, 1.5],
+    }

@@ -7,13 +7,12 @@ one plain log line per epoch otherwise (CI logs, SLURM files).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from bgd_experiments.io import atomic_write_text
+from bgd_experiments.io import atomic_write_text, json_line
 from bgd_experiments.runfolder import METRICS_FILE
 
 log = logging.getLogger("bgd_experiments.training")
@@ -39,7 +38,7 @@ class RunTracker:
         self.title = title
         # Rewrite the file from the checkpoint's history: a kill between the checkpoint and
         # the append (or mid-append) must not leave a duplicate or torn record behind.
-        lines = "".join(json.dumps(record) + "\n" for record in history)
+        lines = "".join(json_line(record) for record in history)
         atomic_write_text(run_dir / METRICS_FILE, lines)
         self._writer = None
         if tensorboard:
@@ -113,7 +112,7 @@ class RunTracker:
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / METRICS_FILE, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json_line(record))
         if self._writer is not None:
             step = int(record["epoch"])
             for key, value in record.items():
