@@ -365,6 +365,7 @@ def functions(out_dir: str | Path, settings: dict[str, Any], force: bool = False
     """The deterministic line-search experiments (``functions.md``, Figure 2a); None when
     ``out_dir`` holds them with these settings already."""
     from bgd_experiments.linesearch.experiments import run_deterministic_experiments
+    from bgd_experiments.reporting.functions import write_functions_report
 
     out_dir = Path(out_dir)
     request = {"functions": settings}
@@ -372,7 +373,11 @@ def functions(out_dir: str | Path, settings: dict[str, Any], force: bool = False
     if already_made(out_dir / "functions.json", request, outputs, force):
         return None
     log.info("deterministic line-search experiments -> %s (%s)", out_dir, settings)
-    return run_deterministic_experiments(out_dir, request=request, **settings)
+    report = run_deterministic_experiments(**settings)
+    # Stored verbatim: what asked for this output, so a re-run can be told from a new request.
+    report["request"] = request
+    write_functions_report(report, out_dir)
+    return report
 
 
 def fig2b(
@@ -390,6 +395,7 @@ def fig2b(
     the (un-augmented) training subset; None when ``out_dir`` holds it already."""
     from bgd_experiments import data as cifar
     from bgd_experiments.linesearch.experiments import run_fig2b
+    from bgd_experiments.reporting.functions import write_fig2b
 
     out_dir = Path(out_dir)
     request = {
@@ -415,7 +421,10 @@ def fig2b(
     targets = train_set.labels.to(device, torch.int64)
     model = build_model(make_model, seed, device, channels_last)
     log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
-    return run_fig2b(model, inputs, targets, out_dir, request=request, **settings)
+    payload = run_fig2b(model, inputs, targets, **settings)
+    payload["request"] = request
+    write_fig2b(payload, out_dir)
+    return payload
 
 
 def fig2(

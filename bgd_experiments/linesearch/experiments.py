@@ -1,13 +1,14 @@
 """The paper's deterministic experiments: Examples 3.6 and 3.7, the Mexican-hat comparison and
 Figure 2(a); plus Figure 2(b) (Two-way Backtracking GD on a network's full-batch loss).
 
-Run them with ``bgd-run experiment=functions`` (settings: ``conf/experiment/functions.yaml``).
-They write ``functions.md`` (tables, the paper's claims and whether our runs agree),
-``functions.json`` (the same numbers), ``fig2a.png`` and ``fig2a.pdf``. Outcomes that contradict
-the paper are reported as such; nothing here is tuned to agree. This module runs the
-experiments and returns plain (JSON-ready) results; the claims are judged and the report
-written by :mod:`bgd_experiments.reporting.function_claims` and
-:mod:`bgd_experiments.reporting.functions`.
+This module runs them and returns plain (JSON-ready) results; nothing here writes files or
+judges the paper. ``bgd-run experiment=functions`` (settings: ``conf/experiment/functions.yaml``,
+via :func:`bgd_experiments.tasks.functions`) hands the results to
+:mod:`bgd_experiments.reporting.functions`, which judges the claims
+(:mod:`bgd_experiments.reporting.function_claims`) and writes ``functions.md`` (tables, the
+paper's claims and whether our runs agree), ``functions.json`` (the same numbers), ``fig2a.png``
+and ``fig2a.pdf``. Outcomes that contradict the paper are reported as such; nothing here is
+tuned to agree.
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..io import atomic_write_json
 from .methods import (
     STOP_GRAD_TOL,
     STOP_MAX_ITER,
@@ -409,26 +408,19 @@ def run_mexican_hat_comparison(
 
 
 def run_deterministic_experiments(
-    out_dir: Path,
     *,
     max_iter: int = 10**6,
     num_starts: int = 100,
     seed: int = 0,
     mexican_hat_max_iter: int = 10_000,
-    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run Examples 3.6, 3.7 and the Mexican-hat comparison; write the report and Figure 2(a).
+    """Run Examples 3.6, 3.7 and the Mexican-hat comparison; return their plain results.
 
-    Writes ``functions.md``, ``functions.json``, ``fig2a.png`` and ``fig2a.pdf`` into
-    ``out_dir`` and returns the JSON payload (``request``, when given, is stored in it
-    verbatim: what asked for this output, so a caller can tell a re-run apart from a new
-    request). The Mexican-hat runs use
-    ``min(max_iter, mexican_hat_max_iter)`` iterations at most; check runs from one
-    non-converging start use min(max_iter, 10^6) (Standard GD) and min(max_iter, 10^5)
-    (Backtracking GD) iterations.
+    The Mexican-hat runs use ``min(max_iter, mexican_hat_max_iter)`` iterations at most;
+    check runs from one non-converging start use min(max_iter, 10^6) (Standard GD) and
+    min(max_iter, 10^5) (Backtracking GD) iterations. The claims are judged and the files
+    written by :func:`bgd_experiments.reporting.functions.write_functions_report`.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     mexican_budget = min(max_iter, mexican_hat_max_iter)
     long_runs = (min(max_iter, LONG_RUN_STANDARD_GD), min(max_iter, LONG_RUN_BACKTRACKING))
@@ -450,16 +442,7 @@ def run_deterministic_experiments(
             long_run_iterations=long_runs if max(long_runs) > mexican_budget else None,
         ),
     }
-    # The claims are judged, rendered and drawn by the reporting layer (imported here: it
-    # imports this module's settings).
-    from bgd_experiments.reporting.function_claims import judge_claims
-    from bgd_experiments.reporting.functions import write_functions_report
-
-    judge_claims(report)
     report["wall_time_s"] = time.perf_counter() - began
-    if request is not None:
-        report["request"] = request
-    write_functions_report(report, out_dir)
     return report
 
 
@@ -470,7 +453,6 @@ def run_fig2b(
     model: nn.Module,
     inputs: Tensor,
     targets: Tensor,
-    out_dir: Path,
     *,
     iterations: int = 60,
     alpha: float = 0.5,
@@ -478,19 +460,15 @@ def run_fig2b(
     delta0: float = 1.0,
     batchnorm_mode: str = "train",
     callback: Callback | None = None,
-    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Figure 2(b): Two-way Backtracking GD on the full-batch cross-entropy of ``model``.
 
     The whole of ``inputs`` is one batch. BatchNorm (default ``"train"``, as in the paper) uses
     the batch statistics of that batch, and its running statistics are not changed by the
     search (see :class:`~.objectives.ModelObjective`); dropout is off. The model's parameters
-    are not modified. Writes ``fig2b.json`` (step size, loss and gradient norm per iteration)
-    and ``fig2b.png`` / ``fig2b.pdf`` into ``out_dir``; returns the JSON payload, which
-    holds ``request`` verbatim when given.
+    are not modified. Returns the step size, loss and gradient norm per iteration (the payload
+    of ``fig2b.json``, which :func:`bgd_experiments.reporting.functions.write_fig2b` writes).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     objective = objective_from_model(
         model, nn.functional.cross_entropy, inputs, targets, batchnorm_mode=batchnorm_mode
     )
@@ -520,10 +498,4 @@ def run_fig2b(
         "settle_iteration": settle_iteration(records.step_sizes),
         "summary": {k: v for k, v in result.summary().items() if k != "final_point"},
     }
-    if request is not None:
-        payload["request"] = request
-    from bgd_experiments.reporting.functions import plot_fig2b
-
-    plot_fig2b(payload, out_dir)
-    atomic_write_json(out_dir / "fig2b.json", payload)
     return payload

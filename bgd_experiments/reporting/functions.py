@@ -20,16 +20,27 @@ from bgd_experiments.linesearch.experiments import (
     SETTLE_MIN_ITERATIONS,
     settle_iteration,
 )
-from bgd_experiments.reporting.function_claims import fmt_number, fmt_point
+from bgd_experiments.reporting.function_claims import fmt_number, fmt_point, judge_claims
 
 
 def write_functions_report(report: dict[str, Any], out_dir: Path) -> None:
-    """``functions.md``, ``functions.json``, ``fig2a.png`` and ``fig2a.pdf`` into ``out_dir``."""
+    """Judge the paper's claims into ``report`` (the plain results of
+    :func:`~bgd_experiments.linesearch.experiments.run_deterministic_experiments`), then write
+    ``functions.md``, ``functions.json``, ``fig2a.png`` and ``fig2a.pdf`` into ``out_dir``."""
+    judge_claims(report)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_fig2a(report["mexican_hat"]["figure_2a_runs"], out_dir)
     atomic_write_text(out_dir / "functions.md", render_functions_markdown(report))
     atomic_write_json(out_dir / "functions.json", report)
+
+
+def write_fig2b(payload: dict[str, Any], out_dir: Path) -> None:
+    """``fig2b.png``, ``fig2b.pdf`` and ``fig2b.json`` (the payload) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_fig2b(payload, out_dir)
+    atomic_write_json(out_dir / "fig2b.json", payload)
 
 
 def plot_fig2b(payload: dict[str, Any], out_dir: Path) -> None:
