@@ -156,6 +156,19 @@ def already_made(payload: Path, request: dict[str, Any], outputs: list[Path], fo
     return True
 
 
+def _write_with_request(
+    payload: dict[str, Any],
+    request: dict[str, Any],
+    write: Callable[[dict[str, Any], Path], None],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Store ``request`` verbatim in ``payload`` (what :func:`already_made` compares on the next
+    call, so a re-run can be told from a new request), write it with ``write``, return it."""
+    payload["request"] = request
+    write(payload, out_dir)
+    return payload
+
+
 def describe_data_source(data: DataSettings, identity: dict[str, str | None] | None = None) -> str:
     """What the images are, for the provenance line of the tables: name and content hash."""
     from bgd_experiments.data import data_identity, describe_data
@@ -374,10 +387,7 @@ def functions(out_dir: str | Path, settings: dict[str, Any], force: bool = False
         return None
     log.info("deterministic line-search experiments -> %s (%s)", out_dir, settings)
     report = run_deterministic_experiments(**settings)
-    # Stored verbatim: what asked for this output, so a re-run can be told from a new request.
-    report["request"] = request
-    write_functions_report(report, out_dir)
-    return report
+    return _write_with_request(report, request, write_functions_report, out_dir)
 
 
 def fig2b(
@@ -422,9 +432,7 @@ def fig2b(
     model = build_model(make_model, seed, device, channels_last)
     log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
     payload = run_fig2b(model, inputs, targets, **settings)
-    payload["request"] = request
-    write_fig2b(payload, out_dir)
-    return payload
+    return _write_with_request(payload, request, write_fig2b, out_dir)
 
 
 def fig2(
