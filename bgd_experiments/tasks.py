@@ -156,6 +156,19 @@ def already_made(payload: Path, request: dict[str, Any], outputs: list[Path], fo
     return True
 
 
+def _write_with_request(
+    payload: dict[str, Any],
+    request: dict[str, Any],
+    write: Callable[[dict[str, Any], Path], None],
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Store ``request`` verbatim in ``payload`` (what :func:`already_made` compares on the next
+    call, so a re-run can be told from a new request), write it with ``write``, return it."""
+    payload["request"] = request
+    write(payload, out_dir)
+    return payload
+
+
 def describe_data_source(data: DataSettings, identity: dict[str, str | None] | None = None) -> str:
     """What the images are, for the provenance line of the tables: name and content hash."""
     from bgd_experiments.data import data_identity, describe_data
@@ -365,6 +378,7 @@ def functions(out_dir: str | Path, settings: dict[str, Any], force: bool = False
     """The deterministic line-search experiments (``functions.md``, Figure 2a); None when
     ``out_dir`` holds them with these settings already."""
     from bgd_experiments.linesearch.experiments import run_deterministic_experiments
+    from bgd_experiments.reporting.functions import write_functions_report
 
     out_dir = Path(out_dir)
     request = {"functions": settings}
@@ -372,7 +386,8 @@ def functions(out_dir: str | Path, settings: dict[str, Any], force: bool = False
     if already_made(out_dir / "functions.json", request, outputs, force):
         return None
     log.info("deterministic line-search experiments -> %s (%s)", out_dir, settings)
-    return run_deterministic_experiments(out_dir, request=request, **settings)
+    report = run_deterministic_experiments(**settings)
+    return _write_with_request(report, request, write_functions_report, out_dir)
 
 
 def fig2b(
@@ -390,6 +405,7 @@ def fig2b(
     the (un-augmented) training subset; None when ``out_dir`` holds it already."""
     from bgd_experiments import data as cifar
     from bgd_experiments.linesearch.experiments import run_fig2b
+    from bgd_experiments.reporting.functions import write_fig2b
 
     out_dir = Path(out_dir)
     request = {
@@ -415,7 +431,8 @@ def fig2b(
     targets = train_set.labels.to(device, torch.int64)
     model = build_model(make_model, seed, device, channels_last)
     log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
-    return run_fig2b(model, inputs, targets, out_dir, request=request, **settings)
+    payload = run_fig2b(model, inputs, targets, **settings)
+    return _write_with_request(payload, request, write_fig2b, out_dir)
 
 
 def fig2(

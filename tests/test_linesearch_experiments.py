@@ -15,20 +15,20 @@ from bgd_experiments import tasks
 from bgd_experiments.linesearch.experiments import (
     mexican_hat_endings,
     mexican_hat_starts,
-    run_deterministic_experiments,
     run_fig2b,
     settle_iteration,
 )
 from bgd_experiments.linesearch.methods import backtracking_gd, unbounded_backtracking_gd
 from bgd_experiments.linesearch.objectives import CUBIC_SINE, QUARTIC
 from bgd_experiments.linesearch.paper_values import PAPER_VALUES, paper_value, paper_values
+from bgd_experiments.reporting.functions import write_fig2b
 
 # The paper's settings for Examples 3.6 and 3.7.
 SETTINGS = {"alpha": 0.5, "beta": 0.7, "delta0": 1.0, "grad_tol": 1e-10, "max_iter": 10**6}
 
 
 def test_small_run_writes_all_files(tmp_path: Path) -> None:
-    report = run_deterministic_experiments(tmp_path, max_iter=300, num_starts=3, seed=1)
+    report = tasks.functions(tmp_path, {"max_iter": 300, "num_starts": 3, "seed": 1})
     for name in ("functions.md", "functions.json", "fig2a.png", "fig2a.pdf"):
         assert (tmp_path / name).stat().st_size > 0, name
     payload = json.loads((tmp_path / "functions.json").read_text())
@@ -82,7 +82,8 @@ def test_fig2b_on_a_tiny_network(tmp_path: Path) -> None:
     running_mean = model[1].running_mean.clone()
     inputs = torch.randn(16, 3, 8, 8)
     targets = torch.randint(0, 10, (16,))
-    payload = run_fig2b(model, inputs, targets, tmp_path, iterations=8)
+    payload = run_fig2b(model, inputs, targets, iterations=8)
+    write_fig2b(payload, tmp_path)
     assert len(payload["step_sizes"]) == 8 and len(payload["losses"]) == 8
     assert all(b < a for a, b in itertools.pairwise(payload["losses"]))
     assert max(payload["step_sizes"]) <= 1.0
@@ -92,7 +93,7 @@ def test_fig2b_on_a_tiny_network(tmp_path: Path) -> None:
 
 
 def test_report_puts_the_paper_beside_ours(tmp_path: Path) -> None:
-    report = run_deterministic_experiments(tmp_path, max_iter=300, num_starts=3, seed=1)
+    report = tasks.functions(tmp_path, {"max_iter": 300, "num_starts": 3, "seed": 1})
     markdown = (tmp_path / "functions.md").read_text()
     assert markdown.count("| quantity | paper | ours | note |") == 3
     for example in ("example_3_6", "example_3_7"):

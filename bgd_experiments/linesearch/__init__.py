@@ -3,7 +3,7 @@
 Plain PyTorch, no Hydra. Objectives are closures over tensors (a point of R^m or a list of
 parameter tensors); methods return per-iteration records and a summary. See
 :mod:`.methods` for the evaluation-count convention and :mod:`.experiments` for the paper's
-deterministic experiments (``python -m bgd_experiments.linesearch.experiments``).
+deterministic experiments (run with ``bgd-run experiment=functions``).
 """
 
 from .armijo import armijo_holds, direction_condition_holds

@@ -1,10 +1,14 @@
 """The paper's deterministic experiments: Examples 3.6 and 3.7, the Mexican-hat comparison and
 Figure 2(a); plus Figure 2(b) (Two-way Backtracking GD on a network's full-batch loss).
 
-Run them with ``bgd-run experiment=functions`` (settings: ``conf/experiment/functions.yaml``).
-They write ``functions.md`` (tables, the paper's claims and whether our runs agree),
-``functions.json`` (the same numbers), ``fig2a.png`` and ``fig2a.pdf``. Outcomes that contradict
-the paper are reported as such; nothing here is tuned to agree.
+This module runs them and returns plain (JSON-ready) results; nothing here writes files or
+judges the paper. ``bgd-run experiment=functions`` (settings: ``conf/experiment/functions.yaml``,
+via :func:`bgd_experiments.tasks.functions`) hands the results to
+:mod:`bgd_experiments.reporting.functions`, which judges the claims
+(:mod:`bgd_experiments.reporting.function_claims`) and writes ``functions.md`` (tables, the
+paper's claims and whether our runs agree), ``functions.json`` (the same numbers), ``fig2a.png``
+and ``fig2a.pdf``. Outcomes that contradict the paper are reported as such; nothing here is
+tuned to agree.
 """
 
 from __future__ import annotations
@@ -13,13 +17,11 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..io import atomic_write_json
 from .methods import (
     STOP_GRAD_TOL,
     STOP_MAX_ITER,
@@ -39,14 +41,7 @@ from .objectives import (
     mexican_hat_value_and_grad,
     objective_from_model,
 )
-from .paper_values import (
-    BACKTRACKING,
-    FINAL_POINT,
-    FINAL_STEP,
-    ITERATIONS,
-    UNBOUNDED,
-    paper_value,
-)
+from .paper_values import BACKTRACKING, UNBOUNDED
 
 # The paper's settings for every deterministic experiment.
 ALPHA = 0.5
@@ -88,24 +83,6 @@ def _point(values: Sequence[float]) -> Tensor:
     return torch.tensor(list(values), dtype=DTYPE)
 
 
-def _fmt_point(values: Sequence[float] | None) -> str:
-    if values is None:
-        return "-"
-    return "(" + ", ".join(f"{v:.8f}" for v in values) + ")"
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}e}"
-
-
-def _yes_no(flag: bool) -> str:
-    return "yes" if flag else "**no**"
-
-
 # --- Examples 3.6 and 3.7 --------------------------------------------------------------------
 
 
@@ -116,163 +93,6 @@ def _example_rows(results: dict[str, RunResult]) -> list[dict[str, Any]]:
         summary["label"] = name
         rows.append(summary)
     return rows
-
-
-def _paper_row(
-    example: str, method: str, quantity: str, ours: str, note: str, agrees: bool | None
-) -> dict[str, Any]:
-    """One row of a paper-vs-ours table; the paper's side comes from :mod:`.paper_values`."""
-    paper = paper_value(example, method, quantity)
-    return {
-        "quantity": f"{quantity}, {method}",
-        "paper": paper.text,
-        "paper_value": paper.value,
-        "ours": ours,
-        "agrees": agrees,
-        "note": note,
-    }
-
-
-def _grid_exponent(step: float) -> int:
-    """k with step = delta0 * beta^k (the step sizes of every method here lie on that grid)."""
-    return round(math.log(step / DELTA0) / math.log(BETA))
-
-
-def _example_3_6_paper_rows(
-    results: dict[str, RunResult],
-    single: dict[str, RunResult],
-    distance: float,
-    eigenvalues: list[float],
-) -> list[dict[str, Any]]:
-    """Paper vs ours for Example 3.6; ``single`` holds the same runs in float32."""
-    example = "example_3_6"
-    rows = []
-    for method in (BACKTRACKING, UNBOUNDED):
-        ours, check = results[method], single[method]
-        paper = paper_value(example, method, ITERATIONS).value
-        same = ours.iterations == paper
-        rows.append(
-            _paper_row(
-                example,
-                method,
-                ITERATIONS,
-                f"{ours.iterations} (stop: {ours.stop_reason})",
-                f"{'same' if same else 'differs'} in float64: after {ours.iterations} steps no "
-                f"grid step passes Armijo (the decrease it asks for is below float64 rounding); "
-                f"in float32 the same run stops after {check.iterations} ({check.stop_reason})",
-                same,
-            )
-        )
-    backtracking = results[BACKTRACKING]
-    rows.append(
-        _paper_row(
-            example,
-            BACKTRACKING,
-            FINAL_POINT,
-            f"{_fmt_point(backtracking.x.tolist())} for both methods",
-            f"agrees: largest coordinate difference {distance:.1e}; Hessian eigenvalues "
-            + ", ".join(f"{e:.4f}" for e in eigenvalues)
-            + " (> 0: a non-degenerate local minimum); float32 ends at "
-            + _fmt_point(single[BACKTRACKING].x.tolist()),
-            distance < 5e-9 and min(eigenvalues) > 0,
-        )
-    )
-    for method in (BACKTRACKING, UNBOUNDED):
-        step = results[method].final_step_size
-        rows.append(
-            _paper_row(
-                example,
-                method,
-                FINAL_STEP,
-                f"{step:.6g}",
-                f"nothing to compare; = β^{_grid_exponent(step)} δ0",
-                None,
-            )
-        )
-    return rows
-
-
-def _quartic_stop_radius(grad_tol: float) -> float:
-    """||x|| on the diagonal x = y = a where ||grad(x^4 + y^4)|| = 4 sqrt(2) a^3 = grad_tol."""
-    return math.sqrt(2.0) * (grad_tol / (4.0 * math.sqrt(2.0))) ** (1.0 / 3.0)
-
-
-def _example_3_7_paper_rows(
-    backtracking: RunResult, unbounded: RunResult, check: RunResult
-) -> list[dict[str, Any]]:
-    """Paper vs ours for Example 3.7; ``check`` is Unbounded GD stopped at CHECK_GRAD_TOL."""
-    example = "example_3_7"
-    norm_bt = math.hypot(*backtracking.x.tolist())
-    norm_unb = math.hypot(*unbounded.x.tolist())
-    norm_check = math.hypot(*check.x.tolist())
-    full_budget = paper_value(example, BACKTRACKING, ITERATIONS).value
-    ran_full = backtracking.iterations == full_budget
-    closer = norm_bt / norm_unb
-    grad_tol = unbounded.settings.get("grad_tol", GRAD_TOL)
-    return [
-        _paper_row(
-            example,
-            BACKTRACKING,
-            ITERATIONS,
-            f"{backtracking.iterations} (stop: {backtracking.stop_reason})",
-            "same: ‖∇f‖ never reaches 1e-10 within the budget"
-            if ran_full
-            else f"the budget here is max_iter = {backtracking.iterations}, not 10^6",
-            ran_full,
-        ),
-        _paper_row(
-            example,
-            BACKTRACKING,
-            FINAL_POINT,
-            f"{_fmt_point(backtracking.x.tolist())}, ‖x‖ = {norm_bt:.3e}",
-            "nothing to compare; with step 1 each coordinate follows a ← a − 4a³, so "
-            f"a_n ≈ 1/√(8n) = {1.0 / math.sqrt(8.0 * backtracking.iterations):.5e}",
-            None,
-        ),
-        _paper_row(
-            example,
-            BACKTRACKING,
-            FINAL_STEP,
-            f"{backtracking.final_step_size:.6g}",
-            "nothing to compare; δ0 = 1 passes Armijo near 0 and the step cannot exceed δ0",
-            None,
-        ),
-        _paper_row(
-            example,
-            UNBOUNDED,
-            ITERATIONS,
-            f"{unbounded.iterations} (stop: {unbounded.stop_reason})",
-            f"agrees: {backtracking.iterations / unbounded.iterations:.0f} times fewer",
-            unbounded.iterations * 100 <= backtracking.iterations,
-        ),
-        _paper_row(
-            example,
-            UNBOUNDED,
-            FINAL_POINT,
-            f"{_fmt_point(unbounded.x.tolist())}, ‖x‖ = {norm_unb:.3e}, "
-            f"{closer:.2f} times closer than Backtracking GD",
-            f"{'agrees' if closer >= 10 else 'differs (at least 10 times closer asked)'}: "
-            f"the stop ‖∇f‖ ≤ {grad_tol:g} ends the run as soon as "
-            f"‖x‖ ≈ {_quartic_stop_radius(grad_tol):.3e}; with ‖∇f‖ ≤ {CHECK_GRAD_TOL:g} it "
-            f"ends at ‖x‖ = {norm_check:.3e} ({norm_bt / norm_check:.0f} times closer) after "
-            f"{check.iterations} iterations, final step {check.final_step_size:.3g}"
-            + (
-                ""
-                if closer >= 10
-                else ": the paper's words need a tolerance far below its stated 1e-10"
-            ),
-            closer >= 10,
-        ),
-        _paper_row(
-            example,
-            UNBOUNDED,
-            FINAL_STEP,
-            f"{unbounded.final_step_size:.4g}",
-            f"agrees: the cap h(‖∇f‖) = δ0/√‖∇f‖ allows up to "
-            f"{1.0 / math.sqrt(unbounded.grad_norm):.3g} at the last point",
-            unbounded.final_step_size >= 100,
-        ),
-    ]
 
 
 def run_example_3_6(max_iter: int) -> dict[str, Any]:
@@ -288,92 +108,32 @@ def run_example_3_6(max_iter: int) -> dict[str, Any]:
         name: method(CUBIC_SINE, start.to(CHECK_DTYPE), **_search_kwargs(max_iter))
         for name, method in methods.items()
     }
-    backtracking, unbounded = results.values()
-    distance = max(
-        abs(a - b) for a, b in zip(backtracking.x.tolist(), unbounded.x.tolist(), strict=True)
-    )
-    hessian = torch.autograd.functional.hessian(cubic_sine, backtracking.x)
-    eigenvalues = torch.linalg.eigvalsh(hessian).tolist()
-    iterations = [r.iterations for r in results.values()]
-    stops = [r.stop_reason for r in results.values()]
-    claims = [
-        {
-            "claim": "both methods stop after about 10 iterations",
-            "ours": f"{iterations[0]} and {iterations[1]} iterations "
-            f"(stop: {stops[0]}, {stops[1]})",
-            "criterion": "5 <= iterations <= 20 for both",
-            "agrees": all(5 <= n <= 20 for n in iterations),
-        },
-        {
-            "claim": "both end at the same point",
-            "ours": f"largest coordinate difference {distance:.2e}",
-            "criterion": "equal to 8 decimals (difference < 5e-9)",
-            "agrees": distance < 5e-9,
-        },
-        {
-            "claim": "that point is near a non-degenerate local minimum",
-            "ours": "Hessian eigenvalues at the final point "
-            + ", ".join(f"{e:.4f}" for e in eigenvalues)
-            + f"; ||g|| = {backtracking.grad_norm:.2e}",
-            "criterion": "both Hessian eigenvalues > 0 and ||g|| <= 1e-6",
-            "agrees": min(eigenvalues) > 0 and backtracking.grad_norm <= 1e-6,
-        },
-    ]
+    hessian = torch.autograd.functional.hessian(cubic_sine, results[BACKTRACKING].x)
     return {
         "objective": "f(x, y) = x^3 sin(1/x) + y^3 sin(1/y)",
         "start": list(EXAMPLE_3_6_START),
         "runs": _example_rows(results),
-        "hessian_eigenvalues_at_backtracking_end": eigenvalues,
-        "claims": claims,
-        "paper_comparison": _example_3_6_paper_rows(results, single, distance, eigenvalues),
+        "hessian_eigenvalues_at_backtracking_end": torch.linalg.eigvalsh(hessian).tolist(),
+        "float32_runs": _example_rows(single),
     }
 
 
 def run_example_3_7(max_iter: int) -> dict[str, Any]:
     """f = x^4 + y^4 from (0.1, 15): Backtracking GD and Unbounded Backtracking GD."""
     start = _point(EXAMPLE_3_7_START)
-    backtracking = backtracking_gd(QUARTIC, start, **_search_kwargs(max_iter))
-    unbounded = unbounded_backtracking_gd(QUARTIC, start, **_search_kwargs(max_iter))
+    results = {
+        BACKTRACKING: backtracking_gd(QUARTIC, start, **_search_kwargs(max_iter)),
+        UNBOUNDED: unbounded_backtracking_gd(QUARTIC, start, **_search_kwargs(max_iter)),
+    }
     # A tighter stop than the paper's 1e-10: what "much closer to 0" needs.
     tighter = unbounded_backtracking_gd(
         QUARTIC, start, **{**_search_kwargs(max_iter), "grad_tol": CHECK_GRAD_TOL}
     )
-    results = {"Backtracking GD": backtracking, "Unbounded Backtracking GD": unbounded}
-    norm_bt = math.hypot(*backtracking.x.tolist())
-    norm_unb = math.hypot(*unbounded.x.tolist())
-    claims = [
-        {
-            "claim": "Backtracking GD runs the full 10^6 iterations",
-            "ours": f"{backtracking.iterations} iterations, stop: {backtracking.stop_reason}",
-            "criterion": f"stops by max_iter = {max_iter}",
-            "agrees": backtracking.stop_reason == STOP_MAX_ITER,
-        },
-        {
-            "claim": "Unbounded Backtracking GD stops much earlier",
-            "ours": f"{unbounded.iterations} iterations, stop: {unbounded.stop_reason}",
-            "criterion": "stops by ||g|| <= 1e-10 in at most 1/100 of Backtracking GD's iterations",
-            "agrees": unbounded.stop_reason == STOP_GRAD_TOL
-            and unbounded.iterations * 100 <= backtracking.iterations,
-        },
-        {
-            "claim": "... at a point much closer to 0",
-            "ours": f"||x|| = {norm_unb:.3e} (Unbounded) vs {norm_bt:.3e} (Backtracking)",
-            "criterion": "at least 10 times closer",
-            "agrees": norm_unb * 10 <= norm_bt,
-        },
-        {
-            "claim": "... with a final step size far above 1",
-            "ours": f"final step {unbounded.final_step_size:.4g}",
-            "criterion": "final step >= 100",
-            "agrees": unbounded.final_step_size >= 100,
-        },
-    ]
     return {
         "objective": "f(x, y) = x^4 + y^4",
         "start": list(EXAMPLE_3_7_START),
         "runs": _example_rows(results),
-        "claims": claims,
-        "paper_comparison": _example_3_7_paper_rows(backtracking, unbounded, tighter),
+        "tight_tolerance_runs": _example_rows({UNBOUNDED: tighter}),
     }
 
 
@@ -648,26 +408,19 @@ def run_mexican_hat_comparison(
 
 
 def run_deterministic_experiments(
-    out_dir: Path,
     *,
     max_iter: int = 10**6,
     num_starts: int = 100,
     seed: int = 0,
     mexican_hat_max_iter: int = 10_000,
-    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run Examples 3.6, 3.7 and the Mexican-hat comparison; write the report and Figure 2(a).
+    """Run Examples 3.6, 3.7 and the Mexican-hat comparison; return their plain results.
 
-    Writes ``functions.md``, ``functions.json``, ``fig2a.png`` and ``fig2a.pdf`` into
-    ``out_dir`` and returns the JSON payload (``request``, when given, is stored in it
-    verbatim: what asked for this output, so a caller can tell a re-run apart from a new
-    request). The Mexican-hat runs use
-    ``min(max_iter, mexican_hat_max_iter)`` iterations at most; check runs from one
-    non-converging start use min(max_iter, 10^6) (Standard GD) and min(max_iter, 10^5)
-    (Backtracking GD) iterations.
+    The Mexican-hat runs use ``min(max_iter, mexican_hat_max_iter)`` iterations at most;
+    check runs from one non-converging start use min(max_iter, 10^6) (Standard GD) and
+    min(max_iter, 10^5) (Backtracking GD) iterations. The claims are judged and the files
+    written by :func:`bgd_experiments.reporting.functions.write_functions_report`.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     mexican_budget = min(max_iter, mexican_hat_max_iter)
     long_runs = (min(max_iter, LONG_RUN_STANDARD_GD), min(max_iter, LONG_RUN_BACKTRACKING))
@@ -689,17 +442,7 @@ def run_deterministic_experiments(
             long_run_iterations=long_runs if max(long_runs) > mexican_budget else None,
         ),
     }
-    # The claims are judged, rendered and drawn by the reporting layer.
-    from bgd_experiments.reporting import functions as reporting
-
-    report["mexican_hat"]["claims"] = reporting.mexican_hat_claims(report["mexican_hat"])
-    report["mexican_hat"]["paper_comparison"] = reporting.mexican_hat_paper_rows(
-        report["mexican_hat"]
-    )
     report["wall_time_s"] = time.perf_counter() - began
-    if request is not None:
-        report["request"] = request
-    reporting.write_functions_report(report, out_dir)
     return report
 
 
@@ -710,7 +453,6 @@ def run_fig2b(
     model: nn.Module,
     inputs: Tensor,
     targets: Tensor,
-    out_dir: Path,
     *,
     iterations: int = 60,
     alpha: float = 0.5,
@@ -718,19 +460,15 @@ def run_fig2b(
     delta0: float = 1.0,
     batchnorm_mode: str = "train",
     callback: Callback | None = None,
-    request: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Figure 2(b): Two-way Backtracking GD on the full-batch cross-entropy of ``model``.
 
     The whole of ``inputs`` is one batch. BatchNorm (default ``"train"``, as in the paper) uses
     the batch statistics of that batch, and its running statistics are not changed by the
     search (see :class:`~.objectives.ModelObjective`); dropout is off. The model's parameters
-    are not modified. Writes ``fig2b.json`` (step size, loss and gradient norm per iteration)
-    and ``fig2b.png`` / ``fig2b.pdf`` into ``out_dir``; returns the JSON payload, which
-    holds ``request`` verbatim when given.
+    are not modified. Returns the step size, loss and gradient norm per iteration (the payload
+    of ``fig2b.json``, which :func:`bgd_experiments.reporting.functions.write_fig2b` writes).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     objective = objective_from_model(
         model, nn.functional.cross_entropy, inputs, targets, batchnorm_mode=batchnorm_mode
     )
@@ -760,10 +498,4 @@ def run_fig2b(
         "settle_iteration": settle_iteration(records.step_sizes),
         "summary": {k: v for k, v in result.summary().items() if k != "final_point"},
     }
-    if request is not None:
-        payload["request"] = request
-    from bgd_experiments.reporting.functions import plot_fig2b
-
-    plot_fig2b(payload, out_dir)
-    atomic_write_json(out_dir / "fig2b.json", payload)
     return payload

@@ -3,8 +3,8 @@
 Each entry is one quantity the paper reports for Examples 3.6, 3.7 and the Mexican hat
 (Figure 2(a)). ``value`` is the number the paper prints, or None where the project's spec
 (``shared/spec/algorithms.md``) gives only the paper's words; ``text`` is the paper's
-statement as the report shows it. The report of :mod:`.experiments` puts our measured
-value beside each entry.
+statement as the report shows it. :mod:`bgd_experiments.reporting.function_claims` puts our
+measured value beside each entry.
 """
 
 from __future__ import annotations

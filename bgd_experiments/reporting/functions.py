@@ -1,6 +1,7 @@
-"""The deterministic experiments' report: the Mexican-hat claims judged against our runs,
-``functions.md`` (tables, the paper's statements beside our numbers), Figure 2(a) and the
-plot of Figure 2(b). The runs themselves are :mod:`bgd_experiments.linesearch.experiments`.
+"""The deterministic experiments' report: ``functions.md`` (tables, the paper's statements
+beside our numbers), Figure 2(a) and the plot of Figure 2(b). The runs themselves are
+:mod:`bgd_experiments.linesearch.experiments`; the claims are judged in
+:mod:`bgd_experiments.reporting.function_claims`.
 """
 
 from __future__ import annotations
@@ -17,22 +18,29 @@ from bgd_experiments.linesearch.experiments import (
     DELTA0,
     FIG2A_MAX_PLOTTED_ITERATIONS,
     SETTLE_MIN_ITERATIONS,
-    _fmt,
-    _fmt_point,
-    _paper_row,
-    _yes_no,
     settle_iteration,
 )
-from bgd_experiments.linesearch.paper_values import SETTLE_ITERATION, TWO_WAY
+from bgd_experiments.reporting.function_claims import fmt_number, fmt_point, judge_claims
 
 
 def write_functions_report(report: dict[str, Any], out_dir: Path) -> None:
-    """``functions.md``, ``functions.json``, ``fig2a.png`` and ``fig2a.pdf`` into ``out_dir``."""
+    """Judge the paper's claims into ``report`` (the plain results of
+    :func:`~bgd_experiments.linesearch.experiments.run_deterministic_experiments`), then write
+    ``functions.md``, ``functions.json``, ``fig2a.png`` and ``fig2a.pdf`` into ``out_dir``."""
+    judge_claims(report)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plot_fig2a(report["mexican_hat"]["figure_2a_runs"], out_dir)
     atomic_write_text(out_dir / "functions.md", render_functions_markdown(report))
     atomic_write_json(out_dir / "functions.json", report)
+
+
+def write_fig2b(payload: dict[str, Any], out_dir: Path) -> None:
+    """``fig2b.png``, ``fig2b.pdf`` and ``fig2b.json`` (the payload) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_fig2b(payload, out_dir)
+    atomic_write_json(out_dir / "fig2b.json", payload)
 
 
 def plot_fig2b(payload: dict[str, Any], out_dir: Path) -> None:
@@ -110,12 +118,16 @@ def _example_table(example: dict[str, Any]) -> list[str]:
     ]
     for run in example["runs"]:
         lines.append(
-            f"| {run['label']} | {_fmt_point(run['final_point'])} | {run['iterations']} "
+            f"| {run['label']} | {fmt_point(run['final_point'])} | {run['iterations']} "
             f"| {run['stop_reason']} | {run['final_step_size']:.6g} | {run['final_value']:.6g} "
             f"| {run['final_grad_norm']:.3e} | {run['function_evals']} "
             f"| {run['gradient_evals']} | {run['wall_time_s']:.3f} |"
         )
     return lines
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "**no**"
 
 
 def _claims_table(claims: list[dict[str, Any]]) -> list[str]:
@@ -126,56 +138,6 @@ def _claims_table(claims: list[dict[str, Any]]) -> list[str]:
             f"| {_yes_no(claim['agrees'])} |"
         )
     return lines
-
-
-def mexican_hat_claims(mexican: dict[str, Any]) -> list[dict[str, Any]]:
-    settle = mexican["two_way_settling"]
-    stats = mexican["methods"]
-    two_way, backtracking = stats["Two-way Backtracking GD"], stats["Backtracking GD"]
-    considered = settle["runs_considered"]
-    return [
-        {
-            "claim": "Two-way's step size settles to a constant after about 6 iterations",
-            "ours": f"{settle['settled_within_10_iterations']} of {considered} runs with >= "
-            f"{settle['min_iterations']} iterations are constant from iteration <= 10 on; "
-            f"{settle['constant_over_second_half']} are constant over their second half "
-            f"(median settle iteration {_fmt(settle['settle_iteration_median'], 1)})",
-            "criterion": "most (> 50%) such runs constant from iteration <= 10 on",
-            "agrees": considered > 0 and settle["settled_within_10_iterations"] * 2 > considered,
-        },
-        {
-            "claim": "Two-way is cheaper than Backtracking GD",
-            "ours": f"mean function evals {two_way['function_evals_mean']:.1f} vs "
-            f"{backtracking['function_evals_mean']:.1f}; wall time "
-            f"{two_way['wall_time_total_s']:.2f} s vs {backtracking['wall_time_total_s']:.2f} s",
-            "criterion": "fewer mean function evaluations",
-            "agrees": two_way["function_evals_mean"] < backtracking["function_evals_mean"],
-        },
-    ]
-
-
-def mexican_hat_paper_rows(mexican: dict[str, Any]) -> list[dict[str, Any]]:
-    """Paper vs ours for the Mexican hat: when Two-way's step size settles."""
-    settle = mexican["two_way_settling"]
-    considered = settle["runs_considered"]
-    median = settle["settle_iteration_median"]
-    return [
-        _paper_row(
-            "mexican_hat",
-            TWO_WAY,
-            SETTLE_ITERATION,
-            f"median {_fmt(median, 1)} over the {settle['constant_over_second_half']} of "
-            f"{considered} runs (>= {settle['min_iterations']} iterations) whose step is "
-            "constant over their second half",
-            f"{'agrees' if settle['settled_within_10_iterations'] * 2 > considered else 'differs'}"
-            f": {settle['settled_within_10_iterations']} of {considered} runs are constant from "
-            f"iteration <= 10 on; {considered - settle['constant_over_second_half']} still "
-            "change their step size in their second half, "
-            f"{settle['unsettled_at_max_iter']} of them still moving at the iteration budget "
-            "(see where the runs end above)",
-            considered > 0 and settle["settled_within_10_iterations"] * 2 > considered,
-        )
-    ]
 
 
 def _paper_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -301,8 +263,8 @@ def render_functions_markdown(report: dict[str, Any]) -> str:
     for name, stats in mexican["methods"].items():
         lines.append(
             f"| {name} | {stats['converged']}/{stats['runs']} | {stats['convergence_rate']:.2f} "
-            f"| {_fmt(stats['iterations_mean_converged'], 1)} / "
-            f"{_fmt(stats['iterations_median_converged'], 1)} "
+            f"| {fmt_number(stats['iterations_mean_converged'], 1)} / "
+            f"{fmt_number(stats['iterations_median_converged'], 1)} "
             f"| {stats['iterations_mean_all']:.1f} | {stats['function_evals_mean']:.1f} "
             f"| {stats['gradient_evals_mean']:.1f} | {stats['function_evals_per_iteration']:.2f} "
             f"| {stats['wall_time_total_s']:.2f} | {stats['wall_time_mean_s']:.4f} "
@@ -323,9 +285,9 @@ def render_functions_markdown(report: dict[str, Any]) -> str:
         "",
         *_endings_table(mexican["endings"], settings["grad_tol"]),
         "",
-        *_paper_table(mexican_hat_paper_rows(mexican)),
+        *_paper_table(mexican["paper_comparison"]),
         "",
-        *_claims_table(mexican_hat_claims(mexican)),
+        *_claims_table(mexican["claims"]),
         "",
         "## Figure 2(a)",
         "",
