@@ -265,16 +265,17 @@ def worker(args: argparse.Namespace) -> None:
             log.flush()
 
 
+def verbose_probe(extra_env: dict[str, str]) -> str:
+    """What oneDNN's verbose mode prints for one convolution in a fresh interpreter."""
+    env = {**os.environ, **extra_env, "ONEDNN_VERBOSE": "1"}
+    command = [sys.executable, "-c", VERBOSE_PROBE]
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False).stdout
+
+
 def detected_isa(isa: str) -> str:
     """The ISA oneDNN reports for a capped level (``ONEDNN_VERBOSE``'s ``isa:`` field)."""
-    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
-    if isa != "default":
-        env["ONEDNN_MAX_CPU_ISA"] = isa
-    probe = VERBOSE_PROBE
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
-    ).stdout
-    for line in out.splitlines():
+    extra = {} if isa == "default" else {"ONEDNN_MAX_CPU_ISA": isa}
+    for line in verbose_probe(extra).splitlines():
         if ",isa:" in line:
             return line.split(",isa:", 1)[1].strip()
     return "unknown"
@@ -382,12 +383,7 @@ def forwarded_arguments(args: argparse.Namespace) -> list[str]:
 
 def onednn_version() -> str:
     """oneDNN's version as its verbose mode prints it."""
-    env = {**os.environ, "ONEDNN_VERBOSE": "1"}
-    probe = VERBOSE_PROBE
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
-    ).stdout
-    for line in out.splitlines():
+    for line in verbose_probe({}).splitlines():
         if ",info,oneDNN v" in line:
             return line.split(",info,oneDNN v", 1)[1].split()[0]
     return "unknown"
