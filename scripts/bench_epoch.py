@@ -49,6 +49,7 @@ from bgd_experiments.data import CIFAR_MEAN, CIFAR_STD, DeviceLoader
 from bgd_experiments.models import build_model, use_channels_last
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.timing import synchronize, timed
+from bgd_experiments.training.provenance import git_state
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,22 +177,11 @@ def machine_description(device: torch.device) -> dict[str, str]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = str(torch.version.cuda)
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        info["commit"] = commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        info["commit"] = "unknown"
+    state = git_state(ROOT)
+    commit = state["git_commit"]
+    info["commit"] = (
+        "unknown" if commit is None else commit[:7] + ("+dirty" if state["git_dirty"] else "")
+    )
     return info
 
 

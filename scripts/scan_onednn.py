@@ -292,7 +292,7 @@ def read_log(log: Path) -> dict[int, dict]:
     return results
 
 
-def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[int, dict]:
+def scan_isa(isa: str, args: argparse.Namespace, work: list, log: Path) -> dict[int, dict]:
     """Run workers at ``isa`` until every case has a result; a dead worker marks a crash."""
     env = {**os.environ, "MALLOC_PERTURB_": "165", "MALLOC_CHECK_": "3"}
     if isa == "default":
@@ -301,7 +301,6 @@ def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[
         env["ONEDNN_MAX_CPU_ISA"] = isa
     if not args.resume:
         log.unlink(missing_ok=True)
-    _, work = cases(args.widths, args.models, args.train_batches, args.eval_batches, args.max_batch)
 
     def time_limit(index: int) -> float:
         # Generous: 3 s per GFLOP of the case (both layouts, float64 included) plus start-up.
@@ -315,7 +314,7 @@ def scan_isa(isa: str, args: argparse.Namespace, total: int, log: Path) -> dict[
             entry = json.loads(line)
             if "index" in entry:
                 start = max(start, entry["index"] + 1)
-    while start < total:
+    while start < len(work):
         command = [sys.executable, __file__, "--worker", "--start", str(start), "--log", str(log)]
         command += forwarded_arguments(args)
         returncode = run_worker(command, env, log, time_limit)
@@ -526,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
             per_isa[isa] = read_log(log)
             wall[isa] = None
         else:
-            per_isa[isa] = scan_isa(isa, args, len(work), log)
+            per_isa[isa] = scan_isa(isa, args, work, log)
             wall[isa] = time.perf_counter() - begin
         bad = sum(verdict(result) != "ok" for result in per_isa[isa].values())
         print(f"{isa}: {bad} of {len(per_isa[isa])} scanned cases not ok", flush=True)
