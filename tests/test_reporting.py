@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import json
 import math
+import random
 import shutil
 import statistics
 from pathlib import Path
@@ -586,3 +587,34 @@ def test_table1_md_has_a_noise_floor_section_when_measured(tmp_path: Path) -> No
     assert f"Reading: at batch {measured} the spread across start rates" in section
     # Scanning the results again does not mistake the JSON for a run.
     assert len(scan_runs(results)) == len(scan_runs(GOLDEN))
+
+
+def test_start_effect_test_tells_a_start_rate_effect_from_seed_noise() -> None:
+    from bgd_experiments.reporting.tables import start_effect_p_value
+
+    rng = random.Random(1)
+    # 9 starts x 3 seeds of log rates: noise of 5% around one level, or around a level that
+    # grows with the start rate by 30% a decade (an effect far above the noise).
+    noise_only = [[math.log(0.012) + rng.gauss(0, 0.05) for _ in range(3)] for _ in range(9)]
+    with_effect = [
+        [math.log(0.012) + 0.3 * start + rng.gauss(0, 0.05) for _ in range(3)] for start in range(9)
+    ]
+    assert start_effect_p_value(with_effect) < 0.01
+    assert start_effect_p_value(noise_only) > 0.05
+    # Reproducible (fixed RNG), and undefined without seed-to-seed noise to compare against.
+    assert start_effect_p_value(noise_only) == start_effect_p_value(noise_only)
+    assert start_effect_p_value([[0.1], [0.2], [0.3]]) is None
+
+
+def test_table1_findings_judge_the_start_spread_against_seeds() -> None:
+    from bgd_experiments.reporting.tables import _table1_seed_findings
+
+    one_seed = _table1_seed_findings([{"batch_size": 200, "start_effect_p": None}])
+    assert "cannot be told from seed noise" in one_seed[0]
+    spreads = [
+        {"batch_size": 12, "start_effect_p": 0.4, "seed_cv": 0.05, "n_seeds": 3},
+        {"batch_size": 200, "start_effect_p": 0.001, "seed_cv": 0.04, "n_seeds": 3},
+    ]
+    (text,) = _table1_seed_findings(spreads)
+    assert "beyond seed noise at batch 200 (1 of 2" in text
+    assert "bs 12: p = 0.400" in text and "3 seeds per cell" in text

@@ -10,6 +10,7 @@ normally, stopped early by the plateau rule included). Several seeds of one cell
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ CELL_STATUSES = (FINISHED, DIVERGED, INCOMPLETE, MISSING)
 # consistent with it when the found rates over the 9 start rates (which span 8 decades) stay
 # within this factor of each other; the paper's own spreads are at most about 1.4.
 NEARLY_INDEPENDENT_MAX_RATIO = 2.0
+# Relabellings of the start rates in Table 1's permutation test (p-values down to ~1e-3).
+START_EFFECT_PERMUTATIONS = 2000
+# Below this p-value the start rate is said to move the found rate beyond seed noise.
+START_EFFECT_ALPHA = 0.05
 CIFAR_TRAIN_SIZE = 50_000
 
 
@@ -261,6 +266,53 @@ def _spread(values: list[float]) -> tuple[float | None, float | None]:
     return max(values) / min(values), statistics.stdev(values) / statistics.fmean(values)
 
 
+def _f_statistic(groups: list[list[float]]) -> float | None:
+    """One-way ANOVA F: between-group over within-group mean square (None if undefined)."""
+    values = [value for group in groups for value in group]
+    k, n = len(groups), len(values)
+    if k < 2 or n <= k:
+        return None
+    grand = statistics.fmean(values)
+    between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups) / (k - 1)
+    within = sum((v - statistics.fmean(g)) ** 2 for g in groups for v in g) / (n - k)
+    return math.inf if within == 0 else between / within
+
+
+def start_effect_p_value(
+    groups: list[list[float]], permutations: int = START_EFFECT_PERMUTATIONS
+) -> float | None:
+    """Permutation test of "the found rate does not depend on the start rate": ``groups``
+    holds the log found rates of each start rate over seeds. The p-value is the share of
+    random relabellings of starts whose F statistic reaches the observed one (fixed RNG, so
+    the report is reproducible). None when no group has two seeds (no within-start noise)."""
+    groups = [list(group) for group in groups if group]
+    if not any(len(group) > 1 for group in groups):
+        return None
+    observed = _f_statistic(groups)
+    if observed is None:
+        return None
+    sizes = [len(group) for group in groups]
+    pooled = [value for group in groups for value in group]
+    rng = random.Random(0)
+    reached = 0
+    for _ in range(permutations):
+        rng.shuffle(pooled)
+        shuffled, start = [], 0
+        for size in sizes:
+            shuffled.append(pooled[start : start + size])
+            start += size
+        statistic = _f_statistic(shuffled)
+        reached += statistic is not None and statistic >= observed * (1 - 1e-12)
+    return (reached + 1) / (permutations + 1)
+
+
+def _seed_cv(row: list[Cell]) -> tuple[float | None, int]:
+    """Mean over the row's cells of the seed-to-seed CV (std / mean), and the seeds per cell."""
+    cvs = [cell.std / cell.ours for cell in row if cell.std is not None and cell.ours]
+    seeds = max((cell.n for cell in row), default=0)
+    return (statistics.fmean(cvs) if cvs else None), seeds
+
+
 def _table1_spreads(cells: list[Cell]) -> list[dict[str, object]]:
     spreads = []
     batch_sizes = [size for size in TABLE1_BATCH_SIZES if any(c.batch_size == size for c in cells)]
@@ -270,6 +322,12 @@ def _table1_spreads(cells: list[Cell]) -> list[dict[str, object]]:
         paper = [cell.paper for cell in row if cell.paper is not None]
         ours_ratio, ours_cv = _spread(ours)
         paper_ratio, paper_cv = _spread(paper)
+        seed_cv, seeds = _seed_cv(row)
+        log_rates = [
+            [math.log(run.found_lr) for run in cell.runs if run.ended and run.found_lr]
+            for cell in row
+            if cell.status != INCOMPLETE
+        ]
         spreads.append(
             {
                 "batch_size": size,
@@ -279,6 +337,9 @@ def _table1_spreads(cells: list[Cell]) -> list[dict[str, object]]:
                 "ours_cv": ours_cv,
                 "paper_max_min_ratio": paper_ratio,
                 "paper_cv": paper_cv,
+                "n_seeds": seeds,
+                "seed_cv": seed_cv,
+                "start_effect_p": start_effect_p_value(log_rates),
             }
         )
     return spreads
@@ -317,6 +378,7 @@ def _table1_findings(table: Table) -> list[str]:
         f"{len(judged)} batch sizes stay within a factor "
         f"{NEARLY_INDEPENDENT_MAX_RATIO:g}, so the reduced run {verdict}."
     )
+    findings += _table1_seed_findings(judged)
     subsets = sorted({run.train_subset for run in table.runs if run.train_subset})
     if subsets:
         scales = ", ".join(f"x{math.sqrt(CIFAR_TRAIN_SIZE / subset):.2f}" for subset in subsets)
@@ -326,6 +388,36 @@ def _table1_findings(table: Table) -> list[str]:
             f"{scales} — compare the spreads, not the absolute rates."
         )
     return findings
+
+
+def _table1_seed_findings(spreads: list[dict[str, Any]]) -> list[str]:
+    """The start-rate spread judged against the seed-to-seed spread (needs >= 2 seeds)."""
+    tested = [s for s in spreads if s.get("start_effect_p") is not None]
+    if not tested:
+        return [
+            "One seed per cell: the start-rate spread cannot be told from seed noise here "
+            "(see the noise floor below)."
+        ]
+    seed_cvs = [s["seed_cv"] for s in tested if s["seed_cv"] is not None]
+    beyond = [s for s in tested if s["start_effect_p"] < START_EFFECT_ALPHA]
+    p_values = ", ".join(f"bs {s['batch_size']}: p = {s['start_effect_p']:.3f}" for s in tested)
+    seeds = max(int(s["n_seeds"]) for s in tested)
+    cv_range = f"{min(seed_cvs):.3f}-{max(seed_cvs):.3f}" if seed_cvs else "n/a"
+    if not beyond:
+        verdict = "at no batch size does the start rate move the found lr beyond seed noise"
+    else:
+        sizes = ", ".join(str(s["batch_size"]) for s in beyond)
+        verdict = (
+            f"the start rate moves the found lr beyond seed noise at batch {sizes} "
+            f"({len(beyond)} of {len(tested)} batch sizes; with {len(tested)} tests about "
+            f"{START_EFFECT_ALPHA * len(tested):.1f} are expected below {START_EFFECT_ALPHA:g} "
+            "by chance alone)"
+        )
+    return [
+        f"Against seed noise ({seeds} seeds per cell; the seed-to-seed CV of one cell averages "
+        f"{cv_range} per batch size): a permutation F-test of log(found lr) on the start rate "
+        f"({START_EFFECT_PERMUTATIONS} relabellings; {p_values}) finds that {verdict}."
+    ]
 
 
 # --------------------------------------------------------------------------- Table 2

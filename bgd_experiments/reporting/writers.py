@@ -294,23 +294,29 @@ def _grid(table: Table, text_of: Callable[[Cell], str]) -> Grid:
 
 def _spread_grid(table: Table) -> Grid:
     header = ["batch", "ours max/min", "ours CV", "paper max/min", "paper CV", "starts (ours)"]
+    # With several seeds: the seed-to-seed CV and the start rate's permutation-test p-value.
+    seeded = any(spread.get("start_effect_p") is not None for spread in table.spreads)
+    if seeded:
+        header += ["seeds", "seed CV", "start effect p"]
     rows = []
     for spread in table.spreads:
 
-        def show(key: str, spread: dict[str, object] = spread) -> str:
-            value = spread[key]
-            return "—" if value is None else f"{value:.2f}"  # type: ignore[str-format]
+        def show(key: str, spread: dict[str, object] = spread, fmt: str = ".2f") -> str:
+            value = spread.get(key)
+            return "—" if value is None else format(value, fmt)  # type: ignore[arg-type]
 
-        rows.append(
-            [
-                str(spread["batch_size"]),
-                show("ours_max_min_ratio"),
-                show("ours_cv"),
-                show("paper_max_min_ratio"),
-                show("paper_cv"),
-                f"{spread['n_starts_ours']}/{spread['n_starts_paper']}",
-            ]
-        )
+        row = [
+            str(spread["batch_size"]),
+            show("ours_max_min_ratio"),
+            show("ours_cv"),
+            show("paper_max_min_ratio"),
+            show("paper_cv"),
+            f"{spread['n_starts_ours']}/{spread['n_starts_paper']}",
+        ]
+        if seeded:
+            row += [str(spread.get("n_seeds", "—")), show("seed_cv", fmt=".3f")]
+            row.append(show("start_effect_p", fmt=".3f"))
+        rows.append(row)
     return header, rows
 
 
@@ -360,7 +366,10 @@ def render_markdown(table: Table) -> str:
             "",
             "## Spread of the found lr across the 9 start rates",
             "",
-            "max/min = largest found lr / smallest; CV = sample std / mean.",
+            "max/min = largest found lr / smallest; CV = sample std / mean (of each start's "
+            "mean over seeds). With several seeds: seed CV = the seed-to-seed CV of one cell, "
+            "averaged over the row; start effect p = permutation F-test of log(found lr) on the "
+            "start rate (small p: the start rate matters beyond seed noise).",
             "",
             _markdown_grid(_spread_grid(table)),
         ]
