@@ -618,3 +618,33 @@ def test_table1_findings_judge_the_start_spread_against_seeds() -> None:
     (text,) = _table1_seed_findings(spreads)
     assert "beyond seed noise at batch 200 (1 of 2" in text
     assert "bs 12: p = 0.400" in text and "3 seeds per cell" in text
+
+
+def test_ablation_pairs_runs_by_cell_not_by_path(tmp_path: Path) -> None:
+    from bgd_experiments.reporting.ablation import ablation_markdown, pair_runs
+
+    def run(folder: str, seed: int, acc: float, rates: list[float]) -> RunRecord:
+        return RunRecord(
+            path=tmp_path / folder / str(seed),
+            task="train",
+            dataset="cifar100",
+            model="resnet18",
+            optimizer="mbt_nag",
+            lr=100.0,
+            batch_size=200,
+            seed=seed,
+            status="finished",
+            best_test_acc=acc,
+            lr_history=rates,
+        )
+
+    carried = [run("a", 0, 4.0, [0.34, 0.5]), run("a", 1, 3.0, [0.3, 0.4])]
+    restarted = [run("b-other-name", 0, 2.5, [0.34, 29.0]), run("b", 2, 9.0, [1.0])]
+    pairs = pair_runs(carried, restarted)
+    assert [(p.a.seed, p.b.seed) for p in pairs] == [(0, 0)]  # seeds 1 and 2: one side only
+    assert pairs[0].acc_difference == pytest.approx(1.5)
+    text = ablation_markdown(pairs, "carry_over", "restart")
+    assert "0.34 → 0.5 | 0.34 → 29 |" in text
+    assert "+1.50 on average" in text and "carry_over ahead in 1, behind in 0" in text
+    with pytest.raises(ValueError, match="two runs of one cell"):
+        pair_runs([*carried, run("c", 0, 1.0, [])], restarted)

@@ -6,6 +6,7 @@ Usage::
     bgd-report runs --results-dir DIR [--format md|csv] [--out DIR] [--lr-per-epoch]
     bgd-report compare RUN_DIR RUN_DIR... [--out DIR]
     bgd-report cost --results-dir results/cpu --bench-dir results/bench
+    bgd-report ablation --results-dir A --against B [--labels a,b] [--out FILE]
 
 Prints each Markdown table (rich rendering on a terminal, plain text otherwise) and the paths
 written. Missing, diverged and incomplete cells are marked in the outputs and do not make the
@@ -44,10 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "artefact",
-        choices=(*ARTEFACTS, "all", "runs", "compare", "cost"),
+        choices=(*ARTEFACTS, "all", "runs", "compare", "cost", "ablation"),
         help="what to regenerate (runs: one line per run folder, for ad-hoc runs and demos; "
         "compare: the run folders given after it, side by side; "
-        "cost: hours of each artefact per budget, measured or estimated)",
+        "cost: hours of each artefact per budget, measured or estimated; "
+        "ablation: the runs of --results-dir beside the same cells in --against)",
     )
     parser.add_argument("run_dirs", nargs="*", type=Path, help="compare: the run folders")
     parser.add_argument(
@@ -81,7 +83,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("results/bench"),
         help="cost: where scripts/bench_epoch.py wrote <device>.json (default: results/bench)",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="ablation: the results folder made with the one setting changed",
+    )
+    parser.add_argument(
+        "--labels",
+        default="a,b",
+        help="ablation: names of the two folders' settings, e.g. carry_over,restart",
+    )
     return parser
+
+
+def _ablation(results_dir: Path, against: Path | None, labels: str, out: Path | None) -> int:
+    from bgd_experiments.reporting.ablation import ablation_markdown, pair_runs
+
+    names = labels.split(",")
+    if against is None or len(names) != 2:
+        print("bgd-report: ablation needs --against DIR and --labels A,B", file=sys.stderr)
+        return 2
+    for folder in (results_dir, against):
+        if not folder.is_dir():
+            print(f"bgd-report: results directory {folder} does not exist", file=sys.stderr)
+            return 2
+    try:
+        pairs = pair_runs(scan_runs(results_dir), scan_runs(against))
+    except ValueError as error:
+        print(f"bgd-report: {error}", file=sys.stderr)
+        return 2
+    if not pairs:
+        print(f"bgd-report: no cell ran in both {results_dir} and {against}", file=sys.stderr)
+        return 2
+    text = ablation_markdown(pairs, *names)
+    _show_markdown(text)
+    if out is not None:
+        atomic_write_text(out, text + "\n")
+        print(f"Wrote:\n  {out}")
+    return 0
 
 
 def _show_markdown(text: str) -> None:
@@ -153,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bgd-report: run folders are arguments of compare only", file=sys.stderr)
         return 2
     results_dir: Path = args.results_dir
+    if args.artefact == "ablation":
+        return _ablation(results_dir, args.against, args.labels, args.out)
     if args.artefact == "cost":
         from bgd_experiments.reporting.cost import print_costs
 
