@@ -32,7 +32,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -99,21 +98,110 @@ def crop_and_flip(
     return torch.where(inside.view(batch, 1, height, width), gathered, gathered.new_zeros(()))
 
 
-def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each float image by its angle (counter-clockwise, about the centre).
+def rotation_source_pixels(
+    degrees: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a rotation of each image by its angle (counter-clockwise, about the centre), the
+    (row, column) of the input pixel each output pixel reads: two float32 (B, H, W) tensors of
+    whole numbers, possibly outside the image (those pixels are fill).
 
-    Nearest-neighbour sampling and zero fill, like torchvision's ``rotate`` defaults.
+    This DEFINES the nearest-neighbour rounding of both augmentation paths: the output
+    pixel's centre, relative to the image centre, turned by the angle, rounded half to even
+    (as ``grid_sample(mode="nearest", align_corners=False)``, torchvision's ``rotate``
+    default). On 4 million pixels of random angles it picks the same pixels as
+    ``affine_grid`` + ``grid_sample`` (tests/test_data.py counts the differences).
     """
-    radians = degrees.to(device=images.device, dtype=images.dtype) * (math.pi / 180.0)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    zero = torch.zeros_like(cos)
-    # affine_grid maps each OUTPUT location to the INPUT location it reads from (inverse map);
-    # in image coordinates (y down) a counter-clockwise turn reads from [[c, -s], [s, c]] q.
-    theta = torch.stack(
-        [torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)], dim=1
+    device = degrees.device
+    radians = degrees.to(torch.float32) * (math.pi / 180.0)
+    cos, sin = torch.cos(radians).view(-1, 1, 1), torch.sin(radians).view(-1, 1, 1)
+    # Output pixel centres relative to the image centre (exact in float32).
+    across = torch.arange(width, dtype=torch.float32, device=device) - (width - 1) / 2
+    down = torch.arange(height, dtype=torch.float32, device=device) - (height - 1) / 2
+    across, down = across.view(1, 1, width), down.view(1, height, 1)
+    # Inverse map (each OUTPUT pixel reads the INPUT pixel it came from); in image
+    # coordinates (y down) a counter-clockwise turn reads from [[c, -s], [s, c]] q.
+    cols = (cos * across - sin * down + (width - 1) / 2).round_()
+    rows = (sin * across + cos * down + (height - 1) / 2).round_()
+    return rows, cols
+
+
+def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by its angle (counter-clockwise, about the centre), any dtype.
+
+    Nearest-neighbour sampling (:func:`rotation_source_pixels`) and zero fill, like
+    torchvision's ``rotate`` defaults. The readable reference of :func:`crop_flip_rotate`.
+    """
+    batch, channels, height, width = images.shape
+    rows, cols = rotation_source_pixels(degrees.to(images.device), height, width)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat_index = rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)
+    flat_index = flat_index.to(torch.int64).view(batch, 1, -1).expand(batch, channels, -1)
+    gathered = images.reshape(batch, channels, height * width).gather(2, flat_index)
+    gathered = gathered.view(batch, channels, height, width)
+    return torch.where(inside.view(batch, 1, height, width), gathered, gathered.new_zeros(()))
+
+
+def crop_flip_rotate_index(
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor,
+    degrees: torch.Tensor,
+    height: int,
+    width: int,
+    padding: int = CROP_PADDING,
+) -> torch.Tensor:
+    """Flat source index of every output pixel of crop -> flip -> rotate, (B, H * W) int64.
+
+    Index ``H * W`` stands for the fill value (a pixel the rotation brings in from outside
+    the crop, or the crop from the zero padding). All arguments on the same device.
+    """
+    rows, cols = rotation_source_pixels(degrees, height, width)  # in the flipped crop
+    flip, top, left = flip.view(-1, 1, 1), top.view(-1, 1, 1), left.view(-1, 1, 1)
+    cols = torch.where(flip, (width - 1) - cols, cols)  # in the crop, before its flip
+    # A crop pixel (r, c) is padded-image pixel (top + r, left + c), i.e. image pixel
+    # (top - padding + r, ...): inside both the crop and the image on a per-image range.
+    row_shift = (top - padding).to(torch.float32)
+    col_shift = (left - padding).to(torch.float32)
+    inside = (rows >= (-row_shift).clamp(min=0)) & (rows < (height - row_shift).clamp(max=height))
+    inside &= (cols >= (-col_shift).clamp(min=0)) & (cols < (width - col_shift).clamp(max=width))
+    # Whole numbers below 2**24: exact in float32.
+    flat = (rows + row_shift) * width + (cols + col_shift)
+    flat = torch.where(inside, flat, float(height * width))
+    return flat.to(torch.int64).view(flat.shape[0], height * width)
+
+
+def crop_flip_rotate(
+    images: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor,
+    degrees: torch.Tensor,
+    padding: int = CROP_PADDING,
+) -> torch.Tensor:
+    """``rotate(crop_and_flip(images, top, left, flip), degrees)`` as ONE gather (any dtype).
+
+    The fast path of the paper's geometry: one source index per output pixel
+    (:func:`crop_flip_rotate_index`), then a single gather from the images with a zero
+    appended as the fill pixel; no float image and no ``grid_sample``. Same pixels as the
+    reference, exactly.
+    """
+    batch, channels, height, width = images.shape
+    device = images.device
+    index = crop_flip_rotate_index(
+        top.to(device),
+        left.to(device),
+        flip.to(device),
+        degrees.to(device),
+        height,
+        width,
+        padding,
     )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    with_fill = torch.cat(
+        [images.reshape(batch, channels, height * width), images.new_zeros(batch, channels, 1)],
+        dim=2,
+    )
+    gathered = with_fill.gather(2, index.view(batch, 1, -1).expand(batch, channels, -1))
+    return gathered.view(batch, channels, height, width)
 
 
 def _per_image(factor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -301,7 +389,21 @@ def sample_paper_params(
 
 
 def apply_paper_augment(images: torch.Tensor, params: PaperAugmentParams) -> torch.Tensor:
-    """uint8 batch -> augmented float batch in [0, 1] (not yet normalised)."""
+    """uint8 batch -> augmented float batch in [0, 1] (not yet normalised).
+
+    Crop, flip and rotation in one uint8 gather (:func:`crop_flip_rotate`); the same
+    numbers as :func:`apply_paper_augment_reference`.
+    """
+    params = params.to(images.device)
+    geometry = crop_flip_rotate(images, params.top, params.left, params.flip, params.degrees)
+    unit = geometry.to(torch.float32).div_(255.0)
+    return color_jitter(
+        unit, params.brightness, params.contrast, params.saturation, params.hue, params.order
+    )
+
+
+def apply_paper_augment_reference(images: torch.Tensor, params: PaperAugmentParams) -> torch.Tensor:
+    """The readable form of :func:`apply_paper_augment`, one transform after the other."""
     params = params.to(images.device)
     cropped = crop_and_flip(images, params.top, params.left, params.flip)
     unit = cropped.to(torch.float32).div_(255.0)
