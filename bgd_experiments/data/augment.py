@@ -7,13 +7,17 @@ The paper's (authors' code) training pipeline, torchvision on PIL images one at 
 
 is reproduced here on a whole batch at once, every image with its own random parameters:
 
-- crop + flip: one index gather from the uint8 batch (zero padding = pixels outside the
-  image read as 0);
+- crop + flip (zero padding = pixels outside the image read as 0) and the rotation;
 - the two rotations (uniform in [-10, 10] and [-20, 20] degrees, about the image centre)
-  are composed into ONE rotation by their sum, applied with a single ``affine_grid`` +
-  ``grid_sample`` (nearest, zero fill, as torchvision's defaults). Deviation: torchvision
-  resamples twice (two nearest-neighbour roundings); we resample once, which is slightly
-  sharper. The angle distribution (sum of the two uniforms) is the same;
+  are composed into ONE rotation by their sum, nearest neighbour with zero fill (as
+  torchvision's defaults), rounded as ``affine_grid`` + ``grid_sample`` (nearest,
+  align_corners=False) do. Deviation: torchvision resamples twice (two nearest-neighbour
+  roundings); we resample once, which is slightly sharper. The angle distribution (sum of
+  the two uniforms) is the same;
+- the fast path does crop, flip and rotation as ONE gather of uint8 pixels
+  (:func:`crop_flip_rotate`: each output pixel's source index, computed for the whole batch
+  in float32); the readable path (:func:`apply_paper_augment_reference`: crop_and_flip,
+  then rotate on floats) gives exactly the same numbers;
 - colour jitter in torchvision's semantics: brightness factor in [0.8, 1.2], contrast
   [0.8, 1.2], saturation [0.9, 1.1], hue shift [-0.1, 0.1], the four applied in a random
   order drawn PER IMAGE (as torchvision's ``ColorJitter`` draws one per call, i.e. per
