@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import itertools
 import os
 import shutil
 import tarfile
@@ -719,6 +720,34 @@ def test_colour_jitter_identity_and_torchvision_semantics():
         for op in order[i].tolist():
             expected = reference_ops[op](expected, float(factors[op][i]))
         assert torch.allclose(ours[i], expected, atol=1e-4)
+
+
+def test_colour_jitter_batched_is_image_by_image():
+    """The batched jitter (images regrouped by op at each position) gives exactly the
+    numbers of applying each image's ops one after the other to that image alone."""
+    generator = torch.Generator().manual_seed(6)
+    unit = torch.rand(40, 3, 32, 32, generator=generator)
+    unit[0] = 0.5  # grey: hue and saturation without chroma
+    params = aug.sample_paper_params(40, generator)
+    params.order[:24] = torch.tensor(list(itertools.permutations(range(4))))  # every order
+    factors = {
+        aug.BRIGHTNESS_OP: params.brightness,
+        aug.CONTRAST_OP: params.contrast,
+        aug.SATURATION_OP: params.saturation,
+        aug.HUE_OP: params.hue,
+    }
+    batched = aug.color_jitter(unit, *factors.values(), params.order)
+    ops = {
+        aug.BRIGHTNESS_OP: aug.adjust_brightness,
+        aug.CONTRAST_OP: aug.adjust_contrast,
+        aug.SATURATION_OP: aug.adjust_saturation,
+        aug.HUE_OP: aug.adjust_hue,
+    }
+    for i in range(40):
+        expected = unit[i : i + 1]
+        for op in params.order[i].tolist():
+            expected = ops[op](expected, factors[op][i : i + 1])
+        assert torch.equal(batched[i : i + 1], expected)
 
 
 def test_hsv_round_trip_and_reference():
