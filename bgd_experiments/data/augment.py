@@ -246,23 +246,34 @@ def _fraction(turns: torch.Tensor) -> torch.Tensor:
     return turns - turns.floor()
 
 
+def _reaches(values: torch.Tensor, ceiling: torch.Tensor) -> torch.Tensor:
+    """``(values == ceiling)`` as float 1.0/0.0, for ``ceiling - 1 <= values <= ceiling``.
+
+    A nonzero difference never rounds to 0 and stays >= -1, so its floor is -1 exactly
+    where the two differ. Float arithmetic only: comparisons and bool-to-float conversions
+    are several times slower on the CPU.
+    """
+    return (values - ceiling).floor_().add_(1.0)
+
+
 def _rgb_to_hsv_planes(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Float RGB in [0, 1] -> (hue, saturation, value), each (B, H, W), hue in turns."""
     red, green, blue = images.unbind(dim=1)
     value = images.amax(dim=1)
     chroma = value - images.amin(dim=1)
+    zero = torch.zeros((), dtype=images.dtype, device=images.device)
     # Grey pixels (chroma 0) get hue 0 and saturation 0; the +1 only avoids dividing by 0.
-    safe_chroma = chroma + (chroma == 0).to(images.dtype)
-    saturation = chroma / (value + (value == 0).to(images.dtype))
-    # Hue sector by which channel is largest (ties: red before green before blue); masks
-    # as 0/1 factors, several times cheaper than torch.where on the CPU.
-    red_is_max = red == value
-    green_is_max = (green == value) & ~red_is_max
-    blue_is_max = ~(red_is_max | green_is_max)
+    safe_chroma = chroma + _reaches(-chroma, zero)
+    saturation = chroma / (value + _reaches(-value, zero))
+    # Hue sector by which channel is largest (ties: red before green before blue), as 0/1
+    # factors: cheaper than torch.where on the CPU.
+    red_is_max = _reaches(red, value)
+    green_is_max = _reaches(green, value) * (1.0 - red_is_max)
+    blue_is_max = 1.0 - red_is_max - green_is_max
     hue_sixths = (
-        red_is_max.to(images.dtype) * ((green - blue) / safe_chroma)
-        + green_is_max.to(images.dtype) * ((blue - red) / safe_chroma + 2.0)
-        + blue_is_max.to(images.dtype) * ((red - green) / safe_chroma + 4.0)
+        red_is_max * ((green - blue) / safe_chroma)
+        + green_is_max * ((blue - red) / safe_chroma + 2.0)
+        + blue_is_max * ((red - green) / safe_chroma + 4.0)
     )
     return _fraction(hue_sixths / 6.0), saturation, value
 
@@ -282,7 +293,10 @@ def _hsv_planes_to_rgb(
     """(B, H, W) hue, saturation, value planes -> float RGB (B, 3, H, W)."""
     hue, saturation, value = hue.unsqueeze(1), saturation.unsqueeze(1), value.unsqueeze(1)
     phase = _channel_constant(_HSV_CHANNEL_PHASE, hue.device, hue.dtype)
-    k = torch.remainder(phase + 6.0 * hue, 6.0)
+    k = phase + 6.0 * hue  # in [1, 12) for hue in [0, 1]
+    # k mod 6, the same numbers as torch.remainder(k, 6.0) (k - 6 is exact for k in [4, 12),
+    # and floor(k - 5) is >= 1 exactly where k >= 6), a few times faster on the CPU.
+    k = k - 6.0 * (k - 5.0).floor_().clamp_(0.0, 1.0)
     weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return value - value * saturation * weight
 
