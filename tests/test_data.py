@@ -520,7 +520,7 @@ def test_loader_is_a_function_of_seed_epoch_stream(augment):
 
 
 def test_loader_assembles_batches_single_threaded_and_restores_threads(monkeypatch):
-    images, labels = _indexed_images(40)
+    images, labels = _indexed_images(18)
     seen_threads: list[int] = []
     real_augment = loader_module.augment_batch
 
@@ -532,14 +532,14 @@ def test_loader_assembles_batches_single_threaded_and_restores_threads(monkeypat
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        loader = DeviceLoader(images, labels, 16, shuffle=True, augment="paper", seed=1)
+        loader = DeviceLoader(images, labels, 6, shuffle=True, augment="paper", seed=1)
         batches = []
         for batch in loader.epoch(0):
             assert torch.get_num_threads() == 2  # the consumer keeps its threads
             batches.append(batch)
         assert seen_threads == [1, 1, 1]
         untouched = DeviceLoader(
-            images, labels, 16, shuffle=True, augment="paper", seed=1, augment_threads=None
+            images, labels, 6, shuffle=True, augment="paper", seed=1, augment_threads=None
         )
         for (x, y), (x_other, y_other) in zip(batches, untouched.epoch(0), strict=True):
             assert torch.equal(x, x_other) and torch.equal(y, y_other)
@@ -761,6 +761,27 @@ def test_hsv_round_trip_and_reference():
     pixels = rgb.permute(0, 2, 3, 1).reshape(-1, 3)
     expected = torch.tensor([colorsys.rgb_to_hsv(*p.tolist()) for p in pixels])
     assert torch.allclose(hsv.permute(0, 2, 3, 1).reshape(-1, 3), expected, atol=1e-6)
+
+
+def test_hsv_float_tricks_equal_the_plain_formulas():
+    """The comparison-free forms in the HSV code give exactly the plain formulas' numbers."""
+    turns = torch.linspace(-1.5, 2.5, 400_001)
+    near_whole = torch.tensor([-1.0, 0.0, 1.0, 2.0, 1 / 6, 0.5, 5 / 6])
+    turns = torch.cat(
+        [turns, near_whole.nextafter(near_whole + 1), near_whole.nextafter(near_whole - 1)]
+    )
+    assert torch.equal(aug._fraction(turns), torch.remainder(turns, 1.0))
+    hue = aug._fraction(turns).view(1, -1, 1)
+    saturation, value = torch.rand_like(hue), torch.rand_like(hue)
+    phase = torch.tensor(aug._HSV_CHANNEL_PHASE).view(1, 3, 1, 1)
+    k = torch.remainder(phase + 6.0 * hue.unsqueeze(1), 6.0)
+    plain = value.unsqueeze(1) - value.unsqueeze(1) * saturation.unsqueeze(1) * torch.minimum(
+        k, 4.0 - k
+    ).clamp(0.0, 1.0)
+    assert torch.equal(aug._hsv_planes_to_rgb(hue, saturation, value), plain)
+    a, b = torch.rand(2, 100_000).unbind()
+    b[::3] = a[::3]  # ties
+    assert torch.equal(aug._reaches(torch.minimum(a, b), b), (torch.minimum(a, b) == b).float())
 
 
 def test_paper_params_ranges():

@@ -246,7 +246,7 @@ def _fraction(turns: torch.Tensor) -> torch.Tensor:
     return turns - turns.floor()
 
 
-def _reaches(values: torch.Tensor, ceiling: torch.Tensor) -> torch.Tensor:
+def _reaches(values: torch.Tensor, ceiling: torch.Tensor | float) -> torch.Tensor:
     """``(values == ceiling)`` as float 1.0/0.0, for ``ceiling - 1 <= values <= ceiling``.
 
     A nonzero difference never rounds to 0 and stays >= -1, so its floor is -1 exactly
@@ -261,10 +261,9 @@ def _rgb_to_hsv_planes(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
     red, green, blue = images.unbind(dim=1)
     value = images.amax(dim=1)
     chroma = value - images.amin(dim=1)
-    zero = torch.zeros((), dtype=images.dtype, device=images.device)
     # Grey pixels (chroma 0) get hue 0 and saturation 0; the +1 only avoids dividing by 0.
-    safe_chroma = chroma + _reaches(-chroma, zero)
-    saturation = chroma / (value + _reaches(-value, zero))
+    safe_chroma = chroma + _reaches(-chroma, 0.0)
+    saturation = chroma / (value + _reaches(-value, 0.0))
     # Hue sector by which channel is largest (ties: red before green before blue), as 0/1
     # factors: cheaper than torch.where on the CPU.
     red_is_max = _reaches(red, value)
