@@ -270,6 +270,8 @@ def bench_data_path(args, images, labels, device, memory_format) -> dict:
         result["ours"]["images_per_s"] / result["authors"]["images_per_s"]
     )
     result["images_per_turn"] = seen
+    # Ours assembles batches on the CPU with this many intra-op threads (None: torch's).
+    result["ours_augment_threads"] = ours.augment_threads if device.type == "cpu" else None
     return result
 
 
@@ -520,6 +522,13 @@ def markdown(report: dict) -> str:
             f"Ratio ours / authors: **{data['ratio_ours_over_authors']:.2f}x** (target >= 3x).",
             "",
         ]
+        threads = data.get("ours_augment_threads")
+        if threads:
+            lines += [
+                f"Ours assembles each batch with {threads} CPU thread(s) (`DeviceLoader`'s "
+                "`augment_threads`); each DataLoader worker process runs 1 thread.",
+                "",
+            ]
     for result in report["models"]:
         lines += [
             f"## Epochs: {result['model']} width {result['width']} ({result['images']} images, "

@@ -50,6 +50,8 @@ def test_bench_epoch_runs_and_writes_md_and_json(tmp_path, tiny_cifar10_targz):
     assert code == 0
     report = json.loads((tmp_path / "cpu.json").read_text())
     assert report["data_path"]["ratio_ours_over_authors"] > 0
+    assert report["data_path"]["ours_augment_threads"] == 1
+    assert "Ours assembles each batch with 1 CPU thread" in (tmp_path / "cpu.md").read_text()
     (result,) = report["models"]
     assert result["model"] == "resnet18" and result["width"] == 0.0625
     for name in ("authors", "nag-fp32", "mbt-restore", "mbt-keep"):

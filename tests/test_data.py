@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import itertools
 import os
 import shutil
 import tarfile
@@ -45,6 +46,7 @@ from bgd_experiments.data import (
     split_validation,
 )
 from bgd_experiments.data import augment as aug
+from bgd_experiments.data import loader as loader_module
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -517,6 +519,37 @@ def test_loader_is_a_function_of_seed_epoch_stream(augment):
     assert torch.equal(_collect(loader, 3)[0], x)
 
 
+def test_loader_assembles_batches_single_threaded_and_restores_threads(monkeypatch):
+    images, labels = _indexed_images(18)
+    seen_threads: list[int] = []
+    real_augment = loader_module.augment_batch
+
+    def spying_augment(*args, **kwargs):
+        seen_threads.append(torch.get_num_threads())
+        return real_augment(*args, **kwargs)
+
+    monkeypatch.setattr(loader_module, "augment_batch", spying_augment)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loader = DeviceLoader(images, labels, 6, shuffle=True, augment="paper", seed=1)
+        batches = []
+        for batch in loader.epoch(0):
+            assert torch.get_num_threads() == 2  # the consumer keeps its threads
+            batches.append(batch)
+        assert seen_threads == [1, 1, 1]
+        untouched = DeviceLoader(
+            images, labels, 6, shuffle=True, augment="paper", seed=1, augment_threads=None
+        )
+        for (x, y), (x_other, y_other) in zip(batches, untouched.epoch(0), strict=True):
+            assert torch.equal(x, x_other) and torch.equal(y, y_other)
+        assert seen_threads[3:] == [2, 2, 2]
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(ValueError, match="augment_threads"):
+        DeviceLoader(images, labels, 16, shuffle=True, augment_threads=0)
+
+
 def test_loader_from_dataset(tiny_cifar10_torchvision: Path):
     test = load_cifar("cifar10", tiny_cifar10_torchvision, "test")
     loader = DeviceLoader.from_dataset(test, 16, shuffle=False)
@@ -589,6 +622,72 @@ def test_rotation_matches_torchvision_nearest():
     assert torch.equal(ours[0], torch.rot90(unit[0], 1, dims=(1, 2)))  # counter-clockwise
 
 
+def _geometry_edge_cases(n: int) -> tuple[torch.Tensor, ...]:
+    """Crop offsets at both extremes, both flips, angles 0, the largest drawn (+-30), right
+    angles, half-pixel-prone 45 degrees, and angles beyond the drawn range."""
+    angles = torch.tensor([0.0, 30.0, -30.0, 90.0, -90.0, 180.0, 45.0, -45.0, 0.5, 270.0, 359.9])
+    angles = angles.repeat(-(-n // len(angles)))[:n]
+    top = torch.tensor([0, 8, 4, 0, 8]).repeat(-(-n // 5))[:n]
+    left = torch.tensor([8, 0, 4, 0, 8, 3, 5]).repeat(-(-n // 7))[:n]
+    flip = torch.arange(n) % 3 == 0
+    return top, left, flip, angles
+
+
+def test_fast_geometry_is_the_reference_pixel_for_pixel():
+    """crop_flip_rotate (one uint8 gather) == rotate(crop_and_flip(...)), on uint8 images."""
+    images, _ = _indexed_images(66, seed=3)
+    draws = [_geometry_edge_cases(66)]
+    for seed in range(30):  # the draws of training: sample_paper_params
+        params = aug.sample_paper_params(66, torch.Generator().manual_seed(seed))
+        draws.append((params.top, params.left, params.flip, params.degrees))
+    for top, left, flip, degrees in draws:
+        fast = aug.crop_flip_rotate(images, top, left, flip, degrees)
+        reference = aug.rotate(aug.crop_and_flip(images, top, left, flip), degrees)
+        assert fast.dtype == torch.uint8 and torch.equal(fast, reference)
+    # The fill is there and only there: a white image is black exactly where it is fill.
+    top, left, flip, degrees = draws[0]
+    white = torch.full_like(images, 255)
+    fill = aug.crop_flip_rotate(white, top, left, flip, degrees) == 0
+    reference_fill = aug.rotate(aug.crop_and_flip(white, top, left, flip), degrees) == 0
+    assert torch.equal(fill, reference_fill) and 0 < fill.float().mean() < 0.5
+    index = aug.crop_flip_rotate_index(top, left, flip, degrees, 32, 32)
+    assert index.min() >= 0 and index.max() == 32 * 32  # 32 * 32 = the fill pixel
+
+
+def test_fast_paper_augment_is_the_reference_in_fp32():
+    """The whole paper augmentation, fast vs readable, same draws: the same float batches."""
+    images, _ = _indexed_images(50, seed=4)
+    for seed in range(8):
+        params = aug.sample_paper_params(50, torch.Generator().manual_seed(seed))
+        fast = aug.apply_paper_augment(images, params)
+        assert fast.dtype == torch.float32
+        assert torch.equal(fast, aug.apply_paper_augment_reference(images, params))
+        # augment_batch draws these very parameters first from its generator.
+        batch = aug.augment_batch(images, "paper", torch.Generator().manual_seed(seed))
+        assert torch.equal(batch, aug.normalize(fast))
+
+
+def test_rotation_rounding_agrees_with_grid_sample():
+    """Our nearest-neighbour rounding vs affine_grid + grid_sample (the previous reference):
+    the share of pixels read from a different source; rare half-pixel ties at most."""
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randint(1, 256, (400, 3, 32, 32), generator=generator).float()  # no 0
+    degrees = torch.cat([torch.rand(390, generator=generator) * 60 - 30, torch.zeros(10)])
+    radians = degrees * (torch.pi / 180)
+    cos, sin, zero = torch.cos(radians), torch.sin(radians), torch.zeros(400)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)], dim=1
+    )
+    grid = torch.nn.functional.affine_grid(theta, [400, 3, 32, 32], align_corners=False)
+    expected = torch.nn.functional.grid_sample(
+        images, grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )
+    ours = aug.rotate(images, degrees)
+    different = (ours != expected).any(dim=1).float().mean().item()
+    assert different <= 1e-4  # 0 of 4 million pixels where this was written
+    assert torch.equal(ours[390:], images[390:])
+
+
 def test_colour_jitter_identity_and_torchvision_semantics():
     images, _ = _indexed_images(6)
     unit = images.float() / 255
@@ -623,6 +722,34 @@ def test_colour_jitter_identity_and_torchvision_semantics():
         assert torch.allclose(ours[i], expected, atol=1e-4)
 
 
+def test_colour_jitter_batched_is_image_by_image():
+    """The batched jitter (images regrouped by op at each position) gives exactly the
+    numbers of applying each image's ops one after the other to that image alone."""
+    generator = torch.Generator().manual_seed(6)
+    unit = torch.rand(40, 3, 32, 32, generator=generator)
+    unit[0] = 0.5  # grey: hue and saturation without chroma
+    params = aug.sample_paper_params(40, generator)
+    params.order[:24] = torch.tensor(list(itertools.permutations(range(4))))  # every order
+    factors = {
+        aug.BRIGHTNESS_OP: params.brightness,
+        aug.CONTRAST_OP: params.contrast,
+        aug.SATURATION_OP: params.saturation,
+        aug.HUE_OP: params.hue,
+    }
+    batched = aug.color_jitter(unit, *factors.values(), params.order)
+    ops = {
+        aug.BRIGHTNESS_OP: aug.adjust_brightness,
+        aug.CONTRAST_OP: aug.adjust_contrast,
+        aug.SATURATION_OP: aug.adjust_saturation,
+        aug.HUE_OP: aug.adjust_hue,
+    }
+    for i in range(40):
+        expected = unit[i : i + 1]
+        for op in params.order[i].tolist():
+            expected = ops[op](expected, factors[op][i : i + 1])
+        assert torch.equal(batched[i : i + 1], expected)
+
+
 def test_hsv_round_trip_and_reference():
     generator = torch.Generator().manual_seed(0)
     rgb = torch.rand(4, 3, 8, 8, generator=generator)
@@ -634,6 +761,27 @@ def test_hsv_round_trip_and_reference():
     pixels = rgb.permute(0, 2, 3, 1).reshape(-1, 3)
     expected = torch.tensor([colorsys.rgb_to_hsv(*p.tolist()) for p in pixels])
     assert torch.allclose(hsv.permute(0, 2, 3, 1).reshape(-1, 3), expected, atol=1e-6)
+
+
+def test_hsv_float_tricks_equal_the_plain_formulas():
+    """The comparison-free forms in the HSV code give exactly the plain formulas' numbers."""
+    turns = torch.linspace(-1.5, 2.5, 400_001)
+    near_whole = torch.tensor([-1.0, 0.0, 1.0, 2.0, 1 / 6, 0.5, 5 / 6])
+    turns = torch.cat(
+        [turns, near_whole.nextafter(near_whole + 1), near_whole.nextafter(near_whole - 1)]
+    )
+    assert torch.equal(aug._fraction(turns), torch.remainder(turns, 1.0))
+    hue = aug._fraction(turns).view(1, -1, 1)
+    saturation, value = torch.rand_like(hue), torch.rand_like(hue)
+    phase = torch.tensor(aug._HSV_CHANNEL_PHASE).view(1, 3, 1, 1)
+    k = torch.remainder(phase + 6.0 * hue.unsqueeze(1), 6.0)
+    plain = value.unsqueeze(1) - value.unsqueeze(1) * saturation.unsqueeze(1) * torch.minimum(
+        k, 4.0 - k
+    ).clamp(0.0, 1.0)
+    assert torch.equal(aug._hsv_planes_to_rgb(hue, saturation, value), plain)
+    a, b = torch.rand(2, 100_000).unbind()
+    b[::3] = a[::3]  # ties
+    assert torch.equal(aug._reaches(torch.minimum(a, b), b), (torch.minimum(a, b) == b).float())
 
 
 def test_paper_params_ranges():

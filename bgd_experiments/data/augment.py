@@ -7,13 +7,17 @@ The paper's (authors' code) training pipeline, torchvision on PIL images one at 
 
 is reproduced here on a whole batch at once, every image with its own random parameters:
 
-- crop + flip: one index gather from the uint8 batch (zero padding = pixels outside the
-  image read as 0);
+- crop + flip (zero padding = pixels outside the image read as 0) and the rotation;
 - the two rotations (uniform in [-10, 10] and [-20, 20] degrees, about the image centre)
-  are composed into ONE rotation by their sum, applied with a single ``affine_grid`` +
-  ``grid_sample`` (nearest, zero fill, as torchvision's defaults). Deviation: torchvision
-  resamples twice (two nearest-neighbour roundings); we resample once, which is slightly
-  sharper. The angle distribution (sum of the two uniforms) is the same;
+  are composed into ONE rotation by their sum, nearest neighbour with zero fill (as
+  torchvision's defaults), rounded as ``affine_grid`` + ``grid_sample`` (nearest,
+  align_corners=False) do. Deviation: torchvision resamples twice (two nearest-neighbour
+  roundings); we resample once, which is slightly sharper. The angle distribution (sum of
+  the two uniforms) is the same;
+- the fast path does crop, flip and rotation as ONE gather of uint8 pixels
+  (:func:`crop_flip_rotate`: each output pixel's source index, computed for the whole batch
+  in float32); the readable path (:func:`apply_paper_augment_reference`: crop_and_flip,
+  then rotate on floats) gives exactly the same numbers;
 - colour jitter in torchvision's semantics: brightness factor in [0.8, 1.2], contrast
   [0.8, 1.2], saturation [0.9, 1.1], hue shift [-0.1, 0.1], the four applied in a random
   order drawn PER IMAGE (as torchvision's ``ColorJitter`` draws one per call, i.e. per
@@ -32,7 +36,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -99,21 +102,110 @@ def crop_and_flip(
     return torch.where(inside.view(batch, 1, height, width), gathered, gathered.new_zeros(()))
 
 
-def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each float image by its angle (counter-clockwise, about the centre).
+def rotation_source_pixels(
+    degrees: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a rotation of each image by its angle (counter-clockwise, about the centre), the
+    (row, column) of the input pixel each output pixel reads: two float32 (B, H, W) tensors of
+    whole numbers, possibly outside the image (those pixels are fill).
 
-    Nearest-neighbour sampling and zero fill, like torchvision's ``rotate`` defaults.
+    This DEFINES the nearest-neighbour rounding of both augmentation paths: the output
+    pixel's centre, relative to the image centre, turned by the angle, rounded half to even
+    (as ``grid_sample(mode="nearest", align_corners=False)``, torchvision's ``rotate``
+    default). On 4 million pixels of random angles it picks the same pixels as
+    ``affine_grid`` + ``grid_sample`` (tests/test_data.py counts the differences).
     """
-    radians = degrees.to(device=images.device, dtype=images.dtype) * (math.pi / 180.0)
-    cos, sin = torch.cos(radians), torch.sin(radians)
-    zero = torch.zeros_like(cos)
-    # affine_grid maps each OUTPUT location to the INPUT location it reads from (inverse map);
-    # in image coordinates (y down) a counter-clockwise turn reads from [[c, -s], [s, c]] q.
-    theta = torch.stack(
-        [torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)], dim=1
+    device = degrees.device
+    radians = degrees.to(torch.float32) * (math.pi / 180.0)
+    cos, sin = torch.cos(radians).view(-1, 1, 1), torch.sin(radians).view(-1, 1, 1)
+    # Output pixel centres relative to the image centre (exact in float32).
+    across = torch.arange(width, dtype=torch.float32, device=device) - (width - 1) / 2
+    down = torch.arange(height, dtype=torch.float32, device=device) - (height - 1) / 2
+    across, down = across.view(1, 1, width), down.view(1, height, 1)
+    # Inverse map (each OUTPUT pixel reads the INPUT pixel it came from); in image
+    # coordinates (y down) a counter-clockwise turn reads from [[c, -s], [s, c]] q.
+    cols = (cos * across - sin * down + (width - 1) / 2).round_()
+    rows = (sin * across + cos * down + (height - 1) / 2).round_()
+    return rows, cols
+
+
+def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by its angle (counter-clockwise, about the centre), any dtype.
+
+    Nearest-neighbour sampling (:func:`rotation_source_pixels`) and zero fill, like
+    torchvision's ``rotate`` defaults. The readable reference of :func:`crop_flip_rotate`.
+    """
+    batch, channels, height, width = images.shape
+    rows, cols = rotation_source_pixels(degrees.to(images.device), height, width)
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat_index = rows.clamp(0, height - 1) * width + cols.clamp(0, width - 1)
+    flat_index = flat_index.to(torch.int64).view(batch, 1, -1).expand(batch, channels, -1)
+    gathered = images.reshape(batch, channels, height * width).gather(2, flat_index)
+    gathered = gathered.view(batch, channels, height, width)
+    return torch.where(inside.view(batch, 1, height, width), gathered, gathered.new_zeros(()))
+
+
+def crop_flip_rotate_index(
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor,
+    degrees: torch.Tensor,
+    height: int,
+    width: int,
+    padding: int = CROP_PADDING,
+) -> torch.Tensor:
+    """Flat source index of every output pixel of crop -> flip -> rotate, (B, H * W) int64.
+
+    Index ``H * W`` stands for the fill value (a pixel the rotation brings in from outside
+    the crop, or the crop from the zero padding). All arguments on the same device.
+    """
+    rows, cols = rotation_source_pixels(degrees, height, width)  # in the flipped crop
+    flip, top, left = flip.view(-1, 1, 1), top.view(-1, 1, 1), left.view(-1, 1, 1)
+    cols = torch.where(flip, (width - 1) - cols, cols)  # in the crop, before its flip
+    # A crop pixel (r, c) is padded-image pixel (top + r, left + c), i.e. image pixel
+    # (top - padding + r, ...): inside both the crop and the image on a per-image range.
+    row_shift = (top - padding).to(torch.float32)
+    col_shift = (left - padding).to(torch.float32)
+    inside = (rows >= (-row_shift).clamp(min=0)) & (rows < (height - row_shift).clamp(max=height))
+    inside &= (cols >= (-col_shift).clamp(min=0)) & (cols < (width - col_shift).clamp(max=width))
+    # Whole numbers below 2**24: exact in float32.
+    flat = (rows + row_shift) * width + (cols + col_shift)
+    flat = torch.where(inside, flat, float(height * width))
+    return flat.to(torch.int64).view(flat.shape[0], height * width)
+
+
+def crop_flip_rotate(
+    images: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor,
+    degrees: torch.Tensor,
+    padding: int = CROP_PADDING,
+) -> torch.Tensor:
+    """``rotate(crop_and_flip(images, top, left, flip), degrees)`` as ONE gather (any dtype).
+
+    The fast path of the paper's geometry: one source index per output pixel
+    (:func:`crop_flip_rotate_index`), then a single gather from the images with a zero
+    appended as the fill pixel; no float image and no ``grid_sample``. Same pixels as the
+    reference, exactly.
+    """
+    batch, channels, height, width = images.shape
+    device = images.device
+    index = crop_flip_rotate_index(
+        top.to(device),
+        left.to(device),
+        flip.to(device),
+        degrees.to(device),
+        height,
+        width,
+        padding,
     )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    with_fill = torch.cat(
+        [images.reshape(batch, channels, height * width), images.new_zeros(batch, channels, 1)],
+        dim=2,
+    )
+    gathered = with_fill.gather(2, index.view(batch, 1, -1).expand(batch, channels, -1))
+    return gathered.view(batch, channels, height, width)
 
 
 def _per_image(factor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -132,8 +224,9 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_brightness(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Scale towards black: factor 1 = identity, 0 = black."""
-    return _blend(images, torch.zeros((), dtype=images.dtype, device=images.device), factor)
+    """Scale towards black: factor 1 = identity, 0 = black (the blend with black, whose
+    ``(1 - factor) * 0`` term adds exactly nothing)."""
+    return (_per_image(factor, images) * images).clamp_(0.0, 1.0)
 
 
 def adjust_contrast(images: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -147,30 +240,64 @@ def adjust_saturation(images: torch.Tensor, factor: torch.Tensor) -> torch.Tenso
     return _blend(images, grayscale(images), factor)
 
 
-def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
-    """Float RGB in [0, 1] -> HSV with h, s, v in [0, 1] (hue in turns), shape kept."""
+def _fraction(turns: torch.Tensor) -> torch.Tensor:
+    """``turns mod 1``, in [0, 1]: the same numbers as ``torch.remainder(turns, 1.0)`` (both
+    are one rounding of the exact difference), a few times faster on the CPU."""
+    return turns - turns.floor()
+
+
+def _reaches(values: torch.Tensor, ceiling: torch.Tensor | float) -> torch.Tensor:
+    """``(values == ceiling)`` as float 1.0/0.0, for ``ceiling - 1 <= values <= ceiling``.
+
+    A nonzero difference never rounds to 0 and stays >= -1, so its floor is -1 exactly
+    where the two differ. Float arithmetic only: comparisons and bool-to-float conversions
+    are several times slower on the CPU.
+    """
+    return (values - ceiling).floor_().add_(1.0)
+
+
+def _rgb_to_hsv_planes(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Float RGB in [0, 1] -> (hue, saturation, value), each (B, H, W), hue in turns."""
     red, green, blue = images.unbind(dim=1)
     value = images.amax(dim=1)
     chroma = value - images.amin(dim=1)
     # Grey pixels (chroma 0) get hue 0 and saturation 0; the +1 only avoids dividing by 0.
-    safe_chroma = chroma + (chroma == 0).to(images.dtype)
-    saturation = chroma / (value + (value == 0).to(images.dtype))
-    # Hue sector by which channel is largest (ties: red before green before blue); masks
-    # as 0/1 factors, cheaper than nested torch.where on the CPU.
-    red_is_max = red == value
-    green_is_max = (green == value) & ~red_is_max
-    blue_is_max = ~(red_is_max | green_is_max)
+    safe_chroma = chroma + _reaches(-chroma, 0.0)
+    saturation = chroma / (value + _reaches(-value, 0.0))
+    # Hue sector by which channel is largest (ties: red before green before blue), as 0/1
+    # factors: cheaper than torch.where on the CPU.
+    red_is_max = _reaches(red, value)
+    green_is_max = _reaches(green, value) * (1.0 - red_is_max)
+    blue_is_max = 1.0 - red_is_max - green_is_max
     hue_sixths = (
-        red_is_max.to(images.dtype) * ((green - blue) / safe_chroma)
-        + green_is_max.to(images.dtype) * ((blue - red) / safe_chroma + 2.0)
-        + blue_is_max.to(images.dtype) * ((red - green) / safe_chroma + 4.0)
+        red_is_max * ((green - blue) / safe_chroma)
+        + green_is_max * ((blue - red) / safe_chroma + 2.0)
+        + blue_is_max * ((red - green) / safe_chroma + 4.0)
     )
-    hue = torch.remainder(hue_sixths / 6.0, 1.0)
-    return torch.stack([hue, saturation, value], dim=1)
+    return _fraction(hue_sixths / 6.0), saturation, value
+
+
+def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
+    """Float RGB in [0, 1] -> HSV with h, s, v in [0, 1] (hue in turns), shape kept."""
+    return torch.stack(_rgb_to_hsv_planes(images), dim=1)
 
 
 # Phase of each output channel on the hue circle (in sixths), for hsv_to_rgb.
 _HSV_CHANNEL_PHASE = (5.0, 3.0, 1.0)
+
+
+def _hsv_planes_to_rgb(
+    hue: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor
+) -> torch.Tensor:
+    """(B, H, W) hue, saturation, value planes -> float RGB (B, 3, H, W)."""
+    hue, saturation, value = hue.unsqueeze(1), saturation.unsqueeze(1), value.unsqueeze(1)
+    phase = _channel_constant(_HSV_CHANNEL_PHASE, hue.device, hue.dtype)
+    k = phase + 6.0 * hue  # in [1, 12) for hue in [0, 1]
+    # k mod 6, the same numbers as torch.remainder(k, 6.0) (k - 6 is exact for k in [4, 12),
+    # and floor(k - 5) is >= 1 exactly where k >= 6), a few times faster on the CPU.
+    k = k - 6.0 * (k - 5.0).floor_().clamp_(0.0, 1.0)
+    weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return value - value * saturation * weight
 
 
 def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -180,18 +307,14 @@ def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
     k = (phase + 6 h) mod 6, phase 5/3/1 for red/green/blue; the piecewise-linear hexcone
     without per-sector branches.
     """
-    hue, saturation, value = images[:, 0:1], images[:, 1:2], images[:, 2:3]
-    phase = _channel_constant(_HSV_CHANNEL_PHASE, images.device, images.dtype)
-    k = torch.remainder(phase + 6.0 * hue, 6.0)
-    weight = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return value - value * saturation * weight
+    return _hsv_planes_to_rgb(*images.unbind(dim=1))
 
 
 def adjust_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate the hue by ``shift`` turns (in [-0.5, 0.5]); 0 = identity up to rounding."""
-    hsv = rgb_to_hsv(images)
-    hue = (hsv[:, 0] + shift.to(device=images.device, dtype=images.dtype).view(-1, 1, 1)) % 1.0
-    return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1)).clamp_(0.0, 1.0)
+    hue, saturation, value = _rgb_to_hsv_planes(images)
+    hue = _fraction(hue + shift.to(device=images.device, dtype=images.dtype).view(-1, 1, 1))
+    return _hsv_planes_to_rgb(hue, saturation, value).clamp_(0.0, 1.0)
 
 
 _JITTER_OPS = {
@@ -212,32 +335,47 @@ def color_jitter(
 ) -> torch.Tensor:
     """Apply the four colour adjustments to float [0, 1] images, each image in its own order.
 
-    ``order`` (B, 4) holds a permutation of the op ids (BRIGHTNESS_OP, ...) per image. The
-    images are processed in groups (position, op); the groups are formed on the host from a
-    CPU ``order``, so a CUDA batch needs no device synchronisation here.
+    ``order`` (B, 4) holds a permutation of the op ids (BRIGHTNESS_OP, ...) per image. At
+    each position the batch is rearranged so that the images of each op form one slice
+    (one ``index_select`` of the whole batch), each op runs on its slice, and a final
+    ``index_select`` restores the batch order: the same numbers as applying the ops image by
+    image, without the slow scattered writes of ``index_copy_``. The arrangements are
+    worked out on the host from a CPU ``order``, so a CUDA batch needs no device
+    synchronisation here.
     """
+    order_host = order.cpu()
+    batch, positions = order_host.shape
+    if batch == 0 or positions == 0:
+        return images.clone()
     factors = torch.stack([brightness, contrast, saturation, hue], dim=1)
     factors = factors.to(images.device, images.dtype, non_blocking=True)
-    order_host = order.cpu()
-    groups: list[tuple[int, torch.Tensor]] = []
-    for position in range(order_host.shape[1]):
-        for op in _JITTER_OPS:
-            chosen = (order_host[:, position] == op).nonzero().flatten()
-            if chosen.numel():
-                groups.append((op, chosen))
-    out = images.clone()
-    if not groups:
-        return out
-    # One host-to-device copy for all the groups' indices.
-    all_indices = torch.cat([chosen for _, chosen in groups])
-    all_indices = all_indices.to(images.device, non_blocking=True)
-    start = 0
-    for op, chosen in groups:
-        index = all_indices[start : start + chosen.numel()]
-        start += chosen.numel()
-        factor = factors[:, op].index_select(0, index)
-        out.index_copy_(0, index, _JITTER_OPS[op](out.index_select(0, index), factor))
-    return out
+    # arrangement[p][i]: the image at row i while the ops of position p run (grouped by op).
+    arrangements = [order_host[:, p].sort(stable=True).indices for p in range(positions)]
+    group_sizes = [
+        torch.bincount(order_host[:, p], minlength=len(_JITTER_OPS)) for p in range(positions)
+    ]
+    # moves[p] takes the rows from arrangement p - 1 (the batch order for p = 0) to p; the
+    # last one back to the batch order.
+    inverses = [arrangement.argsort() for arrangement in arrangements]
+    moves = [arrangements[0]]
+    moves += [inverses[p - 1][arrangements[p]] for p in range(1, positions)]
+    moves.append(inverses[-1])
+    # One host-to-device copy for all the indices.
+    indices = torch.cat(moves + arrangements).to(images.device, non_blocking=True)
+    moves_on_device = indices[: batch * (positions + 1)].view(positions + 1, batch)
+    arrangements_on_device = indices[batch * (positions + 1) :].view(positions, batch)
+    out = images
+    for position in range(positions):
+        out = out.index_select(0, moves_on_device[position])
+        arranged_factors = factors.index_select(0, arrangements_on_device[position])
+        pieces, start = [], 0
+        for op, size in zip(_JITTER_OPS, group_sizes[position].tolist(), strict=True):
+            if size:
+                rows = slice(start, start + size)
+                pieces.append(_JITTER_OPS[op](out[rows], arranged_factors[rows, op]))
+                start += size
+        out = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+    return out.index_select(0, moves_on_device[positions])
 
 
 @dataclass
@@ -301,7 +439,21 @@ def sample_paper_params(
 
 
 def apply_paper_augment(images: torch.Tensor, params: PaperAugmentParams) -> torch.Tensor:
-    """uint8 batch -> augmented float batch in [0, 1] (not yet normalised)."""
+    """uint8 batch -> augmented float batch in [0, 1] (not yet normalised).
+
+    Crop, flip and rotation in one uint8 gather (:func:`crop_flip_rotate`); the same
+    numbers as :func:`apply_paper_augment_reference`.
+    """
+    params = params.to(images.device)
+    geometry = crop_flip_rotate(images, params.top, params.left, params.flip, params.degrees)
+    unit = geometry.to(torch.float32).div_(255.0)
+    return color_jitter(
+        unit, params.brightness, params.contrast, params.saturation, params.hue, params.order
+    )
+
+
+def apply_paper_augment_reference(images: torch.Tensor, params: PaperAugmentParams) -> torch.Tensor:
+    """The readable form of :func:`apply_paper_augment`, one transform after the other."""
     params = params.to(images.device)
     cropped = crop_and_flip(images, params.top, params.left, params.flip)
     unit = cropped.to(torch.float32).div_(255.0)
