@@ -191,19 +191,41 @@ def identity_block(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def readable_run_folder(results_dir: str | Path, identity: RunIdentity) -> Path:
     """The readable levels of the run's folder (every run of these names lies below it)."""
+    return _readable_levels(
+        results_dir,
+        identity.task,
+        identity.dataset,
+        identity.model,
+        identity.optimizer,
+        identity.lr,
+        identity.batch_size,
+        identity.seed,
+    )
+
+
+def _readable_levels(
+    results_dir: str | Path,
+    task: str,
+    dataset: str,
+    model: str,
+    optimizer: str,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> Path:
     root = Path(results_dir) / "runs"
-    if identity.task == "search":
+    if task == "search":
         root = root / "search"
-    elif identity.task != "train":
-        raise ValueError(f"run folders exist for task train or search, not {identity.task!r}")
+    elif task != "train":
+        raise ValueError(f"run folders exist for task train or search, not {task!r}")
     return (
         root
-        / identity.dataset
-        / identity.model
-        / identity.optimizer
-        / f"lr={lr_tag(identity.lr)}"
-        / f"bs={identity.batch_size}"
-        / f"seed={identity.seed}"
+        / dataset
+        / model
+        / optimizer
+        / f"lr={lr_tag(lr)}"
+        / f"bs={batch_size}"
+        / f"seed={seed}"
     )
 
 
@@ -213,6 +235,29 @@ def run_folder(
     """The folder of the run ``identity`` under ``results_dir``; ``settings`` is the digest
     input (:func:`identity_settings` with :func:`with_data_hash`), no cfg- level when empty."""
     readable = readable_run_folder(results_dir, identity)
+    return readable / f"{CFG_PREFIX}{settings_digest(settings)}" if settings else readable
+
+
+def config_run_folder(
+    results_dir: str | Path, config: dict[str, Any], settings: Mapping[str, Any]
+) -> Path:
+    """The folder of the run that ``config`` (a config.yaml) describes, ``settings`` being its
+    digest input: what bgd-run would choose for it today (scripts/migrate_run_folders.py)."""
+    fields = identity_from_config(config)
+    names = ("task", "dataset", "model", "optimizer", "lr", "batch_size", "seed")
+    missing = [CONFIG_IDENTITY_KEYS[name] for name in names if fields.get(name) is None]
+    if missing:
+        raise ValueError(f"config.yaml lacks {', '.join(missing)}")
+    readable = _readable_levels(
+        results_dir,
+        str(fields["task"]),
+        str(fields["dataset"]),
+        str(fields["model"]),
+        str(fields["optimizer"]),
+        float(fields["lr"]),
+        int(fields["batch_size"]),
+        int(fields["seed"]),
+    )
     return readable / f"{CFG_PREFIX}{settings_digest(settings)}" if settings else readable
 
 
