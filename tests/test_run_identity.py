@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -292,3 +293,25 @@ def test_migration_moves_old_folders_where_bgd_run_looks(tmp_path):
     assert refused.returncode == 1
     assert f"refused: {stray} -> {new}" in refused.stderr
     assert (stray / "summary.json").exists() and (new / "summary.json").exists()
+
+
+def test_a_table_warns_when_a_cell_averages_runs_of_different_settings():
+    from test_reporting import GOLDEN, PAPER_CSV
+
+    from bgd_experiments.reporting.tables import build_table2
+    from bgd_experiments.reporting.writers import render_markdown
+
+    runs = scan_runs(GOLDEN)
+    table = build_table2(runs, paper_csv=str(PAPER_CSV))
+    assert "different settings" not in render_markdown(table)
+    shared = next(cell for cell in table.cells if len(cell.runs) >= 2)
+    widths = {str(run.path): 0.0625 * (index + 1) for index, run in enumerate(shared.runs)}
+    swept = [
+        dataclasses.replace(run, settings={"model.width": widths[str(run.path)]})
+        if str(run.path) in widths
+        else run
+        for run in runs
+    ]
+    text = render_markdown(build_table2(swept, paper_csv=str(PAPER_CSV)))
+    assert "WARNING: 1 cell averages runs of different settings" in text
+    assert "model.width=0.0625 vs model.width=0.125" in text

@@ -146,11 +146,11 @@ def mixed_settings_warning(table: Table) -> str | None:
         return None
     first = mixed[0]
     variants = " vs ".join(sorted({settings_text(run, with_data=True) for run in first.runs}))
+    cells = f"{len(mixed)} cells average" if len(mixed) > 1 else "1 cell averages"
     return (
-        f"WARNING: {len(mixed)} cell{'s' if len(mixed) > 1 else ''} average runs of different "
-        "settings (e.g. "
-        f"{first.dataset}/{first.model}/{first.optimizer}: {variants}); give each setting its "
-        "own results_dir, or tell them apart with `bgd-report runs`."
+        f"WARNING: {cells} runs of different settings (e.g. {first.dataset}/{first.model}/"
+        f"{first.optimizer}: {variants}); give each setting its own results_dir, or tell "
+        "them apart with `bgd-report runs`."
     )
 
 
