@@ -115,7 +115,11 @@ PATH_KEYS = frozenset(
 # and what may change when resuming it (RESUMABLE_DIFFERENCES: device, threads, layout,
 # progress, TensorBoard, evaluation batch size, epochs, results_dir, dataset.root and
 # download, force), plus the keys the path already names. All other keys, including ones
-# added to conf later, change the folder when they differ from the reference.
+# added to conf later, change the folder when they differ from the reference. Kept in on
+# purpose: optimizer.implementation (the two implementations round differently, and are
+# compared with each other), trainer.val_size and baseline_stop_patience (even where the
+# protocol or optimizer ignores them: an extra folder is harmless, a shared one is not),
+# and the _target_ / _partial_ / num_classes keys that build the model and optimizer.
 IDENTITY_EXCLUDED_KEYS = RESUMABLE_DIFFERENCES | PATH_KEYS
 # budget.* only feeds other keys through interpolation (those are compared instead); the
 # data and identity blocks are derived (the data enters as DATA_HASH_SETTING); hydra.* is
