@@ -174,7 +174,16 @@ def identity_settings(cfg: DictConfig) -> dict[str, Any]:
     """The run's result-changing settings that differ from its reference config."""
     from bgd_experiments.runfolder import identity_settings as differing
 
-    return differing(run_config(cfg), reference_config(*_group_choices(cfg)))
+    choices = _group_choices(cfg)
+    try:
+        reference = reference_config(*choices)
+    except Exception as error:  # Hydra's composition errors name the missing piece
+        pairs = zip(REFERENCE_GROUPS, choices, strict=True)
+        groups = " ".join(f"{group}={choice}" for group, choice in pairs)
+        raise ConfigError(
+            f"cannot compose the reference config ({groups}) that names run folders: {error}"
+        ) from error
+    return differing(run_config(cfg), reference)
 
 
 def _run_request(cfg: DictConfig) -> tasks.RunRequest:
