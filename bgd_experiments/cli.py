@@ -8,6 +8,8 @@ usable from a notebook without Hydra.
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 import sys
@@ -127,6 +129,63 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return plain
 
 
+# The group choices that fix a run's reference config (see bgd_experiments.runfolder).
+REFERENCE_GROUPS = ("dataset", "model", "optimizer")
+REFERENCE_BUDGET = "paper"
+
+
+@functools.cache
+def _reference(dataset: str, model: str, optimizer: str) -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [
+        f"dataset={dataset}",
+        f"model={model}",
+        f"optimizer={optimizer}",
+        f"budget={REFERENCE_BUDGET}",
+    ]
+    if GlobalHydra.instance().is_initialized():  # inside bgd-run: its own config loader
+        return _plain(compose(config_name="train", overrides=overrides))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return _plain(compose(config_name="train", overrides=overrides))
+
+
+def reference_config(dataset: str, model: str, optimizer: str) -> dict[str, Any]:
+    """The fixed reference of every run with these group choices: conf/train.yaml composed
+    with them and the paper budget, nothing else (cached; a fresh copy each call). Usable
+    outside bgd-run too (scripts/migrate_run_folders.py)."""
+    return copy.deepcopy(_reference(dataset, model, optimizer))
+
+
+def _group_choices(cfg: DictConfig) -> tuple[str, str, str]:
+    """The dataset/model/optimizer config files this run was composed with (their names
+    equal the files', except where a command line overrode the name itself)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    dataset, model, optimizer = (
+        str(choices.get(group) or cfg[group].name) for group in REFERENCE_GROUPS
+    )
+    return dataset, model, optimizer
+
+
+def identity_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The run's result-changing settings that differ from its reference config."""
+    from bgd_experiments.runfolder import identity_settings as differing
+
+    choices = _group_choices(cfg)
+    try:
+        reference = reference_config(*choices)
+    except Exception as error:  # Hydra's composition errors name the missing piece
+        pairs = zip(REFERENCE_GROUPS, choices, strict=True)
+        groups = " ".join(f"{group}={choice}" for group, choice in pairs)
+        raise ConfigError(
+            f"cannot compose the reference config ({groups}) that names run folders: {error}"
+        ) from error
+    return differing(run_config(cfg), reference)
+
+
 def _run_request(cfg: DictConfig) -> tasks.RunRequest:
     return tasks.RunRequest(
         results_dir=str(cfg.results_dir),
@@ -142,6 +201,7 @@ def _run_request(cfg: DictConfig) -> tasks.RunRequest:
         budget=budget_label(cfg),
         config=run_config(cfg),
         force=bool(cfg.force),
+        settings=identity_settings(cfg),
     )
 
 

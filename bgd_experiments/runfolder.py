@@ -1,9 +1,34 @@
 """The run folder's format, in one place: its file names, its statuses and the run's identity.
 
-``<results_dir>/runs/<dataset>/<model>/<optimizer>/lr=<lr>/bs=<batch>/seed=<seed>/`` for training
-and ``<results_dir>/runs/search/...`` for search-only runs (Table 1). A folder holding
-``summary.json`` is finished (skipped unless forced); one holding only ``checkpoint.pt`` is
-resumed; one without either starts fresh.
+``<results_dir>/runs/<dataset>/<model>/<optimizer>/lr=<lr>/bs=<batch>/seed=<seed>/cfg-<digest>/``
+for training and ``<results_dir>/runs/search/...`` for search-only runs (Table 1). A folder
+holding ``summary.json`` is finished (skipped unless forced); one holding only
+``checkpoint.pt`` is resumed; one without either starts fresh.
+
+**Identity.** The folder stands for every setting that changes the run's result, so any key
+can be swept and two settings never share a folder. The readable levels name the task,
+dataset, model, optimizer, start rate, batch size and seed; the last level, ``cfg-<8 hex>``,
+is :func:`settings_digest` of :func:`identity_settings`: every other result-changing key
+(dotted, e.g. ``model.width``) whose value differs from the *reference*, plus the data's
+content hash. The reference is fixed, so the same settings always give the same folder: the
+config that ``conf/train.yaml`` composes with the run's dataset, model and optimizer choices
+and the paper budget, nothing else (bgd-run composes it; the library only sees plain dicts).
+Hence ``budget=cpu`` and ``budget=paper`` plus the same overrides share a folder, and a key
+added to conf later at its default value moves no existing run. Keys that never enter the
+digest: :data:`IDENTITY_EXCLUDED_KEYS` and :data:`IDENTITY_EXCLUDED_PREFIXES`.
+
+**Data.** ``data.sha256`` (the content hash of :func:`bgd_experiments.data.data_identity`)
+is part of the digest input, so every run has a ``cfg-`` level: two archives swept through
+``dataset.root`` give two folders, the same archive at another path or under another file
+name gives the same one. The alternative, leaving the data out of the path and refusing a
+folder whose recorded hash differs, would make two settings share a folder; comparing with a
+reference hash is not possible, as there is no canonical copy (torchvision's pickles and the
+JPEG archive are different images). Where the data is not on this machine (hash unknown), a
+finished run is still found by its other settings (:func:`find_finished_run`) and skipped.
+
+The digest's input is written into ``config.yaml`` (its ``identity`` block) so that a reader
+sees what the folder stands for; ``scripts/migrate_run_folders.py`` moves folders written
+under an older layout (or under older defaults) to where their config.yaml says they belong.
 
 The training code writes these folders and the report reads them, both through this module.
 The run's identity is written when the folder is created (``config.yaml``, at fixed keys) and
@@ -12,7 +37,10 @@ again with the summary (its ``run`` block); :func:`read_identity` reads it back 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -54,6 +82,8 @@ RESUMABLE_DIFFERENCES = frozenset(
         "trainer.num_threads",
         "trainer.channels_last",
         "trainer.tensorboard",
+        # Evaluation batches: speed and memory only (sums differ by float rounding, at most).
+        "trainer.eval_batch_size",
         "dataset.download",
         # Where the data lies on this machine; what it is, is the "data" block (name + hash).
         "dataset.root",
@@ -61,6 +91,40 @@ RESUMABLE_DIFFERENCES = frozenset(
 )
 # The config.yaml block naming the data by content (see bgd_experiments.data.data_identity).
 DATA_KEY = "data"
+# The config.yaml block recording what the folder's cfg- level stands for.
+IDENTITY_KEY = "identity"
+# The digest input's entry for the data's content hash.
+DATA_HASH_SETTING = f"{DATA_KEY}.sha256"
+CFG_PREFIX = "cfg-"
+DIGEST_HEX = 8
+
+# The keys that the readable levels of the path name exactly (optimizer.lr too, unless its
+# short tag rounds it: see identity_settings).
+PATH_KEYS = frozenset(
+    {
+        "task",
+        "dataset.name",
+        "model.name",
+        "optimizer.name",
+        "optimizer.lr",
+        "trainer.batch_size",
+        "seed",
+    }
+)
+# Every key that never enters the folder digest: where and how a run is computed or shown,
+# and what may change when resuming it (RESUMABLE_DIFFERENCES: device, threads, layout,
+# progress, TensorBoard, evaluation batch size, epochs, results_dir, dataset.root and
+# download, force), plus the keys the path already names. All other keys, including ones
+# added to conf later, change the folder when they differ from the reference. Kept in on
+# purpose: optimizer.implementation (the two implementations round differently, and are
+# compared with each other), trainer.val_size and baseline_stop_patience (even where the
+# protocol or optimizer ignores them: an extra folder is harmless, a shared one is not),
+# and the _target_ / _partial_ / num_classes keys that build the model and optimizer.
+IDENTITY_EXCLUDED_KEYS = RESUMABLE_DIFFERENCES | PATH_KEYS
+# budget.* only feeds other keys through interpolation (those are compared instead); the
+# data and identity blocks are derived (the data enters as DATA_HASH_SETTING); hydra.* is
+# Hydra's own node, never part of a run's config.
+IDENTITY_EXCLUDED_PREFIXES = ("budget.", f"{DATA_KEY}.", f"{IDENTITY_KEY}.", "hydra.")
 
 
 class RunState(Enum):
@@ -74,22 +138,155 @@ def lr_tag(lr: float) -> str:
     return f"{lr:g}"
 
 
-def run_folder(results_dir: str | Path, identity: RunIdentity) -> Path:
-    """The folder of the run ``identity`` under ``results_dir``."""
+def _canonical(value: Any) -> Any:
+    """Numbers as floats (1 and 1.0 are the same setting, bools stay bools), recursively."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(item) for item in value]
+    return str(value)
+
+
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """8 hex digits of the sha256 of ``settings`` as canonical JSON (sorted keys)."""
+    text = json.dumps(_canonical(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX]
+
+
+def _excluded_from_identity(key: str) -> bool:
+    return key in IDENTITY_EXCLUDED_KEYS or key.startswith(IDENTITY_EXCLUDED_PREFIXES)
+
+
+def identity_settings(config: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """``{dotted key: value}`` of the result-changing keys of ``config`` (a nested run config)
+    whose value differs from ``reference`` (the config composed with the same dataset, model
+    and optimizer and nothing else). A key that ``config`` lacks counts as at its default, so
+    a config.yaml written before a key existed keeps its folder."""
+    flat, flat_reference = flatten_config(config), flatten_config(reference)
+    settings = {
+        key: value
+        for key, value in flat.items()
+        if not _excluded_from_identity(key)
+        and (key not in flat_reference or _canonical(value) != _canonical(flat_reference[key]))
+    }
+    lr = flat.get("optimizer.lr")
+    if isinstance(lr, int | float) and float(lr_tag(lr)) != float(lr):
+        settings["optimizer.lr"] = lr  # the path's lr=<tag> rounds it: say it exactly
+    return dict(sorted(settings.items()))
+
+
+def with_data_hash(settings: Mapping[str, Any], data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The digest input: ``settings`` plus the data's content hash, when it is known."""
+    digest_input = dict(settings)
+    sha256 = (data or {}).get("sha256")
+    if sha256 is not None:
+        digest_input[DATA_HASH_SETTING] = sha256
+    return dict(sorted(digest_input.items()))
+
+
+def identity_block(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What config.yaml records about the folder's cfg- level (see the module docstring)."""
+    return {"digest": settings_digest(settings), "settings": dict(settings)}
+
+
+def readable_run_folder(results_dir: str | Path, identity: RunIdentity) -> Path:
+    """The readable levels of the run's folder (every run of these names lies below it)."""
+    return _readable_levels(
+        results_dir,
+        identity.task,
+        identity.dataset,
+        identity.model,
+        identity.optimizer,
+        identity.lr,
+        identity.batch_size,
+        identity.seed,
+    )
+
+
+def _readable_levels(
+    results_dir: str | Path,
+    task: str,
+    dataset: str,
+    model: str,
+    optimizer: str,
+    lr: float,
+    batch_size: int,
+    seed: int,
+) -> Path:
     root = Path(results_dir) / "runs"
-    if identity.task == "search":
+    if task == "search":
         root = root / "search"
-    elif identity.task != "train":
-        raise ValueError(f"run folders exist for task train or search, not {identity.task!r}")
+    elif task != "train":
+        raise ValueError(f"run folders exist for task train or search, not {task!r}")
     return (
         root
-        / identity.dataset
-        / identity.model
-        / identity.optimizer
-        / f"lr={lr_tag(identity.lr)}"
-        / f"bs={identity.batch_size}"
-        / f"seed={identity.seed}"
+        / dataset
+        / model
+        / optimizer
+        / f"lr={lr_tag(lr)}"
+        / f"bs={batch_size}"
+        / f"seed={seed}"
     )
+
+
+def run_folder(
+    results_dir: str | Path, identity: RunIdentity, settings: Mapping[str, Any] | None = None
+) -> Path:
+    """The folder of the run ``identity`` under ``results_dir``; ``settings`` is the digest
+    input (:func:`identity_settings` with :func:`with_data_hash`), no cfg- level when empty."""
+    readable = readable_run_folder(results_dir, identity)
+    return readable / f"{CFG_PREFIX}{settings_digest(settings)}" if settings else readable
+
+
+def config_run_folder(
+    results_dir: str | Path, config: dict[str, Any], settings: Mapping[str, Any]
+) -> Path:
+    """The folder of the run that ``config`` (a config.yaml) describes, ``settings`` being its
+    digest input: what bgd-run would choose for it today (scripts/migrate_run_folders.py)."""
+    fields = identity_from_config(config)
+    names = ("task", "dataset", "model", "optimizer", "lr", "batch_size", "seed")
+    missing = [CONFIG_IDENTITY_KEYS[name] for name in names if fields.get(name) is None]
+    if missing:
+        raise ValueError(f"config.yaml lacks {', '.join(missing)}")
+    readable = _readable_levels(
+        results_dir,
+        str(fields["task"]),
+        str(fields["dataset"]),
+        str(fields["model"]),
+        str(fields["optimizer"]),
+        float(fields["lr"]),
+        int(fields["batch_size"]),
+        int(fields["seed"]),
+    )
+    return readable / f"{CFG_PREFIX}{settings_digest(settings)}" if settings else readable
+
+
+def find_finished_run(
+    readable: Path, settings: Mapping[str, Any], data_name: str | None
+) -> Path | None:
+    """The one finished run below ``readable`` whose recorded settings, ignoring the data's
+    hash, are ``settings`` and whose data has the name ``data_name``: where a finished run
+    lies when its data (hence its hash) is not on this machine. None if none or several."""
+    if not readable.is_dir():
+        return None
+    wanted = {key: value for key, value in settings.items() if key != DATA_HASH_SETTING}
+    found = []
+    for candidate in sorted(readable.glob(f"{CFG_PREFIX}*")):
+        if run_state(candidate) is not RunState.FINISHED:
+            continue
+        config = read_config(candidate / CONFIG_FILE)
+        recorded = dict((config.get(IDENTITY_KEY) or {}).get("settings") or {})
+        recorded.pop(DATA_HASH_SETTING, None)
+        if (
+            _canonical(recorded) == _canonical(wanted)
+            and (config.get(DATA_KEY) or {}).get("name") == data_name
+        ):
+            found.append(candidate)
+    return found[0] if len(found) == 1 else None
 
 
 def run_state(run_dir: Path) -> RunState:
@@ -131,9 +328,12 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
         for key in keys
         # budget.* only feeds the other keys through interpolation; compare those instead.
+        # The identity block is derived from the rest (and names the data's hash, compared
+        # above by same_data, which tolerates an unknown one).
         if key not in RESUMABLE_DIFFERENCES
         and not key.startswith("budget.")
         and not key.startswith(f"{DATA_KEY}.")
+        and not key.startswith(f"{IDENTITY_KEY}.")
         and flat_old.get(key) != flat_new.get(key)
     ]
 

@@ -222,14 +222,22 @@ class RunRequest:
     budget: str | None = None
     config: dict[str, Any] | None = None  # the resolved config, recorded in config.yaml
     force: bool = False
+    # The result-changing settings that differ from the reference config (dotted keys; see
+    # bgd_experiments.runfolder.identity_settings): with the data's hash, the folder's digest.
+    settings: dict[str, Any] | None = None
 
 
-def _record_config(config: dict[str, Any], data: dict[str, str | None]) -> dict[str, Any]:
+def _record_config(
+    config: dict[str, Any], data: dict[str, str | None], settings: dict[str, Any]
+) -> dict[str, Any]:
     # The data by name and hash, dataset.root by name only: a committed config.yaml names
-    # no path of the machine it ran on.
+    # no path of the machine it ran on. The identity block: what the folder's digest stands for.
+    from bgd_experiments.runfolder import DATA_KEY, IDENTITY_KEY, identity_block
+
     plain = copy.deepcopy(config)
     plain["dataset"]["root"] = data["name"]
-    plain["data"] = dict(data)
+    plain[DATA_KEY] = dict(data)
+    plain[IDENTITY_KEY] = identity_block(settings)
     return plain
 
 
@@ -239,9 +247,12 @@ def _open_run(request: RunRequest, task: str):
     from bgd_experiments.runfolder import (
         RunState,
         discard_run_folder,
+        find_finished_run,
         prepare_run_folder,
+        readable_run_folder,
         run_folder,
         run_state,
+        with_data_hash,
     )
 
     data, trainer = request.data, request.trainer
@@ -260,17 +271,27 @@ def _open_run(request: RunRequest, task: str):
         budget=request.budget,
         data_source="",  # filled in below, once the data is known to be there
     )
-    run_dir = run_folder(request.results_dir, identity)
+    # By content (hash cached per file version): the same archive elsewhere is the same run,
+    # and another archive through the same dataset.root is another run (another folder).
+    data_id = cifar.data_identity(data.name, data.root)
+    settings = with_data_hash(request.settings or {}, data_id)
+    run_dir = run_folder(request.results_dir, identity, settings)
+    if data_id["sha256"] is None and not request.force:
+        # The data is not here: a finished run is still found by its other settings.
+        readable = readable_run_folder(request.results_dir, identity)
+        run_dir = find_finished_run(readable, settings, data_id["name"]) or run_dir
     if request.force or run_state(run_dir) is not RunState.FINISHED:
         # Cheap checks of the data source before any model is built or any folder is
         # written, so a missing dataset leaves nothing behind. Finished runs skip them: an
         # uncached archive takes ~2 s to list, per job of a sweep.
         cifar.check_dataset_source(data.name, data.root, download=data.download)
-    # By content (hash cached per file version): the same archive elsewhere is the same run.
-    data_id = cifar.data_identity(data.name, data.root)
+        if data_id["sha256"] is None:  # just downloaded: now it has a hash, and a folder
+            data_id = cifar.data_identity(data.name, data.root)
+            settings = with_data_hash(request.settings or {}, data_id)
+            run_dir = run_folder(request.results_dir, identity, settings)
     identity = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
     state = prepare_run_folder(
-        run_dir, _record_config(request.config or {}, data_id), force=request.force
+        run_dir, _record_config(request.config or {}, data_id, settings), force=request.force
     )
     if state is RunState.FINISHED:
         log.info("skipped: %s is finished (force=true reruns it)", run_dir)

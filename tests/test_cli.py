@@ -94,7 +94,7 @@ def test_train_writes_results_and_skips_when_finished(tmp_path, tiny_cifar10_tor
     first = bgd_run(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     run_dir = only_run_dir(results)
-    assert run_dir.relative_to(results).parts == (
+    assert run_dir.relative_to(results).parts[:-1] == (
         "runs",
         "cifar10",
         "resnet18",
@@ -103,6 +103,11 @@ def test_train_writes_results_and_skips_when_finished(tmp_path, tiny_cifar10_tor
         "bs=25",
         "seed=3",
     )
+    # The last level: the settings that differ from the paper's config, and the data's hash.
+    identity = yaml.safe_load((run_dir / "config.yaml").read_text())["identity"]
+    assert run_dir.name == f"cfg-{identity['digest']}"
+    assert identity["settings"]["model.width"] == 0.125
+    assert "trainer.device" not in identity["settings"]
     records = read_jsonl(run_dir / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2]
     assert set(records[0]) >= EPOCH_KEYS
@@ -126,7 +131,18 @@ def test_train_writes_results_and_skips_when_finished(tmp_path, tiny_cifar10_tor
     assert "skipped" in again.stdout + again.stderr
     assert read_json(run_dir / "summary.json") == summary
 
-    conflicting = bgd_run(*args, "model.width=0.25", cwd=tmp_path)
+    # Where and how it runs is not part of the identity: the same folder, skipped.
+    elsewhere = bgd_run(
+        *args, "trainer.eval_batch_size=50", "trainer.tensorboard=false", cwd=tmp_path
+    )
+    assert "skipped" in elsewhere.stdout + elsewhere.stderr
+
+    # A folder whose config.yaml says otherwise (edited by hand) is still refused, untouched.
+    config_path = run_dir / "config.yaml"
+    recorded = yaml.safe_load(config_path.read_text())
+    recorded["optimizer"]["momentum"] = 0.5
+    config_path.write_text(yaml.safe_dump(recorded, sort_keys=False))
+    conflicting = bgd_run(*args, cwd=tmp_path)
     assert conflicting.returncode == 2
     assert "different configuration" in conflicting.stdout + conflicting.stderr
     assert read_json(run_dir / "summary.json") == summary
@@ -394,7 +410,7 @@ def test_same_archive_elsewhere_is_the_same_run_and_other_content_is_not(
     assert "skipped" in again.stdout + again.stderr
     assert read_json(run_dir / "summary.json") == summary
 
-    # Other images under the same archive name: another data set, refused as a conflict.
+    # Other images under the same archive name: another data set, so another run folder.
     forged = tmp_path / "forged" / "cifar10-jpeg.tar.gz"
     write_image_folder_targz(
         forged,
@@ -405,8 +421,11 @@ def test_same_archive_elsewhere_is_the_same_run_and_other_content_is_not(
         fmt="jpg",
         top_folder="cifar10",
     )
-    conflicting = bgd_run(f"dataset.root={forged}", *common, cwd=tmp_path)
-    assert conflicting.returncode == 2
-    output = conflicting.stdout + conflicting.stderr
-    assert "different configuration" in output and "sha256" in output
+    other = bgd_run(f"dataset.root={forged}", *common, cwd=tmp_path)
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert "new run" in other.stdout + other.stderr
     assert read_json(run_dir / "summary.json") == summary
+    folders = {path.parent for path in results.rglob("summary.json")}
+    assert len(folders) == 2 and {folder.parent for folder in folders} == {run_dir.parent}
+    other_dir = (folders - {run_dir}).pop()
+    assert read_json(other_dir / "summary.json")["run"]["data"]["sha256"] != data["sha256"]

@@ -31,7 +31,7 @@ from bgd_experiments.reporting.compare import (
 )
 from bgd_experiments.reporting.figures import fig3_curves, fig3_runs, write_fig3
 from bgd_experiments.reporting.noise import load_noise
-from bgd_experiments.reporting.runs import RunRecord, scan_runs
+from bgd_experiments.reporting.runs import RunRecord, scan_runs, settings_text
 from bgd_experiments.reporting.tables import TABLE_BUILDERS
 from bgd_experiments.reporting.writers import dirty_warning, render_markdown, write_table
 
@@ -142,8 +142,8 @@ def runs_markdown(runs: Sequence[RunRecord]) -> str:
 
     lines = [
         "| dataset | model | optimizer | lr | batch | seed | status | epochs | best test acc (%) "
-        "| final test acc (%) | last lr | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| final test acc (%) | last lr | wall time (s) | settings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(runs, key=lambda r: str(r.path)):
         lines.append(
@@ -151,7 +151,7 @@ def runs_markdown(runs: Sequence[RunRecord]) -> str:
             f"| {run.batch_size} | {run.seed} | {run.status} | {run.epochs_completed} "
             f"| {number(run.best_test_acc, '.2f')} | {number(run.final_test_acc, '.2f')} "
             f"| {number(last_lr(run), '.4g')} "
-            f"| {number(run.wall_time, '.1f')} |"
+            f"| {number(run.wall_time, '.1f')} | {settings_text(run)} |"
         )
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from bgd_experiments.io import atomic_save_figure, read_jsonl
 from bgd_experiments.reporting.runs import RunRecord, read_run
 from bgd_experiments.runfolder import (
     CONFIG_FILE,
+    IDENTITY_KEY,
     METRICS_FILE,
     RESUMABLE_DIFFERENCES,
     flatten_config,
@@ -37,6 +39,7 @@ RUNS_CSV_COLUMNS = (
     "found_lr",
     "last_lr",
     "wall_time",
+    "settings",  # the non-default settings the folder's digest stands for (JSON)
 )
 
 
@@ -59,6 +62,7 @@ def runs_csv(runs: Sequence[RunRecord]) -> str:
     for run in sorted(runs, key=lambda r: str(r.path)):
         row: dict[str, Any] = {key: getattr(run, key, None) for key in RUNS_CSV_COLUMNS}
         row["path"], row["last_lr"] = str(run.path), last_lr(run)
+        row["settings"] = None if run.settings is None else json.dumps(run.settings)
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
     return buffer.getvalue()
 
@@ -92,7 +96,10 @@ def config_differences(folders: Sequence[Path]) -> list[tuple[str, list[Any]]]:
     keys = sorted(set().union(*configs)) if configs else []
     differences = []
     for key in keys:
-        if key in RESUMABLE_DIFFERENCES - {"trainer.epochs"} or key.startswith("budget."):
+        # identity.* restates the other keys (what the folder's digest stands for).
+        if key in RESUMABLE_DIFFERENCES - {"trainer.epochs"} or key.startswith(
+            ("budget.", f"{IDENTITY_KEY}.")
+        ):
             continue
         values = [config.get(key) for config in configs]
         if any(value != values[0] for value in values[1:]):

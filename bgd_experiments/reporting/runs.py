@@ -17,6 +17,8 @@ from typing import Any
 from bgd_experiments.io import read_json, read_jsonl
 from bgd_experiments.runfolder import (
     CONFIG_FILE,
+    DATA_HASH_SETTING,
+    IDENTITY_KEY,
     METRICS_FILE,
     RUN_FILES,
     SUMMARY_FILE,
@@ -60,6 +62,10 @@ class RunRecord:
     momentum_history: list[bool | None] = field(default_factory=list)
     epoch_numbers: list[int] = field(default_factory=list)
     has_val: bool = False
+    # What the folder's cfg- level stands for (config.yaml's identity block): the settings
+    # that differ from the reference config, with the data's hash; None for folders written
+    # before run folders had one.
+    settings: dict[str, Any] | None = None
 
     @property
     def ended(self) -> bool:
@@ -192,7 +198,27 @@ def read_run(path: str | Path) -> RunRecord | None:
             _as_int(record.get("epoch")) or index + 1 for index, record in enumerate(metrics)
         ],
         has_val=any("val_acc" in record for record in metrics) or "best_val_acc" in summary,
+        settings=_recorded_settings(config),
     )
+
+
+def _recorded_settings(config: dict[str, Any]) -> dict[str, Any] | None:
+    block = config.get(IDENTITY_KEY)
+    settings = block.get("settings") if isinstance(block, dict) else None
+    return dict(settings) if isinstance(settings, dict) else None
+
+
+def settings_text(run: RunRecord, *, with_data: bool = False) -> str:
+    """The run's non-default settings, "key=value, ..." ("-" when it has none, "?" when its
+    folder does not record them); the data's hash only if ``with_data``."""
+    if run.settings is None:
+        return "?"
+    shown = [
+        f"{key}={value}"
+        for key, value in run.settings.items()
+        if with_data or key != DATA_HASH_SETTING
+    ]
+    return ", ".join(shown) if shown else "-"
 
 
 def scan_runs(results_dir: str | Path) -> list[RunRecord]:

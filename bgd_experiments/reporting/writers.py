@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from bgd_experiments.reporting.paper import (
     format_rate,
     same_rate,
 )
-from bgd_experiments.reporting.runs import RunRecord
+from bgd_experiments.reporting.runs import RunRecord, settings_text
 from bgd_experiments.reporting.tables import (
     CELL_STATUSES,
     DIVERGED,
@@ -129,6 +130,27 @@ def dirty_warning(runs: Sequence[RunRecord]) -> str | None:
         f"WARNING: {len(dirty)} of {len(runs)} runs come from a git tree with uncommitted "
         f"changes ({', '.join(c + '+dirty' for c in commits)}): their code is not any commit's; "
         "committed results should be rerun from a clean tree."
+    )
+
+
+def mixed_settings_warning(table: Table) -> str | None:
+    """A warning when a cell averages runs whose folders record different settings (say a
+    width swept into the same results_dir): its mean is then over different experiments."""
+    mixed = []
+    for cell in table.cells:
+        recorded = [run.settings for run in cell.runs if run.settings is not None]
+        kinds = {json.dumps(settings, sort_keys=True) for settings in recorded}
+        if len(kinds) > 1:
+            mixed.append(cell)
+    if not mixed:
+        return None
+    first = mixed[0]
+    variants = " vs ".join(sorted({settings_text(run, with_data=True) for run in first.runs}))
+    cells = f"{len(mixed)} cells average" if len(mixed) > 1 else "1 cell averages"
+    return (
+        f"WARNING: {cells} runs of different settings (e.g. {first.dataset}/{first.model}/"
+        f"{first.optimizer}: {variants}); give each setting its own results_dir, or tell "
+        "them apart with `bgd-report runs`."
     )
 
 
@@ -349,9 +371,11 @@ def render_markdown(table: Table) -> str:
 
     A dirty-tree warning, when there is one, comes before everything else."""
     warning = dirty_warning(table.runs)
+    mixed = mixed_settings_warning(table)
     note = data_note(table)
     parts = [
         *([f"**{warning}**", ""] if warning else []),
+        *([f"**{mixed}**", ""] if mixed else []),
         provenance_line(table),
         *([] if note is None else ["", note]),
         "",
@@ -477,9 +501,11 @@ def render_tex(table: Table) -> str:
     """Booktabs tabular(s); provenance, findings and notes as ``%`` comments so it can be
     \\input."""
     warning = dirty_warning(table.runs)
+    mixed = mixed_settings_warning(table)
     note = data_note(table)
     lines = [
         *([f"% {warning}"] if warning else []),
+        *([f"% {mixed}"] if mixed else []),
         "% " + provenance_line(table),
         *([] if note is None else ["% " + note]),
         f"% Table {table.number}: {table.title}",
