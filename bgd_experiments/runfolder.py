@@ -62,7 +62,11 @@ RESUMABLE_DIFFERENCES = frozenset(
     }
 )
 # Keys added after runs were made, with the value those runs had (their folders match it).
-ADDED_KEY_DEFAULTS = {"trainer.precision": "fp32", "trainer.compile": False}
+ADDED_KEY_DEFAULTS = {
+    "trainer.precision": "fp32",
+    "trainer.search_precision": "fp32",
+    "trainer.compile": False,
+}
 # The config.yaml block naming the data by content (see bgd_experiments.data.data_identity).
 DATA_KEY = "data"
 

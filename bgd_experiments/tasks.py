@@ -86,6 +86,7 @@ class TrainerSettings:
     num_threads: int | None = None
     channels_last: bool | str = "auto"
     precision: str = "fp32"
+    search_precision: str = "fp32"
     compile: bool = False
     progress: str = "auto"
     tensorboard: bool = True
@@ -121,11 +122,19 @@ class TrainerSettings:
         _raise_if(problems)
 
     def _kernel_problems(self) -> list[str]:
-        from bgd_experiments.training.runtime import PRECISIONS, cpu_compiler_missing
+        from bgd_experiments.training.runtime import (
+            PRECISIONS,
+            SEARCH_PRECISIONS,
+            cpu_compiler_missing,
+        )
 
         problems = []
         if self.precision not in PRECISIONS:
             problems.append(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.search_precision not in SEARCH_PRECISIONS:
+            problems.append(
+                f"search_precision must be fp32 or train, got {self.search_precision!r}"
+            )
         if not isinstance(self.compile, bool):
             problems.append(f"compile must be true or false, got {self.compile!r}")
         elif self.compile and not self._wants_cuda() and (why := cpu_compiler_missing()):
@@ -158,7 +167,12 @@ class TrainerSettings:
         from bgd_experiments.training.runtime import configure_device, prepare_model
 
         configure_device(next(network.parameters()).device)
-        return prepare_model(network, precision=self.precision, compile=self.compile)
+        return prepare_model(
+            network,
+            precision=self.precision,
+            compile=self.compile,
+            search_precision=self.search_precision,
+        )
 
     def channels_last_on(self, device: torch.device) -> bool:
         from bgd_experiments.models import use_channels_last

@@ -109,22 +109,39 @@ def test_bf16_logits_are_fp32_and_close_to_fp32():
 
 
 def test_bf16_search_returns_ok_and_a_finite_rate(tmp_path):
-    log = fit_mbt_nag(tmp_path, "bf16", precision="bf16")
-    eager = fit_mbt_nag(tmp_path, "fp32")
-    records = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
-    assert [r["search_status"] for r in records] == ["ok", "ok"]
-    assert all(math.isfinite(r["lr"]) and r["lr"] > 0 for r in records)
-    # Same decisions as fp32 on this easy problem, up to one halving/doubling per batch.
-    for bf16_sigmas, fp32_sigmas in zip(log.sigmas, eager.sigmas, strict=True):
+    in_bf16 = fit_mbt_nag(tmp_path, "bf16", precision="bf16", search_precision="train")
+    in_fp32 = fit_mbt_nag(tmp_path, "bf16-fp32-search", precision="bf16")
+    fp32 = fit_mbt_nag(tmp_path, "fp32")
+    for name in ("bf16", "bf16-fp32-search"):
+        records = read_jsonl(tmp_path / name / "metrics.jsonl")
+        assert [r["search_status"] for r in records] == ["ok", "ok"]
+        assert all(math.isfinite(r["lr"]) and r["lr"] > 0 for r in records)
+        assert records[-1]["train_loss"] < records[0]["train_loss"]
+    # The default searches in fp32: the first search (before any bf16 step) is fp32's.
+    assert in_fp32.sigmas[0] == fp32.sigmas[0]
+    # In bf16: same decisions as fp32 on this easy problem, up to one halving/doubling.
+    for bf16_sigmas, fp32_sigmas in zip(in_bf16.sigmas, fp32.sigmas, strict=True):
         for ours, theirs in zip(bf16_sigmas, fp32_sigmas, strict=True):
             assert 0.5 <= ours / theirs <= 2.0
+
+
+def test_search_scope_switches_precision_only_inside():
+    network = tiny_network()
+    model = RunModel(network, precision="bf16")  # searches in fp32
+    inputs = torch.randn(4, 3, 8, 8)
+    with model.search_scope():
+        assert torch.equal(model(inputs), network(inputs))
+    assert not torch.equal(model(inputs), network(inputs))
+    with pytest.raises(ValueError, match="search_precision"):
+        RunModel(network, search_precision="bf16")
 
 
 def test_settings_check_precision_and_compile():
     assert TrainerSettings(device="cpu", precision="bf16", compile=False).precision == "bf16"
     with pytest.raises(SettingsError) as refused:
-        TrainerSettings(device="cpu", precision="fp16", compile="yes")
-    assert len(refused.value.problems) == 2
+        TrainerSettings(device="cpu", precision="fp16", compile="yes", search_precision="bf16")
+    assert len(refused.value.problems) == 3
+    assert "search_precision must be fp32 or train" in str(refused.value)
     assert "precision must be fp32 or bf16" in str(refused.value)
     assert "compile must be true or false" in str(refused.value)
 
@@ -132,8 +149,10 @@ def test_settings_check_precision_and_compile():
 def test_run_folders_of_older_runs_are_fp32_and_compile_may_change():
     old = {"trainer": {"channels_last": "auto"}}  # written before the keys existed
     assert config_differences(old, {"trainer": {"precision": "fp32", "compile": True}}) == []
-    assert config_differences(old, {"trainer": {"precision": "bf16", "compile": False}}) == [
-        "trainer.precision: 'fp32' -> 'bf16'"
+    new = {"trainer": {"precision": "bf16", "search_precision": "train", "compile": False}}
+    assert config_differences(old, new) == [
+        "trainer.precision: 'fp32' -> 'bf16'",
+        "trainer.search_precision: 'fp32' -> 'train'",
     ]
 
 
