@@ -73,12 +73,16 @@ class SearchLog:
         self.compiles.append(counters["frames"]["total"])
 
 
-def fit_mbt_nag(tmp_path, name: str, *, epochs: int = 2, **runtime) -> SearchLog:
-    network = tiny_network()
+def fit_mbt_nag(
+    tmp_path, name: str, *, epochs: int = 2, device: str = "cpu", **runtime
+) -> SearchLog:
+    """MBT-NAG on the tiny network and 64 learnable images (k = 3), in ``tmp_path / name``."""
+    network = tiny_network().to(device)
     optimizer = MBTSGD(network.parameters(), lr=1.0, momentum=0.9, nesterov=True, num_batches=3)
     log = SearchLog(optimizer)
-    train = learnable_loader(shuffle=True, augment="flip_crop")
-    test = learnable_loader(batch_size=32, shuffle=False)
+    # flip_crop is an exact gather from a CPU generator: the same batches on every device.
+    train = learnable_loader(shuffle=True, augment="flip_crop", device=device)
+    test = learnable_loader(batch_size=32, shuffle=False, device=device)
     fit(
         prepare_model(network, **runtime), optimizer, train, Reiterable(test), epochs=epochs,
         run_dir=tmp_path / name, identity=identity(epochs), progress="plain",
