@@ -242,3 +242,21 @@ def test_bf16_trains_through_the_cli(tmp_path, tiny_cifar10_torchvision):
     # An fp32 run of the same setting does not land in the bf16 run's folder.
     other = bgd_run(*args, "trainer.precision=fp32", "trainer.epochs=4", cwd=tmp_path)
     assert other.returncode == 2 and "trainer.precision" in other.stdout + other.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(cpu_compiler_missing()), reason=str(cpu_compiler_missing()))
+def test_a_compiled_bf16_model_searches_in_fp32():
+    """Dynamo guards on the autocast state: inside search_scope the compiled model runs a
+    graph of its own in fp32, not the bf16 graph it compiled first."""
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Flatten(), nn.Linear(48, 4))
+    model = RunModel(network, precision="bf16", compile=True)
+    inputs = torch.randn(8, 3, 4, 4)
+    with torch.inference_mode():
+        in_bf16 = model(inputs)
+        with model.search_scope():
+            in_fp32 = model(inputs)
+        reference = network(inputs)
+    torch.testing.assert_close(in_fp32, reference, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(in_bf16, reference, rtol=1e-6, atol=1e-6)
