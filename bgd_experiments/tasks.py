@@ -77,7 +77,8 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    """How to train: epochs, batch sizes, device and layout, protocol, display, early stop."""
+    """How to train: epochs, batch sizes, device, layout, precision and compilation, protocol,
+    display, early stop."""
 
     epochs: int = 200
     batch_size: int = 200
