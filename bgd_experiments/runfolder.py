@@ -81,6 +81,8 @@ RESUMABLE_DIFFERENCES = frozenset(
         "trainer.epochs",
         "trainer.num_threads",
         "trainer.channels_last",
+        # Compiled kernels compute the same as eager ones up to float rounding.
+        "trainer.compile",
         "trainer.tensorboard",
         # Evaluation batches: speed and memory only (sums differ by float rounding, at most).
         "trainer.eval_batch_size",
@@ -89,6 +91,12 @@ RESUMABLE_DIFFERENCES = frozenset(
         "dataset.root",
     }
 )
+# Keys added after runs were made, with the value those runs had (their folders match it).
+ADDED_KEY_DEFAULTS = {
+    "trainer.precision": "fp32",
+    "trainer.search_precision": "fp32",
+    "trainer.compile": False,
+}
 # The config.yaml block naming the data by content (see bgd_experiments.data.data_identity).
 DATA_KEY = "data"
 # The config.yaml block recording what the folder's cfg- level stands for.
@@ -313,6 +321,9 @@ def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ in a way that makes the old run folder not this run's."""
     flat_old, flat_new = flatten_config(old), flatten_config(new)
+    for key, default in ADDED_KEY_DEFAULTS.items():
+        flat_old.setdefault(key, default)
+        flat_new.setdefault(key, default)
     keys = sorted(set(flat_old) | set(flat_new))
     differences = []
     # No hash for the new run: its data is not on this machine, which only a finished run

@@ -77,7 +77,8 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    """How to train: epochs, batch sizes, device and layout, protocol, display, early stop."""
+    """How to train: epochs, batch sizes, device, layout, precision and compilation, protocol,
+    display, early stop."""
 
     epochs: int = 200
     batch_size: int = 200
@@ -85,6 +86,9 @@ class TrainerSettings:
     device: str = "auto"
     num_threads: int | None = None
     channels_last: bool | str = "auto"
+    precision: str = "fp32"
+    search_precision: str = "fp32"
+    compile: bool = False
     progress: str = "auto"
     tensorboard: bool = True
     protocol: str = "paper"
@@ -115,7 +119,28 @@ class TrainerSettings:
             )
         if self.protocol not in PROTOCOLS:
             problems.append(f"protocol must be paper or clean, got {self.protocol!r}")
+        problems += self._kernel_problems()
         _raise_if(problems)
+
+    def _kernel_problems(self) -> list[str]:
+        from bgd_experiments.training.runtime import (
+            PRECISIONS,
+            SEARCH_PRECISIONS,
+            cpu_compiler_missing,
+        )
+
+        problems = []
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.search_precision not in SEARCH_PRECISIONS:
+            problems.append(
+                f"search_precision must be fp32 or train, got {self.search_precision!r}"
+            )
+        if not isinstance(self.compile, bool):
+            problems.append(f"compile must be true or false, got {self.compile!r}")
+        elif self.compile and not self._wants_cuda() and (why := cpu_compiler_missing()):
+            problems.append(f"compile=true on CPU: {why}")
+        return problems
 
     def check_with(self, data: DataSettings) -> None:
         """The checks that need the data's settings too."""
@@ -127,11 +152,28 @@ class TrainerSettings:
                 ]
             )
 
+    def _wants_cuda(self) -> bool:
+        device = str(self.device)
+        return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
     @property
     def torch_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    def runtime_model(self, network: nn.Module) -> nn.Module:
+        """``network`` in this precision, compiled or not (itself in fp32 eager mode); sets
+        the device's kernel settings (cuDNN autotuning on CUDA)."""
+        from bgd_experiments.training.runtime import configure_device, prepare_model
+
+        configure_device(next(network.parameters()).device)
+        return prepare_model(
+            network,
+            precision=self.precision,
+            compile=self.compile,
+            search_precision=self.search_precision,
+        )
 
     def channels_last_on(self, device: torch.device) -> bool:
         from bgd_experiments.models import use_channels_last
@@ -305,8 +347,9 @@ def _open_run(request: RunRequest, task: str):
             discard_run_folder(run_dir, request.results_dir)
         raise
     channels_last = trainer.channels_last_on(device)
-    model = build_model(request.make_model, request.seed, device, channels_last)
-    optimizer = request.make_optimizer(model.parameters())
+    network = build_model(request.make_model, request.seed, device, channels_last)
+    optimizer = request.make_optimizer(network.parameters())
+    model = trainer.runtime_model(network)
     loader = cifar.DeviceLoader.from_dataset(
         train_set,
         int(trainer.batch_size),

@@ -38,7 +38,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +49,7 @@ from bgd_experiments.models import build_model, use_channels_last
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.timing import synchronize, timed
 from bgd_experiments.training.provenance import git_state
+from bgd_experiments.training.runtime import prepare_model
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,19 +119,12 @@ def authors_batches(
 
 
 # ------------------------------------------------------------------------------ helpers
-def autocast(device: torch.device, bf16: bool) -> AbstractContextManager:
-    if not bf16:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 def train_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterator[Batch],
     steps: int,
     device: torch.device,
-    bf16: bool = False,
 ) -> int:
     """``steps`` training steps (fewer if ``batches`` runs out); returns images seen."""
     loss_fn = nn.CrossEntropyLoss()
@@ -143,8 +136,7 @@ def train_steps(
             break
         inputs, targets = batch
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, bf16):
-            loss = loss_fn(model(inputs), targets)
+        loss = loss_fn(model(inputs), targets)  # bf16, if any, is inside the model
         loss.backward()
         optimizer.step()
         seen += targets.shape[0]
@@ -359,7 +351,10 @@ def bench_epochs(args, model_name: str, images, labels, device, memory_format) -
         if name == "authors":
             model = model.to(memory_format=torch.contiguous_format)  # their NCHW
         optimizer = nag(model)
-        step_model: nn.Module = torch.compile(model) if "compiled" in name else model
+        # As trainer.precision / trainer.compile run it: bf16 autocast and compile inside.
+        step_model = prepare_model(
+            model, precision="bf16" if bf16 else "fp32", compile="compiled" in name
+        )
         if name == "authors":
 
             def batches(epoch: int) -> Iterator[Batch]:
@@ -372,7 +367,7 @@ def bench_epochs(args, model_name: str, images, labels, device, memory_format) -
         # Warm-up (untimed here, reported): first-call costs, compilation, autotuning.
         began = time.perf_counter()
         warm = batches(-1)
-        train_steps(step_model, optimizer, warm, 2 if "compiled" in name else 1, device, bf16)
+        train_steps(step_model, optimizer, warm, 2 if "compiled" in name else 1, device)
         del warm
         synchronize(device)
         setup_s[name] = time.perf_counter() - began
@@ -380,7 +375,7 @@ def bench_epochs(args, model_name: str, images, labels, device, memory_format) -
         for epoch in range(args.repeats):
             stream = batches(epoch)
             count = compiled_steps if "compiled" in name else steps
-            seen = train_steps(step_model, optimizer, stream, count, device, bf16)
+            seen = train_steps(step_model, optimizer, stream, count, device)
             del stream
             yield seen
 

@@ -3,7 +3,8 @@
 # everything to results/bench/ (gpu-check.log, gpu-tests.txt, cuda.md, cuda.json,
 # gpu-smoke/). Each step has its own time limit so a slow step cannot eat the others;
 # the exit status is the first failing step's.
-#   1. the `gpu`-marked tests (tests/test_gpu.py): CUDA == CPU in fp32, bf16 trains, resume;
+#   1. the `gpu`-marked tests (tests/test_gpu.py): CUDA == CPU in fp32, bf16 trains
+#      (trainer.precision), compile keeps the search's sigmas (trainer.compile), resume;
 #   2. scripts/bench_epoch.py on CUDA: ResNet18 (compiled too) and DenseNet121 at width 1.0
 #      on the full training set, fewer steps a turn than a whole epoch;
 #   3. one short real run: bgd-run ... trainer.device=cuda budget=smoke.

@@ -1,7 +1,9 @@
 """CUDA checks (`make gpu-check`): skipped on a machine without CUDA.
 
 CUDA training equals CPU training on a tiny model in fp32 (TF32 off) up to rounding, bf16
-autocast trains, and `bgd-run` killed mid-epoch on CUDA resumes to the uninterrupted result.
+autocast trains (trainer.precision=bf16, the sync-free epoch), torch.compile keeps the MBT
+search's sigmas without recompiling per trial, and `bgd-run` killed mid-epoch on CUDA
+resumes to the uninterrupted result.
 """
 
 from __future__ import annotations
@@ -9,17 +11,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from test_precision import fit_mbt_nag
 from torch import nn
+from torch._dynamo.utils import counters
 
 from bgd_experiments.data import DeviceLoader
 from bgd_experiments.io import read_jsonl
 from bgd_experiments.models import build_model
 from bgd_experiments.optim import MBTSGD
-from bgd_experiments.training import RunIdentity, fit
+from bgd_experiments.training import RunIdentity, fit, train_one_epoch
+from bgd_experiments.training.runtime import prepare_model
 
 pytestmark = [
     pytest.mark.gpu,
@@ -99,22 +105,46 @@ def test_cuda_fit_matches_cpu_in_fp32(tmp_path, optimizer):
 
 def test_bf16_autocast_trains_resnet18_on_cuda():
     images, labels = learnable_images(256)
-    model = build_model("resnet18", 4, 0.25).cuda().to(memory_format=torch.channels_last)
+    network = build_model("resnet18", 4, 0.25).cuda().to(memory_format=torch.channels_last)
+    model = prepare_model(network, precision="bf16")  # trainer.precision=bf16
     loader = DeviceLoader(images, labels, 64, shuffle=True, device="cuda", channels_last=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-    losses = []
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    losses, syncs = [], []
     for epoch in range(6):
-        total = 0.0
-        for inputs, targets in loader.epoch(epoch):
-            optimizer.zero_grad()
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = nn.functional.cross_entropy(model(inputs), targets)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        losses.append(total)
+        # check_every=None: the sync-free GPU path of fit (one read per epoch), watched by
+        # CUDA's sync debug mode, which warns at every synchronising call.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                stats = train_one_epoch(
+                    model, optimizer, nn.CrossEntropyLoss(), loader.epoch(epoch), check_every=None
+                )
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs.append(sum("synchroniz" in str(warning.message) for warning in caught))
+        losses.append(stats.loss)
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.7 * losses[0], losses
+    assert max(syncs[1:]) <= 1, syncs  # the epoch's one read, none per step (4 steps)
+
+
+def test_compile_and_bf16_keep_the_search_on_cuda(tmp_path):
+    """trainer.compile=true: the search's sigmas equal eager's, and no recompilation in the
+    second epoch (its search and trials reuse the first epoch's graphs); bf16 with the
+    search in bf16 too still finds ok rates."""
+    counters.clear()
+    torch._dynamo.reset()
+    compiled = fit_mbt_nag(tmp_path, "compiled", device="cuda", compile=True)
+    eager = fit_mbt_nag(tmp_path, "eager", device="cuda")
+    for ours, theirs in zip(compiled.sigmas, eager.sigmas, strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-5)
+    assert compiled.compiles[1] == compiled.compiles[0] <= 5, compiled.compiles
+    # bf16 with compile is timed by the epoch benchmark of gpu-check (nag-bf16-compiled).
+    fit_mbt_nag(tmp_path, "bf16", device="cuda", precision="bf16", search_precision="train")
+    records = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
+    assert [r["search_status"] for r in records] == ["ok", "ok"]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
 
 
 def test_bgd_run_on_cuda_resumes_after_a_kill(tmp_path, tiny_cifar10_torchvision):

@@ -4,7 +4,8 @@ paper's per-epoch schedule and the plateau switch (alpha 1e-4 -> 0.5, momentum o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -240,7 +241,7 @@ class MBTSGD(torch.optim.SGD):
         """Run the MBT search (contract: ``mbt_search``), set the found lr on all param
         groups and reset the momentum buffers."""
         settings = self.settings
-        search_function = IMPLEMENTATIONS[settings["implementation"]]
+        search_function = _in_search_precision(IMPLEMENTATIONS[settings["implementation"]])
         result = search_function(
             model,
             loss_fn,
@@ -337,6 +338,19 @@ class MBTSGD(torch.optim.SGD):
         if "alpha" in controller:  # older checkpoints kept alpha here, not in the groups
             for group in self.param_groups:
                 group["alpha"] = float(controller["alpha"])
+
+
+def _in_search_precision(
+    search_function: Callable[..., SearchResult],
+) -> Callable[..., SearchResult]:
+    """``search_function`` run inside the model's ``search_scope`` when it has one: a
+    ``training.RunModel`` may search in another precision than it trains in."""
+
+    def search_in_scope(model: nn.Module, *args: Any, **kwargs: Any) -> SearchResult:
+        with getattr(model, "search_scope", nullcontext)():
+            return search_function(model, *args, **kwargs)
+
+    return search_in_scope
 
 
 _RECORD_FIELDS = ("search_lr", "search_alpha", "search_trials", "search_time", "search_status")
