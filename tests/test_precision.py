@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 from bgd_experiments.data import DeviceLoader
 from bgd_experiments.io import read_jsonl
 from bgd_experiments.optim import MBTSGD
-from bgd_experiments.runfolder import config_differences
+from bgd_experiments.runfolder import config_differences, read_config
 from bgd_experiments.tasks import SettingsError, TrainerSettings
 from bgd_experiments.training import RunIdentity, fit, train_one_epoch
 from bgd_experiments.training.runtime import RunModel, cpu_compiler_missing, prepare_model
@@ -239,9 +239,15 @@ def test_bf16_trains_through_the_cli(tmp_path, tiny_cifar10_torchvision):
     assert [r["search_status"] for r in records] == ["ok"] * 3
     assert all(math.isfinite(r["train_loss"]) for r in records)
     assert records[-1]["train_loss"] < records[0]["train_loss"]
-    # An fp32 run of the same setting does not land in the bf16 run's folder.
-    other = bgd_run(*args, "trainer.precision=fp32", "trainer.epochs=4", cwd=tmp_path)
-    assert other.returncode == 2 and "trainer.precision" in other.stdout + other.stderr
+    # An fp32 run of the same setting does not land in the bf16 run's folder: it gets its own.
+    bf16_dir = only_run_dir(results)
+    other = bgd_run(*args, "trainer.precision=fp32", cwd=tmp_path)
+    assert other.returncode == 0, other.stdout + other.stderr
+    folders = sorted(path.parent for path in results.rglob("summary.json"))
+    assert len(folders) == 2 and bf16_dir in folders
+    fp32_dir = next(folder for folder in folders if folder != bf16_dir)
+    assert read_config(fp32_dir / "config.yaml")["trainer"]["precision"] == "fp32"
+    assert len(read_jsonl(fp32_dir / "metrics.jsonl")) == 3  # trained, not resumed from bf16
 
 
 @pytest.mark.slow
