@@ -20,7 +20,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bgd_experiments import tasks
+from bgd_experiments import distributed, tasks
+from bgd_experiments.distributed import SINGLE, Ranks
 
 log = logging.getLogger("bgd_experiments")
 
@@ -127,7 +128,7 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return plain
 
 
-def _run_request(cfg: DictConfig) -> tasks.RunRequest:
+def _run_request(cfg: DictConfig, ranks: Ranks = SINGLE) -> tasks.RunRequest:
     return tasks.RunRequest(
         results_dir=str(cfg.results_dir),
         data=_data(cfg),
@@ -142,6 +143,7 @@ def _run_request(cfg: DictConfig) -> tasks.RunRequest:
         budget=budget_label(cfg),
         config=run_config(cfg),
         force=bool(cfg.force),
+        ranks=ranks,
     )
 
 
@@ -159,9 +161,24 @@ def _fig2(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def _on_ranks(task: Callable[[tasks.RunRequest], Any]) -> Callable[[DictConfig], Any]:
+    """A task that may run as one of several processes (``torchrun``): it joins their
+    process group (trainer.distributed), runs, and leaves it."""
+
+    def run_task(cfg: DictConfig) -> Any:
+        trainer = _trainer(cfg)
+        ranks = distributed.start(trainer.distributed, trainer.torch_device)
+        try:
+            return task(_run_request(cfg, ranks))
+        finally:
+            ranks.close()
+
+    return run_task
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {
-    "train": lambda cfg: tasks.train(_run_request(cfg)),
-    "search": lambda cfg: tasks.search(_run_request(cfg)),
+    "train": _on_ranks(tasks.train),
+    "search": _on_ranks(tasks.search),
     "functions": lambda cfg: tasks.functions(
         cfg.results_dir, _plain(cfg.functions), bool(cfg.force)
     ),
@@ -186,6 +203,9 @@ def _app(cfg: DictConfig) -> None:
         run(cfg)
     except ConfigError as error:
         log.error("invalid configuration: %s", error)
+        sys.exit(2)
+    except distributed.RankZeroFailed as error:  # rank 0 says why, with its own exit code
+        log.error("%s", error)
         sys.exit(2)
     except Exception as error:
         from bgd_experiments.data import DatasetError

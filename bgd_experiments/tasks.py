@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bgd_experiments.distributed import DISTRIBUTED_MODES, SINGLE, Ranks, launched_world_size
 from bgd_experiments.runfolder import RunIdentity
 
 log = logging.getLogger("bgd_experiments")
@@ -90,9 +91,25 @@ class TrainerSettings:
     protocol: str = "paper"
     val_size: int = 5000
     baseline_stop_patience: int | None = 50
+    # One run on several processes (torchrun): "auto" joins the process group a launcher
+    # announces through WORLD_SIZE; "off" trains in this process alone whatever it says.
+    distributed: str = "auto"
+    # SyncBatchNorm on several processes: BatchNorm over the global batch, as on one GPU.
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         problems = []
+        if self.distributed not in DISTRIBUTED_MODES:
+            problems.append(f"distributed must be auto or off, got {self.distributed!r}")
+        elif (processes := launched_world_size(self.distributed)) > 1 and (
+            self.batch_size % processes
+        ):
+            problems.append(
+                f"batch_size={self.batch_size} cannot be split over the {processes} processes "
+                "the launcher started (WORLD_SIZE): use a batch size divisible by it"
+            )
+        if not isinstance(self.sync_bn, bool):
+            problems.append(f"sync_bn must be true or false, got {self.sync_bn!r}")
         if not self.batch_size >= 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.eval_batch_size >= 1:
@@ -115,6 +132,16 @@ class TrainerSettings:
             )
         if self.protocol not in PROTOCOLS:
             problems.append(f"protocol must be paper or clean, got {self.protocol!r}")
+        if (
+            self.sync_bn is True
+            and not problems
+            and launched_world_size(self.distributed) > 1
+            and self.torch_device.type != "cuda"
+        ):
+            problems.append(
+                "sync_bn=true needs CUDA: torch's SyncBatchNorm has no CPU kernel "
+                "(a CPU run on several processes normalises each shard on its own)"
+            )
         _raise_if(problems)
 
     def check_with(self, data: DataSettings) -> None:
@@ -222,6 +249,7 @@ class RunRequest:
     budget: str | None = None
     config: dict[str, Any] | None = None  # the resolved config, recorded in config.yaml
     force: bool = False
+    ranks: Ranks = SINGLE  # this process's place in a distributed run (torchrun)
 
 
 def _record_config(config: dict[str, Any], data: dict[str, str | None]) -> dict[str, Any]:
@@ -231,6 +259,30 @@ def _record_config(config: dict[str, Any], data: dict[str, str | None]) -> dict[
     plain["dataset"]["root"] = data["name"]
     plain["data"] = dict(data)
     return plain
+
+
+def _check_shards(num_samples: int, batch_size: int, world_size: int) -> None:
+    """Every process needs an image of every global batch; say where the last, partial
+    batch of an epoch is averaged per process rather than per image."""
+    last = num_samples % batch_size
+    if world_size == 1 or last == 0:
+        return
+    if last < world_size:
+        raise SettingsError(
+            [
+                f"train_subset: the last batch of each epoch holds {last} images, fewer than "
+                f"the {world_size} processes; choose a training set size that leaves none "
+                "of them without an image"
+            ]
+        )
+    if last % world_size:
+        log.warning(
+            "the last batch of each epoch (%d images) does not split evenly over %d "
+            "processes: its gradient is the mean of the processes' means, not the mean "
+            "over its images as in one process",
+            last,
+            world_size,
+        )
 
 
 def _open_run(request: RunRequest, task: str):
@@ -261,31 +313,50 @@ def _open_run(request: RunRequest, task: str):
         data_source="",  # filled in below, once the data is known to be there
     )
     run_dir = run_folder(request.results_dir, identity)
-    if request.force or run_state(run_dir) is not RunState.FINISHED:
-        # Cheap checks of the data source before any model is built or any folder is
-        # written, so a missing dataset leaves nothing behind. Finished runs skip them: an
-        # uncached archive takes ~2 s to list, per job of a sweep.
-        cifar.check_dataset_source(data.name, data.root, download=data.download)
-    # By content (hash cached per file version): the same archive elsewhere is the same run.
-    data_id = cifar.data_identity(data.name, data.root)
-    identity = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
-    state = prepare_run_folder(
-        run_dir, _record_config(request.config or {}, data_id), force=request.force
-    )
+    ranks = request.ranks
+
+    def prepare() -> tuple[RunIdentity, RunState]:
+        if request.force or run_state(run_dir) is not RunState.FINISHED:
+            # Cheap checks of the data source before any model is built or any folder is
+            # written, so a missing dataset leaves nothing behind. Finished runs skip them:
+            # an uncached archive takes ~2 s to list, per job of a sweep.
+            cifar.check_dataset_source(data.name, data.root, download=data.download)
+        # By content (hash cached per file version): the same archive elsewhere is the same
+        # run.
+        data_id = cifar.data_identity(data.name, data.root)
+        named = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
+        state = prepare_run_folder(
+            run_dir, _record_config(request.config or {}, data_id), force=request.force
+        )
+        return named, state
+
+    # Rank 0 alone reads and writes the run folder; the other ranks follow its decision.
+    identity, state = ranks.on_main(prepare)
     if state is RunState.FINISHED:
         log.info("skipped: %s is finished (force=true reruns it)", run_dir)
         return None
     log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
-    device = trainer.torch_device
-    try:
-        train_set, val_set, test_set = load_data(data, trainer, request.seed)
-    except SettingsError:
-        if state is RunState.NEW:  # nothing ran: leave no folder behind
-            discard_run_folder(run_dir, request.results_dir)
-        raise
+    device = ranks.device(trainer.torch_device)
+    loaded: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            loaded["sets"] = load_data(data, trainer, request.seed)
+            _check_shards(len(loaded["sets"][0]), int(trainer.batch_size), ranks.world_size)
+        except SettingsError:
+            if state is RunState.NEW:  # nothing ran: leave no folder behind
+                discard_run_folder(run_dir, request.results_dir)
+            raise
+
+    # Rank 0 first: it decodes and caches the images, the others then read the cache.
+    ranks.on_main(load)
+    train_set, val_set, test_set = loaded.get("sets") or load_data(data, trainer, request.seed)
     channels_last = trainer.channels_last_on(device)
     model = build_model(request.make_model, request.seed, device, channels_last)
+    if ranks.active and trainer.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = request.make_optimizer(model.parameters())
+    shard = (ranks.rank, ranks.world_size)
     loader = cifar.DeviceLoader.from_dataset(
         train_set,
         int(trainer.batch_size),
@@ -294,6 +365,7 @@ def _open_run(request: RunRequest, task: str):
         seed=int(request.seed),
         device=device,
         channels_last=channels_last,
+        shard=shard,
     )
 
     def eval_batches(dataset):
@@ -306,6 +378,7 @@ def _open_run(request: RunRequest, task: str):
                 seed=request.seed,
                 device=device,
                 channels_last=channels_last,
+                shard=shard,
             )
         )
 
@@ -333,6 +406,7 @@ def train(request: RunRequest) -> dict[str, Any] | None:
         progress=trainer.progress,
         tensorboard=bool(trainer.tensorboard),
         baseline_stop_patience=trainer.baseline_stop_patience,
+        ranks=request.ranks,
     )
 
 
@@ -350,6 +424,8 @@ def search(request: RunRequest) -> dict[str, Any] | None:
     identity, run_dir, model, optimizer, loader, _, _ = opened
     if not hasattr(optimizer, "search"):
         raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
+    ranks = request.ranks
+    optimizer.reducer = ranks.reducer()  # None on one process
     result = optimizer.search(
         model, nn.CrossEntropyLoss(), search_batches(loader, 0), num_samples=loader.num_samples
     )
@@ -370,7 +446,9 @@ def search(request: RunRequest) -> dict[str, Any] | None:
         "wall_time": result.wall_time,
         **provenance(loader.device),
     }
-    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    if ranks.is_main:
+        atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    ranks.barrier()
     return summary
 
 

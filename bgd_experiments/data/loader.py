@@ -16,6 +16,7 @@ import torch
 
 from bgd_experiments.data.augment import AUGMENT_MODES, augment_batch
 from bgd_experiments.data.cifar import ArrayDataset
+from bgd_experiments.distributed import shard_slice
 
 
 def derive_seed(seed: int, epoch: int, stream: int) -> int:
@@ -31,6 +32,11 @@ class DeviceLoader:
     ``shuffle=False`` the order is the dataset order (augmentation, if any, still random).
     ``channels_last`` lays the image batches out as NHWC in memory (same values and shape),
     the layout a model converted with ``model.to(memory_format=torch.channels_last)`` wants.
+    ``shard`` = (rank, world_size): one process of a distributed run. Every process keeps
+    the whole dataset and draws the same order and augmentation; each yields only its
+    slice of every global batch of ``batch_size`` (``distributed.shard_slice``), so the
+    slices of all processes together are exactly the single-process batches.
+    ``num_samples`` and ``len`` stay those of the whole dataset and of the global batches.
     """
 
     def __init__(
@@ -45,7 +51,13 @@ class DeviceLoader:
         device: str | torch.device = "cpu",
         drop_last: bool = False,
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        rank, world_size = shard
+        if not 0 <= rank < world_size:
+            raise ValueError(
+                f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if augment not in AUGMENT_MODES:
@@ -67,6 +79,7 @@ class DeviceLoader:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.shard = (int(rank), int(world_size))
 
     @classmethod
     def from_dataset(cls, dataset: ArrayDataset, batch_size: int, **kwargs) -> DeviceLoader:
@@ -92,9 +105,17 @@ class DeviceLoader:
         else:
             order = torch.arange(self.num_samples)
         order = order.to(self.device, non_blocking=True)
+        rank, world_size = self.shard
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-            images = augment_batch(self.images.index_select(0, index), self.augment, generator)
+            shard = None
+            if world_size > 1:
+                keep = shard_slice(int(index.shape[0]), rank, world_size)
+                shard = (int(index.shape[0]), keep)
+                index = index[keep]
+            images = augment_batch(
+                self.images.index_select(0, index), self.augment, generator, shard=shard
+            )
             yield (
                 images.contiguous(memory_format=self.memory_format),
                 self.labels.index_select(0, index),
