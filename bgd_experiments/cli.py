@@ -72,6 +72,13 @@ def _check_optimizer(cfg: DictConfig) -> None:
     # The start rate is part of every run's identity, whatever the optimizer.
     if not cfg.optimizer.lr > 0:
         raise tasks.SettingsError([f"lr must be > 0, got {cfg.optimizer.lr}"])
+    if (
+        cfg.optimizer.get("implementation") == "reference"
+        and distributed.launched_world_size(str(cfg.trainer.get("distributed", "auto"))) > 1
+    ):
+        raise tasks.SettingsError(
+            ["implementation=reference runs in one process; use fast under torchrun"]
+        )
     # Bound to the constructor on a stand-in parameter: the optimizer checks the rest.
     _optimizer_factory(cfg)([torch.zeros(1, requires_grad=True)])
 

@@ -164,3 +164,14 @@ def test_bgd_run_refuses_a_batch_the_processes_cannot_share(monkeypatch):
         "trainer.batch_size=25 cannot be split over the 2 processes the launcher started "
         "(WORLD_SIZE): use a batch size divisible by it"
     )
+
+
+def test_the_reference_search_is_refused_under_torchrun(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["optimizer=mbt_nag", "optimizer.implementation=reference"],
+        )
+    with pytest.raises(ConfigError, match="implementation=reference runs in one process"):
+        validate(cfg)
