@@ -73,7 +73,9 @@ class BatchReducer:
             by_dtype.setdefault(tensor.dtype, []).append(tensor)
         for group in by_dtype.values():
             flat = torch.cat([t.reshape(-1) for t in group])
-            if weight != 1.0:
+            if weight == 0.0:  # an empty shard: its mean is NaN, its contribution nothing
+                flat.zero_()
+            elif weight != 1.0:
                 flat.mul_(weight)
             dist.all_reduce(flat, group=self.group)
             offset = 0

@@ -28,16 +28,19 @@ GLOBAL_BATCH = 32
 EPOCHS = 2
 
 
-def tiny_problem(ranks: Ranks) -> tuple[nn.Module, DeviceLoader, DeviceLoader]:
-    """No BatchNorm: torch's SyncBatchNorm has no CPU kernel, and without it each rank
-    normalises its own shard, which a single process cannot reproduce."""
+def tiny_problem(
+    ranks: Ranks, batch_norm: bool = False
+) -> tuple[nn.Module, DeviceLoader, DeviceLoader]:
+    """No BatchNorm unless asked: torch's SyncBatchNorm has no CPU kernel, and without it
+    each rank normalises its own shard, which a single process cannot reproduce."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(SAMPLES) % 4
     images = torch.randint(0, 256, (SAMPLES, 3, 32, 32), dtype=torch.uint8, generator=generator)
     images[:, 0] = (labels * 60).to(torch.uint8)[:, None, None]  # a learnable signal
     torch.manual_seed(0)
+    norm = nn.BatchNorm2d(4) if batch_norm else nn.Identity()
     model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 15 * 15, 4)
+        nn.Conv2d(3, 4, 3, stride=2), norm, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 15 * 15, 4)
     )
     shard = (ranks.rank, ranks.world_size)
     train = DeviceLoader(
@@ -66,8 +69,8 @@ class EpochLog:
 def _fit(
     optimizer_name: str, run_dir: Path, ranks: Ranks, epochs: int
 ) -> tuple[nn.Module, EpochLog, dict[str, Any]]:
-    model, train_loader, test_loader = tiny_problem(ranks)
-    if optimizer_name == "mbt_nag":
+    model, train_loader, test_loader = tiny_problem(ranks, optimizer_name.endswith("_bn"))
+    if optimizer_name.startswith("mbt_nag"):
         optimizer: torch.optim.Optimizer = MBTSGD(
             model.parameters(), lr=0.01, momentum=0.9, nesterov=True, num_batches=3
         )
@@ -136,6 +139,8 @@ def main() -> None:
             # MBT-NAG stops after one epoch and resumes: every rank loads the checkpoint.
             "mbt_nag": train("mbt_nag", runs / "mbt_nag", ranks, resume_after=1),
             "nag": train("nag", runs / "nag", ranks),
+            # With BatchNorm (each rank normalising its shard): the ranks must still agree.
+            "mbt_nag_bn": train("mbt_nag_bn", runs / "mbt_nag_bn", ranks),
             "world_size": ranks.world_size,
         }
         torch.save(results, out / f"rank{ranks.rank}.pt")

@@ -118,6 +118,13 @@ def test_ddp_ranks_agree_exactly_and_match_one_process(tmp_path):
                 assert one[key] == pytest.approx(other[key], rel=1e-5), key
         for key, value in single["weights"].items():
             torch.testing.assert_close(value, rank0[name]["weights"][key], rtol=1e-4, atol=1e-5)
+    # With BatchNorm the ranks still end equal, running statistics included (rank 0's).
+    bn_weights = rank0["mbt_nag_bn"]["weights"]
+    assert "1.running_mean" in bn_weights
+    for key, value in bn_weights.items():
+        assert torch.equal(value, rank1["mbt_nag_bn"]["weights"][key]), key
+    assert rank0["mbt_nag_bn"]["sigmas"] == rank1["mbt_nag_bn"]["sigmas"]
+    _same_records(rank0["mbt_nag_bn"]["history"], rank1["mbt_nag_bn"]["history"])
     # The MBT run really searched: two searches of three batches, on a moving start.
     assert [len(sigmas) for sigmas in rank0["mbt_nag"]["sigmas"]] == [3, 3]
 
