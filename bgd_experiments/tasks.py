@@ -446,6 +446,8 @@ def search(request: RunRequest) -> dict[str, Any] | None:
         "wall_time": result.wall_time,
         **provenance(loader.device),
     }
+    if ranks.active:
+        summary["distributed"] = {"world_size": ranks.world_size, "backend": ranks.backend}
     if ranks.is_main:
         atomic_write_json(run_dir / SUMMARY_FILE, summary)
     ranks.barrier()
