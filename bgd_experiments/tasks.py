@@ -262,26 +262,15 @@ def _record_config(config: dict[str, Any], data: dict[str, str | None]) -> dict[
 
 
 def _check_shards(num_samples: int, batch_size: int, world_size: int) -> None:
-    """Every process needs an image of every global batch; say where the last, partial
-    batch of an epoch is averaged per process rather than per image."""
+    """Every process needs an image of every global batch (an empty shard has no mean)."""
     last = num_samples % batch_size
-    if world_size == 1 or last == 0:
-        return
-    if last < world_size:
+    if world_size > 1 and 0 < last < world_size:
         raise SettingsError(
             [
                 f"train_subset: the last batch of each epoch holds {last} images, fewer than "
                 f"the {world_size} processes; choose a training set size that leaves none "
                 "of them without an image"
             ]
-        )
-    if last % world_size:
-        log.warning(
-            "the last batch of each epoch (%d images) does not split evenly over %d "
-            "processes: its gradient is the mean of the processes' means, not the mean "
-            "over its images as in one process",
-            last,
-            world_size,
         )
 
 

@@ -104,11 +104,18 @@ def train_one_epoch(
     model.train()
     totals = _Totals(next(model.parameters()).device, ranks)
     steps = 0
-    for steps, (inputs, targets) in enumerate(batches, start=1):
+    for steps, (inputs, targets, last) in enumerate(_flag_last(batches, ranks.active), start=1):
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
         loss = loss_fn(logits, targets)
-        loss.backward()
+        if last:
+            # DDP averages the ranks' gradients with equal weights; only an epoch's last,
+            # partial batch can have unequal shards, so weigh it here to make it the mean
+            # over its images, as in one process (a factor of exactly 1 when even).
+            global_size = ranks.sum_(torch.tensor(len(targets), device=targets.device))
+            (loss * (len(targets) * ranks.world_size / float(global_size))).backward()
+        else:
+            loss.backward()
         optimizer.step()
         totals.add(loss.detach(), logits.detach(), targets)
         if steps % check_every == 0:
@@ -122,6 +129,20 @@ def train_one_epoch(
     if samples == 0:
         raise ValueError("the training data yielded no batch")
     return EpochStats(mean_loss, accuracy, steps, not math.isfinite(mean_loss))
+
+
+def _flag_last(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], look_ahead: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """(inputs, targets, whether it is the last batch); without ``look_ahead`` never
+    flagged (one process needs no flag, and reading one batch ahead costs nothing)."""
+    iterator = iter(batches)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None) if look_ahead else None
+        inputs, targets = current
+        yield inputs, targets, look_ahead and following is None
+        current = following if look_ahead else next(iterator, None)
 
 
 @torch.no_grad()
