@@ -170,15 +170,12 @@ def _fig2(cfg: DictConfig) -> dict[str, Any]:
 
 def _on_ranks(task: Callable[[tasks.RunRequest], Any]) -> Callable[[DictConfig], Any]:
     """A task that may run as one of several processes (``torchrun``): it joins their
-    process group (trainer.distributed), runs, and leaves it."""
+    process group (trainer.distributed; once per process, kept for a sweep's next job)."""
 
     def run_task(cfg: DictConfig) -> Any:
         trainer = _trainer(cfg)
         ranks = distributed.start(trainer.distributed, trainer.torch_device)
-        try:
-            return task(_run_request(cfg, ranks))
-        finally:
-            ranks.close()
+        return task(_run_request(cfg, ranks))
 
     return run_task
 

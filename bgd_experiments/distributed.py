@@ -13,6 +13,7 @@ CUDA (each rank on ``cuda:LOCAL_RANK``), gloo on the CPU.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -158,11 +159,17 @@ class Ranks:
         return value
 
     def close(self) -> None:
-        if self.active and dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the process group now (else it is left when the process exits)."""
+        if self.active:
+            _leave()
 
 
 SINGLE = Ranks()
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class RankZeroFailed(RuntimeError):
@@ -183,7 +190,10 @@ def start(mode: str, requested_device: torch.device) -> Ranks:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
+        # Once per process, kept for every job of a sweep (``-m``): a second group over
+        # torchrun's store would read the first one's stale addresses.
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        atexit.register(_leave)
     if rank != 0:
         # One voice in the terminal: the other ranks only speak up when something is wrong.
         logging.getLogger("bgd_experiments").setLevel(logging.WARNING)

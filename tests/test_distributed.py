@@ -129,14 +129,17 @@ def test_ddp_ranks_agree_exactly_and_match_one_process(tmp_path):
     assert [len(sigmas) for sigmas in rank0["mbt_nag"]["sigmas"]] == [3, 3]
 
 
-def test_bgd_run_under_torchrun_trains_one_run_on_two_processes(tmp_path, tiny_cifar10_targz):
+def test_bgd_run_under_torchrun_trains_each_run_on_two_processes(tmp_path, tiny_cifar10_targz):
+    """A two-cell sweep: both processes train each cell together, in one process group."""
     results = tmp_path / "results"
     done = torchrun(
         "-m",
         "bgd_experiments.cli",
+        "-m",
         f"results_dir={results}",
         f"dataset.root={tiny_cifar10_targz}",
         "optimizer=mbt_nag",
+        "optimizer.lr=0.01,0.1",
         "optimizer.num_batches=2",
         "model.width=0.0625",
         "dataset.train_subset=100",
@@ -149,14 +152,16 @@ def test_bgd_run_under_torchrun_trains_one_run_on_two_processes(tmp_path, tiny_c
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    (summary_path,) = results.rglob("summary.json")
-    run_dir = summary_path.parent
-    summary = json.loads(summary_path.read_text())
-    assert summary["status"] == "finished"
-    assert summary["distributed"] == {"world_size": 2, "backend": "gloo"}
-    (record,) = read_jsonl(run_dir / "metrics.jsonl")
-    assert record["search_status"] in ("ok", "saturated") and record["lr"] > 0
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # rank 0's only
+    summaries = sorted(results.rglob("summary.json"))
+    assert len(summaries) == 2
+    for summary_path in summaries:
+        run_dir = summary_path.parent
+        summary = json.loads(summary_path.read_text())
+        assert summary["status"] == "finished"
+        assert summary["distributed"] == {"world_size": 2, "backend": "gloo"}
+        (record,) = read_jsonl(run_dir / "metrics.jsonl")
+        assert record["search_status"] in ("ok", "saturated") and record["lr"] > 0
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # rank 0's only
     assert "invalid configuration" not in done.stderr
 
 
