@@ -22,7 +22,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bgd_experiments import tasks
+from bgd_experiments import distributed, tasks
+from bgd_experiments.distributed import SINGLE, Ranks
 
 log = logging.getLogger("bgd_experiments")
 
@@ -73,6 +74,13 @@ def _check_optimizer(cfg: DictConfig) -> None:
     # The start rate is part of every run's identity, whatever the optimizer.
     if not cfg.optimizer.lr > 0:
         raise tasks.SettingsError([f"lr must be > 0, got {cfg.optimizer.lr}"])
+    if (
+        cfg.optimizer.get("implementation") == "reference"
+        and distributed.launched_world_size(str(cfg.trainer.get("distributed", "auto"))) > 1
+    ):
+        raise tasks.SettingsError(
+            ["implementation=reference runs in one process; use fast under torchrun"]
+        )
     # Bound to the constructor on a stand-in parameter: the optimizer checks the rest.
     _optimizer_factory(cfg)([torch.zeros(1, requires_grad=True)])
 
@@ -186,7 +194,7 @@ def identity_settings(cfg: DictConfig) -> dict[str, Any]:
     return differing(run_config(cfg), reference)
 
 
-def _run_request(cfg: DictConfig) -> tasks.RunRequest:
+def _run_request(cfg: DictConfig, ranks: Ranks = SINGLE) -> tasks.RunRequest:
     return tasks.RunRequest(
         results_dir=str(cfg.results_dir),
         data=_data(cfg),
@@ -202,6 +210,7 @@ def _run_request(cfg: DictConfig) -> tasks.RunRequest:
         config=run_config(cfg),
         force=bool(cfg.force),
         settings=identity_settings(cfg),
+        ranks=ranks,
     )
 
 
@@ -219,9 +228,21 @@ def _fig2(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
+def _on_ranks(task: Callable[[tasks.RunRequest], Any]) -> Callable[[DictConfig], Any]:
+    """A task that may run as one of several processes (``torchrun``): it joins their
+    process group (trainer.distributed; once per process, kept for a sweep's next job)."""
+
+    def run_task(cfg: DictConfig) -> Any:
+        trainer = _trainer(cfg)
+        ranks = distributed.start(trainer.distributed, trainer.torch_device)
+        return task(_run_request(cfg, ranks))
+
+    return run_task
+
+
 TASKS: dict[str, Callable[[DictConfig], Any]] = {
-    "train": lambda cfg: tasks.train(_run_request(cfg)),
-    "search": lambda cfg: tasks.search(_run_request(cfg)),
+    "train": _on_ranks(tasks.train),
+    "search": _on_ranks(tasks.search),
     "functions": lambda cfg: tasks.functions(
         cfg.results_dir, _plain(cfg.functions), bool(cfg.force)
     ),
@@ -246,6 +267,9 @@ def _app(cfg: DictConfig) -> None:
         run(cfg)
     except ConfigError as error:
         log.error("invalid configuration: %s", error)
+        sys.exit(2)
+    except distributed.RankZeroFailed as error:  # rank 0 says why, with its own exit code
+        log.error("%s", error)
         sys.exit(2)
     except Exception as error:
         from bgd_experiments.data import DatasetError

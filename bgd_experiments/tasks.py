@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bgd_experiments.distributed import DISTRIBUTED_MODES, SINGLE, Ranks, launched_world_size
 from bgd_experiments.runfolder import RunIdentity
 
 log = logging.getLogger("bgd_experiments")
@@ -94,9 +95,25 @@ class TrainerSettings:
     protocol: str = "paper"
     val_size: int = 5000
     baseline_stop_patience: int | None = 50
+    # One run on several processes (torchrun): "auto" joins the process group a launcher
+    # announces through WORLD_SIZE; "off" trains in this process alone whatever it says.
+    distributed: str = "auto"
+    # SyncBatchNorm on several processes: BatchNorm over the global batch, as on one GPU.
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         problems = []
+        if self.distributed not in DISTRIBUTED_MODES:
+            problems.append(f"distributed must be auto or off, got {self.distributed!r}")
+        elif (processes := launched_world_size(self.distributed)) > 1 and (
+            self.batch_size % processes
+        ):
+            problems.append(
+                f"batch_size={self.batch_size} cannot be split over the {processes} processes "
+                "the launcher started (WORLD_SIZE): use a batch size divisible by it"
+            )
+        if not isinstance(self.sync_bn, bool):
+            problems.append(f"sync_bn must be true or false, got {self.sync_bn!r}")
         if not self.batch_size >= 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.eval_batch_size >= 1:
@@ -120,6 +137,16 @@ class TrainerSettings:
         if self.protocol not in PROTOCOLS:
             problems.append(f"protocol must be paper or clean, got {self.protocol!r}")
         problems += self._kernel_problems()
+        if (
+            self.sync_bn is True
+            and not problems
+            and launched_world_size(self.distributed) > 1
+            and self.torch_device.type != "cuda"
+        ):
+            problems.append(
+                "sync_bn=true needs CUDA: torch's SyncBatchNorm has no CPU kernel "
+                "(a CPU run on several processes normalises each shard on its own)"
+            )
         _raise_if(problems)
 
     def _kernel_problems(self) -> list[str]:
@@ -267,6 +294,7 @@ class RunRequest:
     # The result-changing settings that differ from the reference config (dotted keys; see
     # bgd_experiments.runfolder.identity_settings): with the data's hash, the folder's digest.
     settings: dict[str, Any] | None = None
+    ranks: Ranks = SINGLE  # this process's place in a distributed run (torchrun)
 
 
 def _record_config(
@@ -281,6 +309,19 @@ def _record_config(
     plain[DATA_KEY] = dict(data)
     plain[IDENTITY_KEY] = identity_block(settings)
     return plain
+
+
+def _check_shards(num_samples: int, batch_size: int, world_size: int) -> None:
+    """Every process needs an image of every global batch (an empty shard has no mean)."""
+    last = num_samples % batch_size
+    if world_size > 1 and 0 < last < world_size:
+        raise SettingsError(
+            [
+                f"train_subset: the last batch of each epoch holds {last} images, fewer than "
+                f"the {world_size} processes; choose a training set size that leaves none "
+                "of them without an image"
+            ]
+        )
 
 
 def _open_run(request: RunRequest, task: str):
@@ -313,43 +354,61 @@ def _open_run(request: RunRequest, task: str):
         budget=request.budget,
         data_source="",  # filled in below, once the data is known to be there
     )
-    # By content (hash cached per file version): the same archive elsewhere is the same run,
-    # and another archive through the same dataset.root is another run (another folder).
-    data_id = cifar.data_identity(data.name, data.root)
-    settings = with_data_hash(request.settings or {}, data_id)
-    run_dir = run_folder(request.results_dir, identity, settings)
-    if data_id["sha256"] is None and not request.force:
-        # The data is not here: a finished run is still found by its other settings.
-        readable = readable_run_folder(request.results_dir, identity)
-        run_dir = find_finished_run(readable, settings, data_id["name"]) or run_dir
-    if request.force or run_state(run_dir) is not RunState.FINISHED:
-        # Cheap checks of the data source before any model is built or any folder is
-        # written, so a missing dataset leaves nothing behind. Finished runs skip them: an
-        # uncached archive takes ~2 s to list, per job of a sweep.
-        cifar.check_dataset_source(data.name, data.root, download=data.download)
-        if data_id["sha256"] is None:  # just downloaded: now it has a hash, and a folder
-            data_id = cifar.data_identity(data.name, data.root)
-            settings = with_data_hash(request.settings or {}, data_id)
-            run_dir = run_folder(request.results_dir, identity, settings)
-    identity = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
-    state = prepare_run_folder(
-        run_dir, _record_config(request.config or {}, data_id, settings), force=request.force
-    )
+    ranks = request.ranks
+
+    def prepare() -> tuple[RunIdentity, RunState, Path]:
+        # By content (hash cached per file version): the same archive elsewhere is the same
+        # run, and another archive through the same dataset.root is another run (folder).
+        data_id = cifar.data_identity(data.name, data.root)
+        settings = with_data_hash(request.settings or {}, data_id)
+        run_dir = run_folder(request.results_dir, identity, settings)
+        if data_id["sha256"] is None and not request.force:
+            # The data is not here: a finished run is still found by its other settings.
+            readable = readable_run_folder(request.results_dir, identity)
+            run_dir = find_finished_run(readable, settings, data_id["name"]) or run_dir
+        if request.force or run_state(run_dir) is not RunState.FINISHED:
+            # Cheap checks of the data source before any model is built or any folder is
+            # written, so a missing dataset leaves nothing behind. Finished runs skip them:
+            # an uncached archive takes ~2 s to list, per job of a sweep.
+            cifar.check_dataset_source(data.name, data.root, download=data.download)
+            if data_id["sha256"] is None:  # just downloaded: now it has a hash, and a folder
+                data_id = cifar.data_identity(data.name, data.root)
+                settings = with_data_hash(request.settings or {}, data_id)
+                run_dir = run_folder(request.results_dir, identity, settings)
+        named = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
+        state = prepare_run_folder(
+            run_dir, _record_config(request.config or {}, data_id, settings), force=request.force
+        )
+        return named, state, run_dir
+
+    # Rank 0 alone reads and writes the run folder; the other ranks follow its decision.
+    identity, state, run_dir = ranks.on_main(prepare)
     if state is RunState.FINISHED:
         log.info("skipped: %s is finished (force=true reruns it)", run_dir)
         return None
     log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
-    device = trainer.torch_device
-    try:
-        train_set, val_set, test_set = load_data(data, trainer, request.seed)
-    except SettingsError:
-        if state is RunState.NEW:  # nothing ran: leave no folder behind
-            discard_run_folder(run_dir, request.results_dir)
-        raise
+    device = ranks.device(trainer.torch_device)
+    loaded: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            loaded["sets"] = load_data(data, trainer, request.seed)
+            _check_shards(len(loaded["sets"][0]), int(trainer.batch_size), ranks.world_size)
+        except SettingsError:
+            if state is RunState.NEW:  # nothing ran: leave no folder behind
+                discard_run_folder(run_dir, request.results_dir)
+            raise
+
+    # Rank 0 first: it decodes and caches the images, the others then read the cache.
+    ranks.on_main(load)
+    train_set, val_set, test_set = loaded.get("sets") or load_data(data, trainer, request.seed)
     channels_last = trainer.channels_last_on(device)
     network = build_model(request.make_model, request.seed, device, channels_last)
+    if ranks.active and trainer.sync_bn:
+        network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     optimizer = request.make_optimizer(network.parameters())
     model = trainer.runtime_model(network)
+    shard = (ranks.rank, ranks.world_size)
     loader = cifar.DeviceLoader.from_dataset(
         train_set,
         int(trainer.batch_size),
@@ -358,6 +417,7 @@ def _open_run(request: RunRequest, task: str):
         seed=int(request.seed),
         device=device,
         channels_last=channels_last,
+        shard=shard,
     )
 
     def eval_batches(dataset):
@@ -370,6 +430,7 @@ def _open_run(request: RunRequest, task: str):
                 seed=request.seed,
                 device=device,
                 channels_last=channels_last,
+                shard=shard,
             )
         )
 
@@ -397,6 +458,7 @@ def train(request: RunRequest) -> dict[str, Any] | None:
         progress=trainer.progress,
         tensorboard=bool(trainer.tensorboard),
         baseline_stop_patience=trainer.baseline_stop_patience,
+        ranks=request.ranks,
     )
 
 
@@ -414,6 +476,8 @@ def search(request: RunRequest) -> dict[str, Any] | None:
     identity, run_dir, model, optimizer, loader, _, _ = opened
     if not hasattr(optimizer, "search"):
         raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
+    ranks = request.ranks
+    optimizer.reducer = ranks.reducer()  # None on one process
     result = optimizer.search(
         model, nn.CrossEntropyLoss(), search_batches(loader, 0), num_samples=loader.num_samples
     )
@@ -434,7 +498,11 @@ def search(request: RunRequest) -> dict[str, Any] | None:
         "wall_time": result.wall_time,
         **provenance(loader.device),
     }
-    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    if ranks.active:
+        summary["distributed"] = {"world_size": ranks.world_size, "backend": ranks.backend}
+    if ranks.is_main:
+        atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    ranks.barrier()
     return summary
 
 

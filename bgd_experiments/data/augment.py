@@ -392,6 +392,12 @@ class PaperAugmentParams:
     hue: torch.Tensor  # float32 shift in turns
     order: torch.Tensor  # int64 (B, 4), per-image order of the colour ops
 
+    def select(self, keep: slice) -> PaperAugmentParams:
+        """The parameters of the images at ``keep`` (a shard of the batch)."""
+        return PaperAugmentParams(
+            **{name: getattr(self, name)[keep] for name in self.__dataclass_fields__}
+        )
+
     def to(self, device: torch.device) -> PaperAugmentParams:
         """A copy on ``device`` made with ONE host-to-device transfer (``order`` stays put)."""
         if torch.device(device).type == "cpu":
@@ -463,23 +469,38 @@ def apply_paper_augment_reference(images: torch.Tensor, params: PaperAugmentPara
     )
 
 
-def augment_batch(images: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    images: torch.Tensor,
+    mode: str,
+    generator: torch.Generator,
+    *,
+    shard: tuple[int, slice] | None = None,
+) -> torch.Tensor:
     """Augment a uint8 (B, 3, H, W) batch per image and normalise it (float32, same device).
 
     ``mode``: "none" (normalise only, for evaluation), "flip_crop" (RandomCrop(32, 4) +
     horizontal flip) or "paper" (the full pipeline above). ``generator`` is a CPU generator.
+    ``shard`` = (global batch size, this shard's slice of it): ``images`` are that slice of a
+    global batch; the parameters of the whole global batch are drawn (so ``generator``
+    advances as for the whole batch) and the slice's are applied, so the shards of all
+    processes together are the batch one process would have made.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"expected a uint8 NCHW batch, got {images.dtype} {tuple(images.shape)}")
     if mode == "none":
         return normalize(images)
-    batch = images.shape[0]
+    batch, keep = shard if shard is not None else (images.shape[0], slice(None))
     if mode == "flip_crop":
-        top = torch.randint(0, 2 * CROP_PADDING + 1, (batch,), generator=generator)
-        left = torch.randint(0, 2 * CROP_PADDING + 1, (batch,), generator=generator)
-        flip = torch.rand(batch, generator=generator) < 0.5
+        top = torch.randint(0, 2 * CROP_PADDING + 1, (batch,), generator=generator)[keep]
+        left = torch.randint(0, 2 * CROP_PADDING + 1, (batch,), generator=generator)[keep]
+        flip = (torch.rand(batch, generator=generator) < 0.5)[keep]
         packed = torch.stack([top, left, flip.to(torch.int64)]).to(images.device, non_blocking=True)
         return normalize(crop_and_flip(images, packed[0], packed[1], packed[2].bool()))
     if mode == "paper":
-        return normalize(apply_paper_augment(images, sample_paper_params(batch, generator)))
+        params = sample_paper_params(batch, generator)
+        if images.shape[0] == 0:  # an empty shard: the draws above still advance the stream
+            return normalize(images)
+        if shard is not None:
+            params = params.select(keep)
+        return normalize(apply_paper_augment(images, params))
     raise ValueError(f"unknown augment mode {mode!r}; expected one of {list(AUGMENT_MODES)}")

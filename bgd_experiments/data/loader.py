@@ -17,6 +17,7 @@ import torch
 
 from bgd_experiments.data.augment import AUGMENT_MODES, augment_batch
 from bgd_experiments.data.cifar import ArrayDataset
+from bgd_experiments.distributed import shard_slice
 
 
 def derive_seed(seed: int, epoch: int, stream: int) -> int:
@@ -53,6 +54,12 @@ class DeviceLoader:
     descheduled thread (measured: 2 threads 5-40x slower than 1 with a background job on
     both cores). The threads count is restored before each batch is handed out, so the
     model's steps keep theirs. Each of the authors' DataLoader workers also runs 1 thread.
+
+    ``shard`` = (rank, world_size): one process of a distributed run. Every process keeps
+    the whole dataset and draws the same order and augmentation; each yields only its
+    slice of every global batch of ``batch_size`` (``distributed.shard_slice``), so the
+    slices of all processes together are exactly the single-process batches.
+    ``num_samples`` and ``len`` stay those of the whole dataset and of the global batches.
     """
 
     def __init__(
@@ -68,7 +75,13 @@ class DeviceLoader:
         drop_last: bool = False,
         channels_last: bool = False,
         augment_threads: int | None = 1,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
+        rank, world_size = shard
+        if not 0 <= rank < world_size:
+            raise ValueError(
+                f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if augment not in AUGMENT_MODES:
@@ -93,6 +106,7 @@ class DeviceLoader:
         if augment_threads is not None and augment_threads < 1:
             raise ValueError(f"augment_threads must be >= 1 or None, got {augment_threads}")
         self.augment_threads = augment_threads
+        self.shard = (int(rank), int(world_size))
 
     @classmethod
     def from_dataset(cls, dataset: ArrayDataset, batch_size: int, **kwargs) -> DeviceLoader:
@@ -118,10 +132,18 @@ class DeviceLoader:
         else:
             order = torch.arange(self.num_samples)
         order = order.to(self.device, non_blocking=True)
+        rank, world_size = self.shard
         for batch in range(len(self)):
             index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            shard = None
+            if world_size > 1:
+                keep = shard_slice(int(index.shape[0]), rank, world_size)
+                shard = (int(index.shape[0]), keep)
+                index = index[keep]
             with intra_op_threads(self.augment_threads, self.device):
-                images = augment_batch(self.images.index_select(0, index), self.augment, generator)
+                images = augment_batch(
+                    self.images.index_select(0, index), self.augment, generator, shard=shard
+                )
                 images = images.contiguous(memory_format=self.memory_format)
                 labels = self.labels.index_select(0, index)
             yield images, labels

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -146,6 +146,19 @@ def check_search_arguments(
         raise ValueError(f"min_decrease must be a finite number >= 0, got {min_decrease!r}")
 
 
+class Reducer(Protocol):
+    """How a search running on several processes combines its per-process values
+    (``bgd_experiments.distributed.BatchReducer``); None in a single process."""
+
+    def total(self, count: int) -> int:
+        """The global batch size, given this process's share of it."""
+        ...
+
+    def weighted_mean_(self, tensors: Sequence[torch.Tensor], weight: float) -> None:
+        """Each tensor, in place, becomes the sum over processes of ``weight * tensor``."""
+        ...
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """The settings of one MBT search (both searches take them as keywords; the contract is
@@ -162,6 +175,9 @@ class SearchSettings:
     lr_max: float = 100.0
     min_decrease: float = 1e-7
     progress: ProgressFn | None = None  # told after every batch
+    # Several processes, each holding a shard of every batch: losses and the gradient are
+    # averaged over them before any decision (None: one process).
+    reducer: Reducer | None = None
 
     def __post_init__(self) -> None:
         check_search_arguments(
@@ -340,14 +356,20 @@ class SearchTally:
     progress: ProgressFn | None = None  # told after every batch
 
     def take_batch(
-        self, index: int, batch: object, device: torch.device, settings: SearchSettings
+        self,
+        index: int,
+        batch: object,
+        device: torch.device,
+        settings: SearchSettings,
+        global_size: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Count batch ``index`` and split it; the first batch fixes the batch size and the
-        ratio sqrt(batch_size / num_samples)."""
+        """Count batch ``index`` and split it; the first batch fixes the batch size (the
+        global one, ``global_size``, when each process holds a shard) and the ratio
+        sqrt(batch_size / num_samples)."""
         self.processed = index + 1
         inputs, targets = split_batch(batch, device)
         if index == 0:
-            self.batch_size = int(inputs.shape[0])
+            self.batch_size = int(global_size if global_size is not None else inputs.shape[0])
             self.ratio = rescale_ratio(self.batch_size, settings.num_samples, settings.rescale)
         return inputs, targets
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart
 
-from ._common import ProgressFn, SearchResult, check_search_arguments
+from ._common import ProgressFn, Reducer, SearchResult, check_search_arguments
 from .plateau import PLATEAU_RULES, MBTPlateau
 from .reference import mbt_search_reference
 from .search import LossFn, mbt_search
@@ -167,6 +167,9 @@ class MBTSGD(torch.optim.SGD):
         self.last_mean_sigma: float | None = None
         # The carry-over: the last search's last accepted sigma times its ratio.
         self.last_sigma: float | None = None
+        # Set by a distributed run (see ``bgd_experiments.distributed``): how the search
+        # averages its losses and gradient over the processes. None: one process.
+        self.reducer: Reducer | None = None
 
     def _fill_group_defaults(self) -> None:
         # Groups of an older checkpoint or added later lack the search settings.
@@ -258,6 +261,7 @@ class MBTSGD(torch.optim.SGD):
             lr_max=settings["lr_max"],
             min_decrease=settings["min_decrease"],
             progress=progress,
+            reducer=self.reducer,
         )
         self.state.clear()  # momentum buffers start afresh after every search
         self.num_searches += 1

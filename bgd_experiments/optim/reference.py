@@ -38,6 +38,10 @@ def mbt_search_reference(
 ) -> SearchResult:
     """Reference MBT search; same arguments, contract and result as ``mbt_search``."""
     s = SearchSettings(**settings)
+    if s.reducer is not None:
+        raise ValueError(
+            "the reference search runs in one process; a distributed run needs implementation=fast"
+        )
     alpha, beta = s.alpha, s.beta  # the paper's symbols
     tally = SearchTally(
         start_lr=s.start_lr, alpha=alpha, num_batches=s.num_batches, progress=s.progress

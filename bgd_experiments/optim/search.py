@@ -19,6 +19,7 @@ from torch import nn
 
 from ._common import (
     Guards,
+    Reducer,
     SearchResult,
     SearchSettings,
     SearchTally,
@@ -73,6 +74,12 @@ def mbt_search(
     * **Faithful trial savings**: a trial at a sigma that already violates a guard is never
       evaluated (the authors' code evaluates it and then ignores its value), so this path
       may report fewer trials than the reference with the very same sigmas.
+    * **Several processes** (``reducer``, e.g. one per GPU under ``torchrun``): each process
+      passes its shard of every batch; L, g and every trial loss are replaced by their
+      count-weighted mean over the processes before any test, so every process takes the
+      same decisions, finds the same sigmas and walks to the same weights; the ratio uses
+      the global batch size. BatchNorm normalises each shard on its own unless the model
+      uses SyncBatchNorm.
     * **Robustness**: if L or ||g||^2 is not finite, or the weights are not finite after a
       search step, the search stops with status "nonfinite" and a WARNING; the sigma whose
       step led there is dropped, lr comes from the sigmas before it (or stays unchanged if
@@ -85,6 +92,7 @@ def mbt_search(
         start_lr=s.start_lr, alpha=s.alpha, num_batches=s.num_batches, progress=s.progress
     )
     guards = Guards.from_bounds(s.lr_min, s.lr_max, s.min_decrease)
+    reducer = s.reducer
     params = trainable_parameters(optimizer)
     device = params[0].device
     previous_lr = float(optimizer.param_groups[0]["lr"])
@@ -100,7 +108,11 @@ def mbt_search(
 
         try:
             for index, batch in enumerate(itertools.islice(batches, s.num_batches)):
-                inputs, targets = tally.take_batch(index, batch, device, s)
+                # Several processes: each holds a shard of B_i; its share weighs its means.
+                local_size = len(batch[1])
+                global_size = local_size if reducer is None else reducer.total(local_size)
+                share = local_size / global_size
+                inputs, targets = tally.take_batch(index, batch, device, s, global_size)
 
                 optimizer.zero_grad(set_to_none=True)
                 with torch.enable_grad(), running_stats_frozen(bn_layers, not s.keep_search_steps):
@@ -112,6 +124,10 @@ def mbt_search(
                 stepped = [p for p, used in zip(params, has_grad, strict=True) if used]
                 saved = [c for c, used in zip(current_point, has_grad, strict=True) if used]
                 grads = [p.grad for p in stepped]
+                if reducer is not None:
+                    # L and g of the global batch, before anything is decided on them.
+                    loss = loss.detach().clone()
+                    reducer.weighted_mean_([loss, *grads], share)
                 grad_norm_sq = (
                     torch.stack(torch._foreach_norm(grads)).double().square().sum()
                     if grads
@@ -146,7 +162,7 @@ def mbt_search(
                     break
 
                 torch._foreach_copy_(saved, stepped)
-                trial = _TrialPoint(model, loss_fn, bn_layers, (inputs, targets))
+                trial = _TrialPoint(model, loss_fn, bn_layers, (inputs, targets), reducer, share)
                 trial.set_point(stepped, grads, saved)
                 trial.set_reference(loss_value, norm_sq, s.alpha)
 
@@ -205,8 +221,11 @@ class _TrialPoint:
         loss_fn: LossFn,
         bn_layers: list[nn.Module],
         batch: tuple[torch.Tensor, torch.Tensor],
+        reducer: Reducer | None = None,
+        share: float = 1.0,
     ) -> None:
         self.model, self.loss_fn, self.bn_layers = model, loss_fn, bn_layers
+        self.reducer, self.share = reducer, share
         self.inputs, self.targets = batch
         self.params: list[torch.Tensor] = []
         self.grads: list[torch.Tensor] = []
@@ -239,7 +258,11 @@ class _TrialPoint:
         self.move_to(sigma)
         # inference_mode, not just no_grad: no version counters or view tracking either.
         with torch.inference_mode(), running_stats_frozen(self.bn_layers):
-            trial_loss = float(self.loss_fn(self.model(self.inputs), self.targets))
+            trial_loss_tensor = self.loss_fn(self.model(self.inputs), self.targets)
+        if self.reducer is not None:  # the global batch's loss: the same on every process
+            trial_loss_tensor = trial_loss_tensor.clone()
+            self.reducer.weighted_mean_([trial_loss_tensor], self.share)
+        trial_loss = float(trial_loss_tensor)
         self.trials += 1
         return trial_loss - self.loss_value + self.alpha * sigma * self.norm_sq
 

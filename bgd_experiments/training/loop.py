@@ -7,6 +7,7 @@ writes a checkpoint atomically after every epoch, ends a diverging run at once, 
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from bgd_experiments.distributed import SINGLE, Ranks
 from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, call_hooks
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
 from bgd_experiments.optim import PatienceStop
@@ -48,12 +50,17 @@ class EpochStats:
 
 
 class _Totals:
-    """Sample-weighted loss and correct predictions, summed on the device (no host sync)."""
+    """Sample-weighted loss and correct predictions, summed on the device (no host sync).
 
-    def __init__(self, device: torch.device) -> None:
+    In a distributed run each process counts its shards; :meth:`read` sums over the
+    processes, so every process reads the same global numbers (and takes the same
+    decisions on them)."""
+
+    def __init__(self, device: torch.device, ranks: Ranks = SINGLE) -> None:
         self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         self.correct = torch.zeros((), device=device, dtype=torch.int64)
         self.samples = 0
+        self.ranks = ranks
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
         self.loss_sum += loss.double() * targets.shape[0]
@@ -61,12 +68,25 @@ class _Totals:
         self.samples += targets.shape[0]
 
     def mean_loss(self) -> float:
+        """This process's running mean loss (one host read; single-process runs only)."""
         return self.loss_sum.item() / self.samples
 
-    def read(self) -> tuple[float, float]:
-        """(mean loss, accuracy in percent) with one host synchronisation."""
-        loss_sum, correct = torch.stack([self.loss_sum, self.correct.double()]).tolist()
-        return loss_sum / self.samples, 100.0 * correct / self.samples
+    def read(self) -> tuple[float, float, int]:
+        """(mean loss, accuracy in percent, samples) over all processes, with one host
+        synchronisation (and, distributed, one collective)."""
+        if not self.ranks.active:
+            samples = self.samples
+            loss_sum, correct = torch.stack([self.loss_sum, self.correct.double()]).tolist()
+        else:
+            # float64 holds the counts exactly; one collective for all three.
+            packed = torch.stack(
+                [self.loss_sum, self.correct.double(), self.loss_sum.new_tensor(self.samples)]
+            )
+            loss_sum, correct, samples_sum = self.ranks.sum_(packed).tolist()
+            samples = int(samples_sum)
+        if samples == 0:
+            return math.nan, math.nan, 0
+        return loss_sum / samples, 100.0 * correct / samples, samples
 
 
 def train_one_epoch(
@@ -77,6 +97,7 @@ def train_one_epoch(
     *,
     check_every: int | None = 1,
     on_step: Callable[[int, float | None], None] | None = None,
+    ranks: Ranks = SINGLE,
 ) -> EpochStats:
     """One pass of SGD-style training; stops at the first non-finite loss it sees.
 
@@ -85,15 +106,24 @@ def train_one_epoch(
     ``check_every=None`` (the GPU path) reads them once, at the end of the epoch: no host
     synchronisation per step, and a diverged epoch is noticed when it ends (``on_step``
     then gets the step count without a loss).
+    With several ``ranks`` (``model`` wrapped in DistributedDataParallel, ``batches`` the
+    shards) the numbers read are those of the global batches, the same on every rank.
     """
     model.train()
-    totals = _Totals(next(model.parameters()).device)
+    totals = _Totals(next(model.parameters()).device, ranks)
     steps = 0
-    for steps, (inputs, targets) in enumerate(batches, start=1):
+    for steps, (inputs, targets, last) in enumerate(_flag_last(batches, ranks.active), start=1):
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
         loss = loss_fn(logits, targets)
-        loss.backward()
+        if last:
+            # DDP averages the ranks' gradients with equal weights; only an epoch's last,
+            # partial batch can have unequal shards, so weigh it here to make it the mean
+            # over its images, as in one process (a factor of exactly 1 when even).
+            global_size = ranks.sum_(torch.tensor(len(targets), device=targets.device))
+            (loss * (len(targets) * ranks.world_size / float(global_size))).backward()
+        else:
+            loss.backward()
         optimizer.step()
         totals.add(loss.detach(), logits.detach(), targets)
         if check_every is None:
@@ -101,33 +131,53 @@ def train_one_epoch(
                 on_step(steps, None)
         elif steps % check_every == 0:
             # A NaN/inf loss poisons the running sum, so one read covers every step since.
-            running = totals.mean_loss()
+            # Distributed: the global running loss, so every rank stops at the same step.
+            running = totals.read()[0] if ranks.active else totals.mean_loss()
             if not math.isfinite(running):
                 return EpochStats(running, totals.read()[1], steps, True)
             if on_step is not None:
                 on_step(steps, running)
-    if totals.samples == 0:
+    mean_loss, accuracy, samples = totals.read()
+    if samples == 0:
         raise ValueError("the training data yielded no batch")
-    mean_loss, accuracy = totals.read()
     return EpochStats(mean_loss, accuracy, steps, not math.isfinite(mean_loss))
+
+
+def _flag_last(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], look_ahead: bool
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """(inputs, targets, whether it is the last batch); without ``look_ahead`` never
+    flagged (one process needs no flag, and reading one batch ahead costs nothing)."""
+    iterator = iter(batches)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None) if look_ahead else None
+        inputs, targets = current
+        yield inputs, targets, look_ahead and following is None
+        current = following if look_ahead else next(iterator, None)
 
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, loss_fn: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    ranks: Ranks = SINGLE,
 ) -> tuple[float, float, int]:
     """Mean loss, accuracy (percent) and number of forward passes over ``batches``
-    (in inference mode; metrics read once, at the end)."""
+    (in inference mode; metrics read once, at the end; with several ``ranks``: over the
+    union of every rank's shards)."""
     was_training = model.training
     model.eval()
-    totals = _Totals(next(model.parameters()).device)
+    totals = _Totals(next(model.parameters()).device, ranks)
     forwards = 0
     for inputs, targets in batches:
         logits = model(inputs)
         totals.add(loss_fn(logits, targets), logits, targets)
         forwards += 1
     model.train(was_training)
-    return (*totals.read(), forwards)
+    mean_loss, accuracy, _ = totals.read()
+    return mean_loss, accuracy, forwards
 
 
 def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -169,6 +219,7 @@ def fit(
     tensorboard: bool = True,
     baseline_stop_patience: int | None = 50,
     callbacks: Sequence[Any] = (),
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
     """Train for ``epochs`` epochs (resuming from ``run_dir``) and return the summary.
 
@@ -182,6 +233,13 @@ def fit(
     ``op_main.py`` stops it when ``baseline_stop_patience`` is set (None or 0: never): one
     epoch after min(epochs since the training loss improved, epochs since the plateau
     accuracy improved) reaches it, the rule MBTSGD applies with its ``stop_patience``.
+
+    Distributed (``ranks`` of a ``torchrun`` launch, the loaders sharded): every rank
+    resumes from the checkpoint and trains through DistributedDataParallel; an MBT search
+    averages its losses and gradient over the ranks; metrics are those of the global
+    batches; BatchNorm buffers are rank 0's (broadcast after every epoch's training).
+    Every rank thus holds the same weights, rates and records, and only rank 0 writes the
+    run folder (metrics, TensorBoard, checkpoint, summary).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -192,6 +250,8 @@ def fit(
     if baseline_limit and not any(hasattr(p, "should_stop") for p in participants):
         participants.append(PatienceStop(baseline_limit))  # e.g. MBT has its own
     stateful = [p for p in participants if hasattr(p, "checkpoint_key")]
+    if ranks.active and hasattr(optimizer, "reducer"):
+        optimizer.reducer = ranks.reducer()  # an MBT search decides on global batches
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = next(model.parameters()).device
     history: list[dict[str, Any]] = []
@@ -211,14 +271,19 @@ def fit(
         elapsed_before = checkpoint["wall_time"]
         log.info("resuming %s from epoch %d", run_dir, start_epoch)
 
-    tracker = RunTracker(
-        run_dir,
-        total_epochs=epochs,
-        steps_per_epoch=len(train_loader),
-        history=history,
-        progress=progress,
-        tensorboard=tensorboard,
-        title=f"{identity.model}/{identity.optimizer} lr={identity.lr:g}",
+    train_model = _wrap_for_training(model, ranks)
+    tracker: RunTracker | _SilentTracker = (
+        RunTracker(
+            run_dir,
+            total_epochs=epochs,
+            steps_per_epoch=len(train_loader),
+            history=history,
+            progress=progress,
+            tensorboard=tensorboard,
+            title=f"{identity.model}/{identity.optimizer} lr={identity.lr:g}",
+        )
+        if ranks.is_main
+        else _SilentTracker()
     )
     # On an accelerator no step waits for the host: loss and accuracy are read once per
     # epoch, so a diverged epoch runs to its end there (on CPU a read costs nothing).
@@ -247,13 +312,15 @@ def fit(
                     tracker.note(report.note)
             call_hooks(participants, "train")
             stats = train_one_epoch(
-                model,
+                train_model,
                 optimizer,
                 loss_fn,
                 batches,
                 check_every=check_every,
                 on_step=tracker.advance,
+                ranks=ranks,
             )
+            ranks.sync_buffers(model)
             if stats.diverged:
                 status = RunStatus.DIVERGED
                 tracker.note(
@@ -262,7 +329,7 @@ def fit(
                 )
                 break
             call_hooks(participants, "eval")
-            test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader)
+            test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader, ranks)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": stats.loss,
@@ -272,7 +339,7 @@ def fit(
             }
             plateau_acc = test_acc
             if val_loader is not None:
-                val_loss, val_acc, _ = evaluate(model, loss_fn, val_loader)
+                val_loss, val_acc, _ = evaluate(model, loss_fn, val_loader, ranks)
                 record.update(val_loss=val_loss, val_acc=val_acc)
                 plateau_acc = val_acc
             record.update(
@@ -290,19 +357,20 @@ def fit(
             call_hooks(participants, "after_epoch", end)
             stop_early = any(call_hooks(participants, "should_stop"))
             history.append(record)
-            atomic_torch_save(
-                checkpoint_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": _rng_state(device),
-                    "history": history,
-                    "epoch": epoch + 1,
-                    "wall_time": elapsed_before + time.perf_counter() - started,
-                    "baseline_patience": None,  # the key of older checkpoints
-                    **{p.checkpoint_key: p.state_dict() for p in stateful},
-                },
-            )
+            if ranks.is_main:
+                atomic_torch_save(
+                    checkpoint_path,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": _rng_state(device),
+                        "history": history,
+                        "epoch": epoch + 1,
+                        "wall_time": elapsed_before + time.perf_counter() - started,
+                        "baseline_patience": None,  # the key of older checkpoints
+                        **{p.checkpoint_key: p.state_dict() for p in stateful},
+                    },
+                )
             tracker.log_epoch(record)
             if stop_early:
                 status = RunStatus.STOPPED_EARLY
@@ -314,10 +382,48 @@ def fit(
     summary = summarize(history, status=status, identity=identity)
     summary["wall_time"] = elapsed_before + time.perf_counter() - started
     summary.update(provenance(device))
+    if ranks.active:
+        summary["distributed"] = {"world_size": ranks.world_size, "backend": ranks.backend}
     # Written last: its presence is what marks the run as finished. The checkpoint stays as
     # the final weights (and lets a later, longer run extend this one).
-    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    if ranks.is_main:
+        atomic_write_json(run_dir / SUMMARY_FILE, summary)
+    ranks.barrier()  # no rank returns before the run folder is complete
     return summary
+
+
+def _wrap_for_training(model: nn.Module, ranks: Ranks) -> nn.Module:
+    """The module the training steps call: DistributedDataParallel on several ranks (it
+    averages the gradients during backward). Searches and evaluations call ``model``
+    itself, whose parameters are the same tensors."""
+    if not ranks.active:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(model.parameters()).device
+    # BatchNorm buffers are synchronised once per epoch (Ranks.sync_buffers), not before
+    # every forward: the result is the same, rank 0's statistics. Newer torch names the
+    # switch forward_sync_buffers (and deprecates broadcast_buffers).
+    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+    no_forward_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in parameters
+        else {"broadcast_buffers": False}
+    )
+    return DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None, **no_forward_sync
+    )
+
+
+class _SilentTracker:
+    """The tracker of ranks > 0: rank 0 alone writes metrics and shows progress."""
+
+    def start_epoch(self, epoch: int) -> None: ...
+    def advance(self, steps_done: int, running_loss: float | None = None) -> None: ...
+    def search_progress(self, progress: Any) -> None: ...
+    def note(self, message: str) -> None: ...
+    def log_epoch(self, record: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
 
 
 def summarize(
