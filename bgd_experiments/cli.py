@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bgd_experiments import tasks
+from bgd_experiments.preemption import Terminated, stop_on_termination
 
 log = logging.getLogger("bgd_experiments")
 
@@ -183,7 +184,16 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _app(cfg: DictConfig) -> None:
     try:
-        run(cfg)
+        # SLURM's preemption and time limit, and the local launcher's stop, send SIGTERM.
+        with stop_on_termination():
+            run(cfg)
+    except Terminated as stop:
+        log.warning(
+            "stopped by %s: finished epochs are kept in the run folder's checkpoint; "
+            "the same command resumes from it",
+            stop.signal_name,
+        )
+        raise
     except ConfigError as error:
         log.error("invalid configuration: %s", error)
         sys.exit(2)
