@@ -270,6 +270,9 @@ class ParallelLocalLauncher(Launcher):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for job in running:  # their last lines (e.g. why they stopped)
+            if job.output is not None:
+                job.output.join(timeout=5)
 
     @contextmanager
     def _stoppable(self) -> Iterator[None]:
