@@ -249,3 +249,72 @@ def test_sigterm_stops_a_sweep_and_a_relaunch_matches_the_uninterrupted_one(
     assert relaunched.returncode == 0, relaunched.stdout + relaunched.stderr
     assert "resuming" in relaunched.stdout + relaunched.stderr
     assert comparable_metrics(results) == expected
+
+
+def submitit_tasks(folder: Path) -> list[int]:
+    """Pids of the processes running submitit jobs whose folder lies under ``folder``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or it has ended
+            continue
+        if b"submitit.core._submit" in command and any(
+            str(folder).encode() in part for part in command
+        ):
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds the job in /proc")
+def test_a_preempted_submitit_job_is_requeued_and_resumes_to_the_uninterrupted_result(
+    tmp_path, tiny_cifar10_torchvision
+):
+    # submitit's local executor runs the code path of the slurm one: on USR2 (SLURM's
+    # preemption or time-limit signal) it calls the launcher's checkpoint(), requeues the
+    # same job, and the job resumes from the run folder's checkpoint.
+    def command(results: Path, *launcher: str) -> list[str]:
+        return [
+            str(BGD_RUN),
+            "-m",
+            *launcher,
+            *TINY,
+            "trainer.batch_size=25",
+            "trainer.epochs=3",
+            "trainer.progress=plain",
+            "optimizer=mbt_nag",
+            "budget.search_batches=2",
+            "optimizer.lr=0.05",
+            f"dataset.root={tiny_cifar10_torchvision}",
+            f"results_dir={results}",
+        ]
+
+    reference = run_command(*command(tmp_path / "reference"), cwd=tmp_path)
+    assert reference.returncode == 0, reference.stdout + reference.stderr
+    expected = comparable_metrics(tmp_path / "reference")
+
+    results = tmp_path / "preempted"
+    sweep = subprocess.Popen(
+        command(results, "hydra/launcher=submitit_local"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not list(results.rglob("checkpoint.pt")):  # an epoch is done
+            assert sweep.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        tasks = submitit_tasks(results)
+        assert len(tasks) == 1, tasks
+        os.kill(tasks[0], signal.SIGUSR2)
+        assert sweep.wait(timeout=300) == 0
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    job_log = "".join(path.read_text() for path in (results / ".submitit").rglob("*_log.*"))
+    assert "this job is preempted" in job_log and "Requeued job" in job_log, job_log
+    assert "resuming run in" in job_log
+    assert comparable_metrics(results) == expected
