@@ -13,7 +13,7 @@ line a job prints is prefixed with ``[#<job number>]``.
 
 Stopping: SIGTERM or Ctrl-C sends SIGTERM to every running job, waits ``grace_s`` seconds
 for them to stop and SIGKILLs the rest; jobs that lose their launcher (killed with SIGKILL)
-stop by themselves within a second. A rerun of the sweep resumes them.
+notice it within half a second and stop as on SIGTERM. A rerun of the sweep resumes them.
 """
 
 # No `from __future__ import annotations` here: Hydra imports plugins outside sys.modules,
