@@ -22,14 +22,18 @@ export BGD_CIFAR100_ROOT ?= $(if $(wildcard $(SHARED_DATA)/cifar100-png.tar.gz),
 DOWNLOAD := $(if $(wildcard $(SHARED_DATA)/cifar10-jpeg.tar.gz),,dataset.download=true)
 # Seeds of every cell, e.g. SEEDS=0,1,2 (the report shows mean +- std).
 SEEDS ?= 0
+# Where the sweeps' jobs run: empty (one after another in this process), local (in parallel
+# on this machine's GPUs) or slurm (a SLURM job array); conf/hydra/launcher/*.yaml.
+LAUNCHER ?=
 SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
-	trainer.progress=plain $(DOWNLOAD) $(ARGS)
+	trainer.progress=plain $(DOWNLOAD) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
 
 .PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table3 fig3 paper bench bench-epoch gpu-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
-	@echo "  Variables: BUDGET=paper|short|cpu|smoke (default cpu), ARGS='<hydra overrides>'"
+	@echo "  Variables: BUDGET=paper|short|cpu|smoke (default cpu), ARGS='<hydra overrides>',"
+	@echo "             LAUNCHER=local|slurm (sweeps in parallel; README, Running the full paper)"
 
 # flock: two targets started side by side (make table2 & make table3) install only once.
 $(STAMP): pyproject.toml

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bgd_experiments import distributed, tasks
 from bgd_experiments.distributed import SINGLE, Ranks
+from bgd_experiments.preemption import Terminated, stop_on_termination
 
 log = logging.getLogger("bgd_experiments")
 
@@ -264,7 +265,16 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _app(cfg: DictConfig) -> None:
     try:
-        run(cfg)
+        # SLURM's preemption and time limit, and the local launcher's stop, send SIGTERM.
+        with stop_on_termination():
+            run(cfg)
+    except Terminated as stop:
+        log.warning(
+            "stopped by %s: finished epochs are kept in the run folder's checkpoint; "
+            "the same command resumes from it",
+            stop.signal_name,
+        )
+        raise
     except ConfigError as error:
         log.error("invalid configuration: %s", error)
         sys.exit(2)
