@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, call_hooks
+from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, MiniBatchLoss, call_hooks
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
 from bgd_experiments.optim import PatienceStop
 from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity, RunStatus
@@ -45,6 +45,7 @@ class EpochStats:
     accuracy: float
     steps: int
     diverged: bool
+    trial_forward_passes: int = 0  # forward passes of an optimizer's closure (a line search)
 
 
 class _Totals:
@@ -83,25 +84,31 @@ def train_one_epoch(
     """
     model.train()
     totals = _Totals(next(model.parameters()).device)
-    steps = 0
+    steps = trials = 0
+    wants_closure = getattr(optimizer, "wants_closure", False)
     for steps, (inputs, targets) in enumerate(batches, start=1):
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
         loss = loss_fn(logits, targets)
         loss.backward()
-        optimizer.step()
+        if wants_closure:
+            closure = MiniBatchLoss(model, loss_fn, inputs, targets, loss.detach())
+            optimizer.step(closure)
+            trials += closure.forward_passes
+        else:
+            optimizer.step()
         totals.add(loss.detach(), logits.detach(), targets)
         if steps % check_every == 0:
             # A NaN/inf loss poisons the running sum, so one read covers every step since.
             running = totals.mean_loss()
             if not math.isfinite(running):
-                return EpochStats(running, totals.accuracy(), steps, True)
+                return EpochStats(running, totals.accuracy(), steps, True, trials)
             if on_step is not None:
                 on_step(steps, running)
     if totals.samples == 0:
         raise ValueError("the training data yielded no batch")
     mean_loss = totals.mean_loss()
-    return EpochStats(mean_loss, totals.accuracy(), steps, not math.isfinite(mean_loss))
+    return EpochStats(mean_loss, totals.accuracy(), steps, not math.isfinite(mean_loss), trials)
 
 
 @torch.no_grad()
@@ -251,6 +258,9 @@ def fit(
                 )
                 break
             call_hooks(participants, "eval")
+            reports += filter(
+                None, call_hooks(participants, "before_evaluation", model, start.fresh_batches())
+            )
             test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -267,7 +277,9 @@ def fit(
             record.update(
                 lr=optimizer.param_groups[0]["lr"],
                 epoch_time=time.perf_counter() - epoch_started,
-                forward_passes=stats.steps + sum(report.forward_passes for report in reports),
+                forward_passes=stats.steps
+                + stats.trial_forward_passes
+                + sum(report.forward_passes for report in reports),
                 backward_passes=stats.steps + sum(report.backward_passes for report in reports),
                 eval_forward_passes=test_forwards,
             )
