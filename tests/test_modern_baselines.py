@@ -62,6 +62,10 @@ def test_each_modern_baseline_lowers_the_loss_through_the_cli(
         assert first["forward_passes"] == steps + first["bn_recompute_batches"] == steps + 50
     else:
         assert first["forward_passes"] == steps
+    if optimizer in ("prodigy", "dadapt_sgd", "sf_sgd", "dog"):  # the rate they adapted
+        assert second["effective_lr"] > 0 and math.isfinite(second["effective_lr"])
+    if optimizer in ("prodigy", "dadapt_sgd"):  # d grew from d0 = 1e-6
+        assert second["effective_lr"] > 1e-6
     if optimizer == "sgd_cosine":  # cosine over trainer.epochs=2, per epoch
         assert (first["lr"], second["lr"]) == pytest.approx((0.1, 0.05))
 

@@ -8,7 +8,10 @@ the subclasses here add only what their READMEs ask a training loop to do:
   training batches in train mode ("Caveats" of the schedulefree README);
 * :class:`AveragedDoG` -- DoG with the package's polynomial-decay iterate averager; the
   averaged weights are evaluated and the training weights restored afterwards;
-* :class:`CosineSGD` -- the practitioner's SGD with a cosine schedule over the run's epochs.
+* :class:`CosineSGD` -- the practitioner's SGD with a cosine schedule over the run's epochs;
+* :class:`Prodigy`, :class:`DAdaptSGD` -- the packages' classes, unchanged but for the rate
+  they adapted (d * lr), which every one of these adds to the epoch's record as
+  ``effective_lr`` (the record's ``lr`` is the constant multiplier of the method).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import dadaptation
+import prodigyopt
 import torch
 from dog import DoG, PolynomialDecayAverager
 from schedulefree import SGDScheduleFree
@@ -44,6 +49,26 @@ def recompute_batch_norm(model: nn.Module, batches: Iterator[Batch], num_batches
     return forwards
 
 
+def _rate_report(rate: float) -> EpochReport:
+    return EpochReport(record={"effective_lr": rate})
+
+
+class Prodigy(prodigyopt.Prodigy):
+    """``prodigyopt.Prodigy``; reports its adapted rate d * lr before each evaluation."""
+
+    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport:
+        group = self.param_groups[0]
+        return _rate_report(float(group["d"]) * float(group["lr"]))
+
+
+class DAdaptSGD(dadaptation.DAdaptSGD):
+    """``dadaptation.DAdaptSGD``; reports its adapted rate d * lr before each evaluation."""
+
+    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport:
+        group = self.param_groups[0]
+        return _rate_report(float(group["d"]) * float(group["lr"]))
+
+
 class ScheduleFreeSGD(SGDScheduleFree):
     """``schedulefree.SGDScheduleFree`` with BatchNorm statistics recomputed before evaluation.
 
@@ -58,13 +83,14 @@ class ScheduleFreeSGD(SGDScheduleFree):
         super().__init__(params, **settings)
         self.bn_batches = bn_batches
 
-    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport | None:
+    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport:
         if self.param_groups[0]["train_mode"]:
             raise RuntimeError("before_evaluation expects the optimizer in eval mode")
-        if not self.bn_batches or not has_batch_norm(model):
-            return None
-        forwards = recompute_batch_norm(model, batches, self.bn_batches)
-        return EpochReport(record={"bn_recompute_batches": forwards}, forward_passes=forwards)
+        report = _rate_report(float(self.param_groups[0]["scheduled_lr"]))
+        if self.bn_batches and has_batch_norm(model):
+            report.forward_passes = recompute_batch_norm(model, batches, self.bn_batches)
+            report.record["bn_recompute_batches"] = report.forward_passes
+        return report
 
 
 class AveragedDoG(DoG):
@@ -115,6 +141,10 @@ class AveragedDoG(DoG):
         if self.averager is not None and self._training_weights is not None:
             self.averager.base_model.load_state_dict(self._training_weights)
             self._training_weights = None
+
+    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport | None:
+        etas = self.param_groups[0].get("eta")  # DoG's step, set by its first step
+        return _rate_report(float(etas[0])) if etas else None
 
     def after_epoch(self, end: EpochEnd) -> None:
         self.train()
