@@ -36,13 +36,24 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def recompute_batch_norm(model: nn.Module, batches: Iterator[Batch], num_batches: int) -> int:
+def recompute_batch_norm(
+    model: nn.Module,
+    batches: Iterator[Batch],
+    num_batches: int,
+    num_samples: int | None = None,
+) -> int:
     """Forward ``num_batches`` batches in train mode (no gradient) so the BatchNorm running
-    statistics describe the current weights; the model's mode is restored. Forward passes."""
+    statistics describe the current weights; the model's mode is restored. At most one epoch
+    of batches when ``num_samples`` (the training-set size) is given, as a loop over one
+    epoch's loader would. Returns the forward passes made."""
     was_training = model.training
     model.train()
     forwards = 0
     for inputs, _ in itertools.islice(batches, num_batches):
+        if forwards == 0 and num_samples is not None:
+            num_batches = min(num_batches, math.ceil(num_samples / inputs.shape[0]))
+        if forwards == num_batches:
+            break
         model(inputs)
         forwards += 1
     model.train(was_training)
@@ -74,7 +85,8 @@ class ScheduleFreeSGD(SGDScheduleFree):
 
     The loop calls ``train()`` before an epoch's steps and ``eval()`` before evaluating (and the
     checkpoint is written in eval mode, as the README asks); ``before_evaluation`` then runs
-    ``bn_batches`` training batches forward at the evaluation weights x (README: 50).
+    ``bn_batches`` training batches forward at the evaluation weights x (README:
+    ``itertools.islice(train_loader, 50)``, i.e. 50 batches or one epoch, whichever is fewer).
     """
 
     def __init__(self, params: Any, bn_batches: int = 50, **settings: Any) -> None:
@@ -82,13 +94,19 @@ class ScheduleFreeSGD(SGDScheduleFree):
             raise ValueError(f"bn_batches must be >= 0, got {bn_batches}")
         super().__init__(params, **settings)
         self.bn_batches = bn_batches
+        self.num_samples: int | None = None
+
+    def before_epoch(self, start: EpochStart) -> None:
+        self.num_samples = int(start.num_samples)
 
     def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport:
         if self.param_groups[0]["train_mode"]:
             raise RuntimeError("before_evaluation expects the optimizer in eval mode")
         report = _rate_report(float(self.param_groups[0]["scheduled_lr"]))
         if self.bn_batches and has_batch_norm(model):
-            report.forward_passes = recompute_batch_norm(model, batches, self.bn_batches)
+            report.forward_passes = recompute_batch_norm(
+                model, batches, self.bn_batches, self.num_samples
+            )
             report.record["bn_recompute_batches"] = report.forward_passes
         return report
 
