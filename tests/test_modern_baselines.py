@@ -295,17 +295,28 @@ def test_dog_evaluates_its_averaged_weights_and_trains_on_its_own(tmp_path):
     assert checkpoint["optimizer"][AveragedDoG.AVERAGER_KEY]["t"] == 2 * len(train) + 1
 
 
-def test_dog_resumes_with_its_averager(tmp_path):
+RESUMABLE = {
+    "dog": lambda params: AveragedDoG(params, reps_rel=1e-4),
+    "sf_sgd": lambda params: ScheduleFreeSGD(params, lr=0.5, bn_batches=2),
+    "sls": lambda params: SLS(params),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
+def test_a_resumed_run_equals_an_uninterrupted_one(name, tmp_path):
+    """The state these optimizers keep besides torch's (DoG's averager, schedule-free's mode,
+    SLS's step) survives the checkpoint."""
+
     def run(run_dir, epochs: int) -> list[dict]:
         model, train, test = tiny_problem()
         fit(
             model,
-            AveragedDoG(model.parameters(), reps_rel=1e-4),
+            RESUMABLE[name](model.parameters()),
             train,
             Reiterable(test),
             epochs=epochs,
             run_dir=run_dir,
-            identity=identity(optimizer="dog", epochs=epochs),
+            identity=identity(optimizer=name, epochs=epochs),
             progress="plain",
             tensorboard=False,
         )
@@ -315,8 +326,8 @@ def test_dog_resumes_with_its_averager(tmp_path):
     run(tmp_path / "b", 1)
     (tmp_path / "b" / "summary.json").unlink()  # extend the finished run by one epoch
     resumed = run(tmp_path / "b", 2)
-    for key in ("train_loss", "test_loss", "test_acc"):
-        assert resumed[1][key] == pytest.approx(straight[1][key], rel=1e-6)
+    for key in ("train_loss", "test_loss", "test_acc", "lr", "forward_passes"):
+        assert resumed[1][key] == pytest.approx(straight[1][key], rel=1e-6), key
 
 
 def test_cosine_sgd_follows_the_cosine_over_the_runs_epochs():
