@@ -6,8 +6,13 @@ object provides only those it needs, and the loop knows no optimizer class:
 * ``before_epoch(start: EpochStart) -> EpochReport | None`` -- e.g. MBT's learning-rate search;
 * ``train()`` / ``eval()`` -- before training steps / before evaluation (schedule-free
   optimizers keep two sets of weights);
+* ``before_evaluation(model, batches) -> EpochReport | None`` -- after ``eval()``, with an
+  endless iterator of training batches independent of the epoch's (e.g. BatchNorm statistics
+  recomputed at the weights that are evaluated); its forward passes count as the epoch's;
 * ``after_epoch(end: EpochEnd) -> None`` -- e.g. a plateau rule;
 * ``should_stop() -> bool`` -- asked after ``after_epoch``: end the run early;
+* ``wants_closure = True`` (an attribute of the optimizer) -- ``step`` gets a
+  :class:`MiniBatchLoss` of the step's mini-batch (e.g. a line search's trial losses);
 * ``checkpoint_key`` with ``state_dict()`` / ``load_state_dict()`` -- a callback's state in the
   checkpoint (the optimizer's state is saved with the optimizer).
 """
@@ -65,3 +70,33 @@ def call_hooks(participants: list[Any], name: str, *args: Any) -> list[Any]:
         if callable(method):
             answers.append(method(*args))
     return answers
+
+
+class MiniBatchLoss:
+    """The closure the loop hands to an optimizer that sets ``wants_closure``.
+
+    ``loss_at_start`` is the mini-batch loss whose gradient is in ``.grad`` already (the
+    loop's own forward and backward pass); calling the closure recomputes the loss of the same
+    mini-batch at the current parameters, without a backward pass, in the model's current mode
+    (training, as the step's loss was computed). ``forward_passes`` counts those calls, so an
+    epoch's record counts what the optimizer's trials cost.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss_at_start: torch.Tensor,
+    ) -> None:
+        self.model, self.loss_fn = model, loss_fn
+        self.inputs, self.targets = inputs, targets
+        self.loss_at_start = loss_at_start
+        self.batch_size = int(targets.shape[0])
+        self.forward_passes = 0
+
+    @torch.no_grad()
+    def __call__(self) -> torch.Tensor:
+        self.forward_passes += 1
+        return self.loss_fn(self.model(self.inputs), self.targets)

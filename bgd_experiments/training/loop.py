@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bgd_experiments.distributed import SINGLE, Ranks
-from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, call_hooks
+from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, MiniBatchLoss, call_hooks
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
 from bgd_experiments.optim import PatienceStop
 from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity, RunStatus
@@ -47,6 +47,7 @@ class EpochStats:
     accuracy: float
     steps: int
     diverged: bool
+    trial_forward_passes: int = 0  # forward passes of an optimizer's closure (a line search)
 
 
 class _Totals:
@@ -111,7 +112,10 @@ def train_one_epoch(
     """
     model.train()
     totals = _Totals(next(model.parameters()).device, ranks)
-    steps = 0
+    steps = trials = 0
+    # SLS-style optimizers re-evaluate the mini-batch loss at trial points: they get a
+    # closure, and its forward passes are counted (issue 15 compares costs).
+    wants_closure = getattr(optimizer, "wants_closure", False)
     for steps, (inputs, targets, last) in enumerate(_flag_last(batches, ranks.active), start=1):
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
@@ -124,7 +128,12 @@ def train_one_epoch(
             (loss * (len(targets) * ranks.world_size / float(global_size))).backward()
         else:
             loss.backward()
-        optimizer.step()
+        if wants_closure:
+            closure = MiniBatchLoss(model, loss_fn, inputs, targets, loss.detach())
+            optimizer.step(closure)
+            trials += closure.forward_passes
+        else:
+            optimizer.step()
         totals.add(loss.detach(), logits.detach(), targets)
         if check_every is None:
             if on_step is not None:
@@ -134,13 +143,13 @@ def train_one_epoch(
             # Distributed: the global running loss, so every rank stops at the same step.
             running = totals.read()[0] if ranks.active else totals.mean_loss()
             if not math.isfinite(running):
-                return EpochStats(running, totals.read()[1], steps, True)
+                return EpochStats(running, totals.read()[1], steps, True, trials)
             if on_step is not None:
                 on_step(steps, running)
     mean_loss, accuracy, samples = totals.read()
     if samples == 0:
         raise ValueError("the training data yielded no batch")
-    return EpochStats(mean_loss, accuracy, steps, not math.isfinite(mean_loss))
+    return EpochStats(mean_loss, accuracy, steps, not math.isfinite(mean_loss), trials)
 
 
 def _flag_last(
@@ -329,6 +338,9 @@ def fit(
                 )
                 break
             call_hooks(participants, "eval")
+            reports += filter(
+                None, call_hooks(participants, "before_evaluation", model, start.fresh_batches())
+            )
             test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader, ranks)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
@@ -345,7 +357,9 @@ def fit(
             record.update(
                 lr=optimizer.param_groups[0]["lr"],
                 epoch_time=time.perf_counter() - epoch_started,
-                forward_passes=stats.steps + sum(report.forward_passes for report in reports),
+                forward_passes=stats.steps
+                + stats.trial_forward_passes
+                + sum(report.forward_passes for report in reports),
                 backward_passes=stats.steps + sum(report.backward_passes for report in reports),
                 eval_forward_passes=test_forwards,
             )
