@@ -13,10 +13,11 @@ check their own arguments.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ ModelFactory = Callable[[], nn.Module]
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 AUGMENTS = ("paper", "none", "flip_crop")
 PROTOCOLS = ("paper", "clean")
+PROGRESS_MODES = ("auto", "rich", "plain")
 
 
 class SettingsError(ValueError):
@@ -47,6 +49,21 @@ def _raise_if(problems: list[str]) -> None:
         raise SettingsError(problems)
 
 
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer_problems(settings: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()):
+    """One problem per field that is not an integer (a float would be truncated silently)."""
+    problems = []
+    for name in names:
+        value = getattr(settings, name)
+        if not (_is_integer(value) or (name in optional and value is None)):
+            allowed = "null or an integer" if name in optional else "an integer"
+            problems.append(f"{name} must be {allowed}, got {value!r}")
+    return problems
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """Which images: dataset name and where it lies, the subsets and the augmentation."""
@@ -60,6 +77,8 @@ class DataSettings:
     augment: str = "paper"
 
     def __post_init__(self) -> None:
+        subsets = ("train_subset", "test_subset")
+        _raise_if(_integer_problems(self, subsets, optional=subsets))
         problems = []
         if self.train_subset is not None and self.train_subset < self.num_classes:
             problems.append(
@@ -92,7 +111,16 @@ class TrainerSettings:
     baseline_stop_patience: int | None = 50
 
     def __post_init__(self) -> None:
+        _raise_if(
+            _integer_problems(
+                self,
+                ("epochs", "batch_size", "eval_batch_size", "num_threads", "val_size"),
+                optional=("num_threads",),
+            )
+        )
         problems = []
+        if self.progress not in PROGRESS_MODES:
+            problems.append(f"progress must be auto, rich or plain, got {self.progress!r}")
         if not self.batch_size >= 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.eval_batch_size >= 1:
@@ -233,16 +261,9 @@ def _record_config(config: dict[str, Any], data: dict[str, str | None]) -> dict[
     return plain
 
 
-def _open_run(request: RunRequest, task: str):
-    """Name the run, check its data, prepare its folder; None when it is finished already."""
-    from bgd_experiments import data as cifar
-    from bgd_experiments.runfolder import (
-        RunState,
-        discard_run_folder,
-        prepare_run_folder,
-        run_folder,
-        run_state,
-    )
+def _name_run(request: RunRequest, task: str) -> tuple[RunIdentity, Path]:
+    """The run's identity (its data source still to be filled in) and its folder."""
+    from bgd_experiments.runfolder import run_folder
 
     data, trainer = request.data, request.trainer
     identity = RunIdentity(
@@ -258,10 +279,100 @@ def _open_run(request: RunRequest, task: str):
         train_subset=data.train_subset,
         augment=data.augment,
         budget=request.budget,
-        data_source="",  # filled in below, once the data is known to be there
+        data_source="",  # filled in once the data is known to be there
     )
-    run_dir = run_folder(request.results_dir, identity)
-    if request.force or run_state(run_dir) is not RunState.FINISHED:
+    return identity, run_folder(request.results_dir, identity)
+
+
+@contextlib.contextmanager
+def _claimed_cell(run_dir: Path, results_dir: str) -> Iterator[bool]:
+    """Whether this process owns the cell ``run_dir`` (held until the block ends); a cell
+    that another live process holds is skipped with one line naming it."""
+    from bgd_experiments.locks import CellLock, claim, lock_path
+    from bgd_experiments.runfolder import check_results_dir
+
+    check_results_dir(results_dir)
+    with claim(run_dir) as held:
+        if not isinstance(held, CellLock):
+            who = held.describe() if held is not None else "a process still writing its lock"
+            log.info("skipped: %s is taken by %s (lock %s)", run_dir, who, lock_path(run_dir))
+            yield False
+        else:
+            yield True
+
+
+def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The run's checkpoint, read on the CPU; a damaged one is refused with what to do."""
+    from bgd_experiments.runfolder import CHECKPOINT_FILE, RunFolderError
+
+    path = run_dir / CHECKPOINT_FILE
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        int(checkpoint["epoch"])
+    except Exception as error:  # whatever unpickling a damaged file raises
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RunFolderError(
+            f"{path} cannot be read ({type(error).__name__}: {first_line}); rerun with "
+            "force=true to discard this run folder and train the run again from scratch"
+        ) from None
+    return checkpoint
+
+
+def _refuse_fewer_epochs(run_dir: Path, done: int, asked: int) -> None:
+    from bgd_experiments.runfolder import RunFolderError
+
+    if done > asked:
+        raise RunFolderError(
+            f"{run_dir} has trained {done} epochs, more than trainer.epochs={asked}: ask "
+            f"trainer.epochs={done} (or more) to use it, or force=true to train it again"
+        )
+
+
+def _extends_finished_run(run_dir: Path, epochs: int) -> bool:
+    """Whether a finished training run is to train more epochs (a run that stopped early or
+    diverged never is); refuses a run that trained more epochs than ``epochs``."""
+    from bgd_experiments.io import read_json
+    from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunFolderError, RunStatus
+
+    try:
+        summary = read_json(run_dir / SUMMARY_FILE)
+        done, status = int(summary["epochs_completed"]), RunStatus(summary["status"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunFolderError(
+            f"{run_dir / SUMMARY_FILE} cannot be read ({error}); rerun with force=true to "
+            "train this run again"
+        ) from None
+    _refuse_fewer_epochs(run_dir, done, epochs)
+    if status is not RunStatus.FINISHED or done == epochs:
+        return False
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        raise RunFolderError(
+            f"{run_dir} finished {done} epochs but has no checkpoint to train on from: "
+            f"rerun with force=true to train all {epochs} epochs again"
+        )
+    return True
+
+
+def _open_run(request: RunRequest, identity: RunIdentity, run_dir: Path):
+    """Check the data, the folder and everything the run needs, then prepare its folder (the
+    first write); None when it is finished already. The caller holds the cell's lock."""
+    from bgd_experiments import data as cifar
+    from bgd_experiments.runfolder import (
+        RunState,
+        check_run_folder,
+        prepare_run_folder,
+        run_state,
+    )
+
+    data, trainer = request.data, request.trainer
+    state = RunState.NEW if request.force else run_state(run_dir)
+    extend = (
+        state is RunState.FINISHED
+        and identity.task == "train"
+        and _extends_finished_run(run_dir, int(trainer.epochs))
+    )
+    has_work = state is not RunState.FINISHED or extend
+    if has_work:
         # Cheap checks of the data source before any model is built or any folder is
         # written, so a missing dataset leaves nothing behind. Finished runs skip them: an
         # uncached archive takes ~2 s to list, per job of a sweep.
@@ -269,23 +380,24 @@ def _open_run(request: RunRequest, task: str):
     # By content (hash cached per file version): the same archive elsewhere is the same run.
     data_id = cifar.data_identity(data.name, data.root)
     identity = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
-    state = prepare_run_folder(
-        run_dir, _record_config(request.config or {}, data_id), force=request.force
-    )
-    if state is RunState.FINISHED:
+    recorded = _record_config(request.config or {}, data_id)
+    check_run_folder(run_dir, recorded, force=request.force)
+    if not has_work:
         log.info("skipped: %s is finished (force=true reruns it)", run_dir)
         return None
-    log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
+    if state is RunState.INTERRUPTED or extend:
+        done = int(_read_checkpoint(run_dir)["epoch"])
+        if identity.task == "train":
+            _refuse_fewer_epochs(run_dir, done, int(trainer.epochs))
+    # Everything that can refuse the run (decoding every image included) runs before the
+    # folder is written, so a refused run leaves no half-made folder behind.
     device = trainer.torch_device
-    try:
-        train_set, val_set, test_set = load_data(data, trainer, request.seed)
-    except SettingsError:
-        if state is RunState.NEW:  # nothing ran: leave no folder behind
-            discard_run_folder(run_dir, request.results_dir)
-        raise
+    train_set, val_set, test_set = load_data(data, trainer, request.seed)
     channels_last = trainer.channels_last_on(device)
     model = build_model(request.make_model, request.seed, device, channels_last)
     optimizer = request.make_optimizer(model.parameters())
+    if identity.task == "search" and not hasattr(optimizer, "search"):
+        raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
     loader = cifar.DeviceLoader.from_dataset(
         train_set,
         int(trainer.batch_size),
@@ -295,6 +407,11 @@ def _open_run(request: RunRequest, task: str):
         device=device,
         channels_last=channels_last,
     )
+    state = prepare_run_folder(run_dir, recorded, force=request.force, extend=extend)
+    if extend:
+        log.info("extending %s to %d epochs", run_dir, int(trainer.epochs))
+    else:
+        log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
 
     def eval_batches(dataset):
         return cifar.EvalBatches(
@@ -309,47 +426,58 @@ def _open_run(request: RunRequest, task: str):
             )
         )
 
-    return identity, run_dir, model, optimizer, loader, eval_batches, (val_set, test_set)
+    return identity, model, optimizer, loader, eval_batches, (val_set, test_set)
 
 
 def train(request: RunRequest) -> dict[str, Any] | None:
-    """Train one run (resuming / skipping as its folder says); its summary, None if skipped."""
+    """Train one run (resuming / extending / skipping as its folder says); its summary, None
+    if skipped (finished, or another process holds the cell)."""
     from bgd_experiments.training import fit
 
-    opened = _open_run(request, "train")
-    if opened is None:
-        return None
-    identity, run_dir, model, optimizer, loader, eval_batches, (val_set, test_set) = opened
-    trainer = request.trainer
-    return fit(
-        model,
-        optimizer,
-        loader,
-        eval_batches(test_set),
-        val_loader=eval_batches(val_set) if val_set is not None else None,
-        epochs=int(trainer.epochs),
-        run_dir=run_dir,
-        identity=identity,
-        progress=trainer.progress,
-        tensorboard=bool(trainer.tensorboard),
-        baseline_stop_patience=trainer.baseline_stop_patience,
-    )
+    identity, run_dir = _name_run(request, "train")
+    with _claimed_cell(run_dir, request.results_dir) as owned:
+        if not owned:
+            return None
+        opened = _open_run(request, identity, run_dir)
+        if opened is None:
+            return None
+        identity, model, optimizer, loader, eval_batches, (val_set, test_set) = opened
+        trainer = request.trainer
+        return fit(
+            model,
+            optimizer,
+            loader,
+            eval_batches(test_set),
+            val_loader=eval_batches(val_set) if val_set is not None else None,
+            epochs=int(trainer.epochs),
+            run_dir=run_dir,
+            identity=identity,
+            progress=trainer.progress,
+            tensorboard=bool(trainer.tensorboard),
+            baseline_stop_patience=trainer.baseline_stop_patience,
+        )
 
 
 def search(request: RunRequest) -> dict[str, Any] | None:
     """One MBT search from ``request.lr`` on the training set, no training (Table 1); writes
     the run folder's summary with the found rate. None if the run is finished already."""
+    identity, run_dir = _name_run(request, "search")
+    with _claimed_cell(run_dir, request.results_dir) as owned:
+        if not owned:
+            return None
+        opened = _open_run(request, identity, run_dir)
+        if opened is None:
+            return None
+        identity, model, optimizer, loader, _, _ = opened
+        return _search_in(run_dir, identity, model, optimizer, loader)
+
+
+def _search_in(run_dir: Path, identity: RunIdentity, model, optimizer, loader) -> dict[str, Any]:
     from bgd_experiments.io import atomic_write_json
     from bgd_experiments.runfolder import SUMMARY_FILE, RunStatus
     from bgd_experiments.training.loop import search_batches
     from bgd_experiments.training.provenance import provenance
 
-    opened = _open_run(request, "search")
-    if opened is None:
-        return None
-    identity, run_dir, model, optimizer, loader, _, _ = opened
-    if not hasattr(optimizer, "search"):
-        raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
     result = optimizer.search(
         model, nn.CrossEntropyLoss(), search_batches(loader, 0), num_samples=loader.num_samples
     )
