@@ -95,8 +95,7 @@ def test_racing_claimants_get_exactly_one_winner(tmp_path, stale_lock_first):
     context = multiprocessing.get_context("fork")
     start, results = context.Barrier(6), context.Queue()
     racers = [
-        context.Process(target=_claim_and_hold, args=(str(path), start, results))
-        for _ in range(6)
+        context.Process(target=_claim_and_hold, args=(str(path), start, results)) for _ in range(6)
     ]
     for racer in racers:
         racer.start()
