@@ -103,3 +103,25 @@ def test_racing_claimants_get_exactly_one_winner(tmp_path, stale_lock_first):
         racer.join(30)
     assert sorted(results.get(timeout=5) for _ in racers) == [False] * 5 + [True]
     assert not path.exists()
+
+
+def test_sigterm_gives_the_cell_back_and_still_kills(tmp_path):
+    run_dir = tmp_path / "runs" / "cell"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from bgd_experiments.locks import claim\n"
+            "with claim(Path(sys.argv[1])):\n"
+            "    print('held', flush=True); time.sleep(60)",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert holder.stdout.readline().strip() == "held"
+    assert lock_path(run_dir).exists()
+    holder.terminate()
+    assert holder.wait(30) == -15
+    assert not lock_path(run_dir).exists()

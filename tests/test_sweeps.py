@@ -3,9 +3,11 @@ is recorded without stopping its sweep."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,39 @@ def test_two_concurrent_sweeps_train_each_cell_once(tmp_path, tiny_cifar10_torch
     # Each cell trained by one process: 4 "new run" lines in all, and no lock left behind.
     assert sum(output.count("new run in") for output in outputs) == 4
     assert not list(results.rglob("*.lock"))
+
+
+@pytest.mark.parametrize("task", ["train", "search"])
+def test_a_cell_held_by_another_process_is_skipped_untouched(
+    tmp_path, tiny_cifar10_torchvision, caplog, task
+):
+    from hydra import compose, initialize_config_dir
+
+    from bgd_experiments.locks import LockOwner, lock_path
+
+    overrides = [
+        f"dataset.root={tiny_cifar10_torchvision}",
+        *TINY,
+        "trainer.epochs=1",
+        "trainer.tensorboard=false",
+        f"results_dir={tmp_path}",
+        f"task={task}",
+        "optimizer=mbt_gd",
+        "optimizer.num_batches=2",
+    ]
+    with initialize_config_dir(config_dir=str(cli.CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    request = cli._run_request(cfg)
+    _, run_dir = tasks._name_run(request, task)
+    # A live owner on another host (fresh heartbeat); its half-made folder must survive.
+    holder = LockOwner("someone", "node-7", 4242, "then")
+    (run_dir / "partial").mkdir(parents=True)
+    lock_path(run_dir).write_text(json.dumps(asdict(holder)))
+    run = tasks.train if task == "train" else tasks.search
+    with caplog.at_level("INFO", logger="bgd_experiments"):
+        assert run(request) is None
+    assert "is taken by someone@node-7 pid 4242" in caplog.text
+    assert [p.name for p in run_dir.iterdir()] == ["partial"]
+    lock_path(run_dir).unlink()  # released: the cell runs (the leftover is no run's)
+    assert run(request)["status"] == "finished"
+    assert not lock_path(run_dir).exists()
