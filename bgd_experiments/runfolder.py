@@ -2,8 +2,9 @@
 
 ``<results_dir>/runs/<dataset>/<model>/<optimizer>/lr=<lr>/bs=<batch>/seed=<seed>/`` for training
 and ``<results_dir>/runs/search/...`` for search-only runs (Table 1). A folder holding
-``summary.json`` is finished (skipped unless forced); one holding only ``checkpoint.pt`` is
-resumed; one without either starts fresh.
+``summary.json`` is finished (skipped unless forced, or extended when more epochs are asked);
+one holding only ``checkpoint.pt`` is resumed; one without either starts fresh. Whoever works
+in a folder holds its lock, ``<folder>.lock`` beside it (:mod:`bgd_experiments.locks`).
 
 The training code writes these folders and the report reads them, both through this module.
 The run's identity is written when the folder is created (``config.yaml``, at fixed keys) and

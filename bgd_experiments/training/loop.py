@@ -2,7 +2,8 @@
 
 ``fit`` owns the run folder's life cycle: it resumes from ``checkpoint.pt`` when there is one,
 writes a checkpoint atomically after every epoch, ends a diverging run at once, and writes
-``summary.json`` last, so a folder with a summary is always a finished run.
+``summary.json`` last, so a folder with a summary is always a finished run. The checkpoint
+also records a stop (early stop, divergence), so a resumed run never trains past it.
 """
 
 from __future__ import annotations

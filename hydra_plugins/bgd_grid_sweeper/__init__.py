@@ -1,4 +1,6 @@
-"""A Hydra sweeper over a union of grids (Table 2 = 8 baselines x 9 rates + 3 MBT rows).
+"""A Hydra sweeper over a union of grids (Table 2 = 8 baselines x 9 rates + 3 MBT rows), and
+bgd-run's default sweeper: a sweep goes on past a refused or failed job, and exits 1 at the end
+with a count of them (the jobs record them in failures.jsonl, see bgd_experiments.sweeps).
 
 Hydra's basic sweeper runs one cartesian product. The paper's Table 2 is two products side
 by side, so ``hydra.sweeper.grids`` takes a list of them; each is a mapping
@@ -85,6 +87,7 @@ def _failure_of(result: JobReturn) -> Any:
     from bgd_experiments.sweeps import FAILED, JobFailure
 
     if result.status is JobStatus.FAILED:
+        # An exception that escaped the job (return_value would raise it again).
         error = result._return_value
         overrides = tuple(result.overrides or ())
         return JobFailure(FAILED, f"{type(error).__name__}: {error}", overrides, None)
