@@ -72,6 +72,9 @@ def _check_model(cfg: DictConfig) -> None:
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
+    lr = cfg.optimizer.lr
+    if isinstance(lr, bool) or not isinstance(lr, int | float):
+        raise tasks.SettingsError([f"lr must be a number, got {lr!r}"])
     # The start rate is part of every run's identity, whatever the optimizer.
     if not cfg.optimizer.lr > 0:
         raise tasks.SettingsError([f"lr must be > 0, got {cfg.optimizer.lr}"])
@@ -262,12 +265,48 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         raise ConfigError(str(error)) from error
 
 
+def _refusal(error: Exception) -> str | None:
+    """The one-line message of an error that refuses the job (exit 2), else None."""
+    from bgd_experiments.data import DatasetError
+    from bgd_experiments.runfolder import RunFolderError
+
+    if isinstance(error, ConfigError):
+        return f"invalid configuration: {error}"
+    # RankZeroFailed: rank 0 of a torchrun job said why (with its own exit code).
+    if isinstance(error, DatasetError | RunFolderError | distributed.RankZeroFailed):
+        return str(error)
+    return None
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _job_failure(cfg: DictConfig, kind: str, reason: str) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+
+    from bgd_experiments.sweeps import record_failure
+
+    overrides = list(HydraConfig.get().overrides.task)
+    log.error("job %s (%s): %s", kind, " ".join(overrides), reason)
+    return record_failure(str(cfg.results_dir), overrides, kind, reason)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def _app(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> Any:
+    """One job. Alone: a refusal exits 2 with one line. In a sweep, a refused or failed job
+    is recorded and returned as a failure (the grid-union sweeper counts them), so that the
+    sweep goes on. SIGTERM stops the process whatever the mode (a preempted job resumes)."""
+    from bgd_experiments.sweeps import FAILED, REFUSED
+
+    multirun = _in_multirun()
     try:
         # SLURM's preemption and time limit, and the local launcher's stop, send SIGTERM.
         with stop_on_termination():
-            run(cfg)
+            return run(cfg)
     except Terminated as stop:
         log.warning(
             "stopped by %s: finished epochs are kept in the run folder's checkpoint; "
@@ -275,20 +314,18 @@ def _app(cfg: DictConfig) -> None:
             stop.signal_name,
         )
         raise
-    except ConfigError as error:
-        log.error("invalid configuration: %s", error)
-        sys.exit(2)
-    except distributed.RankZeroFailed as error:  # rank 0 says why, with its own exit code
-        log.error("%s", error)
-        sys.exit(2)
     except Exception as error:
-        from bgd_experiments.data import DatasetError
-        from bgd_experiments.runfolder import RunFolderConflict
-
-        if isinstance(error, DatasetError | RunFolderConflict):
-            log.error("%s", error)
+        message = _refusal(error)
+        if not multirun:
+            if message is None:
+                raise
+            log.error("%s", message)
             sys.exit(2)
-        raise
+        if message is not None:
+            return _job_failure(cfg, REFUSED, message)
+        log.exception("the job raised")
+        first_line = (str(error).splitlines() or [""])[0]
+        return _job_failure(cfg, FAILED, f"{type(error).__name__}: {first_line}")
 
 
 def main() -> None:

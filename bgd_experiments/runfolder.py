@@ -2,8 +2,10 @@
 
 ``<results_dir>/runs/<dataset>/<model>/<optimizer>/lr=<lr>/bs=<batch>/seed=<seed>/cfg-<digest>/``
 for training and ``<results_dir>/runs/search/...`` for search-only runs (Table 1). A folder
-holding ``summary.json`` is finished (skipped unless forced); one holding only
-``checkpoint.pt`` is resumed; one without either starts fresh.
+holding ``summary.json`` is finished (skipped unless forced, or extended when more epochs
+are asked); one holding only ``checkpoint.pt`` is resumed; one without either starts fresh.
+Whoever works in a folder holds its lock, ``<folder>.lock`` beside it
+(:mod:`bgd_experiments.locks`).
 
 **Identity.** The folder stands for every setting that changes the run's result, so any key
 can be swept and two settings never share a folder. The readable levels name the task,
@@ -40,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -364,16 +367,13 @@ def with_data_identity(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, DATA_KEY: identity}
 
 
-def prepare_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) -> RunState:
-    """Decide between skip / resume / fresh start, and record the config of this run.
-
-    A folder written by a different configuration is refused (unless ``force``) instead of
-    being silently mixed with this run.
-    """
+def check_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) -> RunState:
+    """The folder's state for a run of ``config``, without writing anything: NEW when
+    ``force`` discards it. A folder written by a different configuration is refused
+    (:class:`RunFolderConflict`, unless ``force``) instead of being mixed with this run."""
     state = run_state(run_dir)
-    if force and state is not RunState.NEW:
-        shutil.rmtree(run_dir)
-        state = RunState.NEW
+    if force:
+        return RunState.NEW
     config_path = run_dir / CONFIG_FILE
     if state is not RunState.NEW and config_path.exists():
         old = yaml.safe_load(config_path.read_text()) or {}
@@ -384,16 +384,57 @@ def prepare_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) ->
                 f"({'; '.join(differences)}). Rerun with force=true to replace it, or set "
                 "results_dir to another folder."
             )
+    return state
+
+
+def prepare_run_folder(
+    run_dir: Path, config: dict[str, Any], *, force: bool, extend: bool = False
+) -> RunState:
+    """Decide between skip / resume / fresh start, and record the config of this run.
+
+    ``extend``: a finished run is to train more epochs; its summary goes, so that the folder
+    is an interrupted run (resumed from its checkpoint) until the longer run ends.
+    """
+    state = check_run_folder(run_dir, config, force=force)
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
     if state is RunState.FINISHED:
-        return state
+        if not extend:
+            return state
+        (run_dir / SUMMARY_FILE).unlink()
+        state = RunState.INTERRUPTED
     if state is RunState.NEW and run_dir.exists():
         # Leftovers of a run killed before its first checkpoint: nothing worth keeping.
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     from bgd_experiments.io import atomic_write_text
 
-    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     return state
+
+
+def check_results_dir(results_dir: str | Path) -> None:
+    """Refuse (one line saying what to do) a results_dir that is a file or cannot be
+    written, before any run folder is made in it."""
+    folder = Path(results_dir)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "results_dir" if existing == folder else f"results_dir's parent {existing}"
+        raise RunFolderError(
+            f"{where} is a file, not a folder: set results_dir=<a folder> "
+            f"(results_dir={results_dir})"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise RunFolderError(
+            f"results_dir={results_dir} cannot be written ({error.strerror or error}): make "
+            "it writable, or set results_dir to a folder you can write"
+        ) from None
 
 
 def discard_run_folder(run_dir: Path, results_dir: str | Path) -> None:
@@ -409,7 +450,11 @@ def discard_run_folder(run_dir: Path, results_dir: str | Path) -> None:
         parent = parent.parent
 
 
-class RunFolderConflict(RuntimeError):
+class RunFolderError(RuntimeError):
+    """A run folder (or its results_dir) that this run cannot use as it stands."""
+
+
+class RunFolderConflict(RunFolderError):
     """The run folder belongs to a run with another configuration."""
 
 

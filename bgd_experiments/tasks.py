@@ -13,10 +13,11 @@ check their own arguments.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ ModelFactory = Callable[[], nn.Module]
 OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 AUGMENTS = ("paper", "none", "flip_crop")
 PROTOCOLS = ("paper", "clean")
+PROGRESS_MODES = ("auto", "rich", "plain")
 
 
 class SettingsError(ValueError):
@@ -48,6 +50,21 @@ def _raise_if(problems: list[str]) -> None:
         raise SettingsError(problems)
 
 
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _integer_problems(settings: Any, names: tuple[str, ...], optional: tuple[str, ...] = ()):
+    """One problem per field that is not an integer (a float would be truncated silently)."""
+    problems = []
+    for name in names:
+        value = getattr(settings, name)
+        if not (_is_integer(value) or (name in optional and value is None)):
+            allowed = "null or an integer" if name in optional else "an integer"
+            problems.append(f"{name} must be {allowed}, got {value!r}")
+    return problems
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """Which images: dataset name and where it lies, the subsets and the augmentation."""
@@ -61,6 +78,8 @@ class DataSettings:
     augment: str = "paper"
 
     def __post_init__(self) -> None:
+        subsets = ("train_subset", "test_subset")
+        _raise_if(_integer_problems(self, subsets, optional=subsets))
         problems = []
         if self.train_subset is not None and self.train_subset < self.num_classes:
             problems.append(
@@ -102,6 +121,13 @@ class TrainerSettings:
     sync_bn: bool = False
 
     def __post_init__(self) -> None:
+        _raise_if(
+            _integer_problems(
+                self,
+                ("epochs", "batch_size", "eval_batch_size", "num_threads", "val_size"),
+                optional=("num_threads",),
+            )
+        )
         problems = []
         if self.distributed not in DISTRIBUTED_MODES:
             problems.append(f"distributed must be auto or off, got {self.distributed!r}")
@@ -114,6 +140,8 @@ class TrainerSettings:
             )
         if not isinstance(self.sync_bn, bool):
             problems.append(f"sync_bn must be true or false, got {self.sync_bn!r}")
+        if self.progress not in PROGRESS_MODES:
+            problems.append(f"progress must be auto, rich or plain, got {self.progress!r}")
         if not self.batch_size >= 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.eval_batch_size >= 1:
@@ -324,17 +352,23 @@ def _check_shards(num_samples: int, batch_size: int, world_size: int) -> None:
         )
 
 
-def _open_run(request: RunRequest, task: str):
-    """Name the run, check its data, prepare its folder; None when it is finished already."""
+@dataclass(frozen=True)
+class _NamedRun:
+    """A run's identity (data source still to fill in), its folder and what names it."""
+
+    identity: RunIdentity
+    run_dir: Path
+    data_id: dict[str, Any]
+    settings: dict[str, Any]  # the digest input: non-default settings + the data's hash
+
+
+def _name_run(request: RunRequest, task: str) -> _NamedRun:
+    """The run's identity and its folder, named by its settings and its data's content."""
     from bgd_experiments import data as cifar
     from bgd_experiments.runfolder import (
-        RunState,
-        discard_run_folder,
         find_finished_run,
-        prepare_run_folder,
         readable_run_folder,
         run_folder,
-        run_state,
         with_data_hash,
     )
 
@@ -352,52 +386,152 @@ def _open_run(request: RunRequest, task: str):
         train_subset=data.train_subset,
         augment=data.augment,
         budget=request.budget,
-        data_source="",  # filled in below, once the data is known to be there
+        data_source="",  # filled in once the data is known to be there
     )
-    ranks = request.ranks
-
-    def prepare() -> tuple[RunIdentity, RunState, Path]:
-        # By content (hash cached per file version): the same archive elsewhere is the same
-        # run, and another archive through the same dataset.root is another run (folder).
+    # By content (hash cached per file version): the same archive elsewhere is the same run,
+    # and another archive through the same dataset.root is another run (another folder).
+    data_id = cifar.data_identity(data.name, data.root)
+    if data_id["sha256"] is None and data.download and request.ranks.is_main:
+        # To be downloaded: fetch it now, so that its hash names the folder (and the lock).
+        cifar.check_dataset_source(data.name, data.root, download=True)
         data_id = cifar.data_identity(data.name, data.root)
-        settings = with_data_hash(request.settings or {}, data_id)
-        run_dir = run_folder(request.results_dir, identity, settings)
-        if data_id["sha256"] is None and not request.force:
-            # The data is not here: a finished run is still found by its other settings.
-            readable = readable_run_folder(request.results_dir, identity)
-            run_dir = find_finished_run(readable, settings, data_id["name"]) or run_dir
-        if request.force or run_state(run_dir) is not RunState.FINISHED:
+    settings = with_data_hash(request.settings or {}, data_id)
+    run_dir = run_folder(request.results_dir, identity, settings)
+    if data_id["sha256"] is None and not request.force:
+        # The data is not here: a finished run is still found by its other settings.
+        readable = readable_run_folder(request.results_dir, identity)
+        run_dir = find_finished_run(readable, settings, data_id["name"]) or run_dir
+    return _NamedRun(identity, run_dir, data_id, settings)
+
+
+@contextlib.contextmanager
+def _claim(run_dir: Path, results_dir: str) -> Iterator[bool]:
+    from bgd_experiments.locks import CellLock, claim, lock_path
+    from bgd_experiments.runfolder import check_results_dir
+
+    check_results_dir(results_dir)
+    with claim(run_dir) as held:
+        if not isinstance(held, CellLock):
+            who = held.describe() if held is not None else "a process still writing its lock"
+            log.info("skipped: %s is taken by %s (lock %s)", run_dir, who, lock_path(run_dir))
+            yield False
+        else:
+            yield True
+
+
+@contextlib.contextmanager
+def _claimed_cell(run_dir: Path, results_dir: str, ranks: Ranks = SINGLE) -> Iterator[bool]:
+    """Whether this process owns the cell ``run_dir`` (held until the block ends); a cell
+    that another live process holds is skipped with one line naming it. In a distributed
+    run rank 0 holds the lock and every rank follows its answer."""
+    with contextlib.ExitStack() as stack:
+        yield ranks.on_main(lambda: stack.enter_context(_claim(run_dir, results_dir)))
+
+
+def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The run's checkpoint, read on the CPU; a damaged one is refused with what to do."""
+    from bgd_experiments.runfolder import CHECKPOINT_FILE, RunFolderError
+
+    path = run_dir / CHECKPOINT_FILE
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        int(checkpoint["epoch"])
+    except Exception as error:  # whatever unpickling a damaged file raises
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RunFolderError(
+            f"{path} cannot be read ({type(error).__name__}: {first_line}); rerun with "
+            "force=true to discard this run folder and train the run again from scratch"
+        ) from None
+    return checkpoint
+
+
+def _refuse_fewer_epochs(run_dir: Path, done: int, asked: int) -> None:
+    from bgd_experiments.runfolder import RunFolderError
+
+    if done > asked:
+        raise RunFolderError(
+            f"{run_dir} has trained {done} epochs, more than trainer.epochs={asked}: ask "
+            f"trainer.epochs={done} (or more) to use it, or force=true to train it again"
+        )
+
+
+def _extends_finished_run(run_dir: Path, epochs: int) -> bool:
+    """Whether a finished training run is to train more epochs (a run that stopped early or
+    diverged never is); refuses a run that trained more epochs than ``epochs``."""
+    from bgd_experiments.io import read_json
+    from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunFolderError, RunStatus
+
+    try:
+        summary = read_json(run_dir / SUMMARY_FILE)
+        done, status = int(summary["epochs_completed"]), RunStatus(summary["status"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunFolderError(
+            f"{run_dir / SUMMARY_FILE} cannot be read ({error}); rerun with force=true to "
+            "train this run again"
+        ) from None
+    _refuse_fewer_epochs(run_dir, done, epochs)
+    if status is not RunStatus.FINISHED or done == epochs:
+        return False
+    if not (run_dir / CHECKPOINT_FILE).exists():
+        raise RunFolderError(
+            f"{run_dir} finished {done} epochs but has no checkpoint to train on from: "
+            f"rerun with force=true to train all {epochs} epochs again"
+        )
+    return True
+
+
+def _open_run(request: RunRequest, named: _NamedRun):
+    """Check the data, the folder and everything the run needs, then prepare its folder (the
+    first write); None when it is finished already. The caller holds the cell's lock; in a
+    distributed run rank 0 alone reads and writes the folder, the others follow it."""
+    from bgd_experiments import data as cifar
+    from bgd_experiments.runfolder import (
+        RunState,
+        check_run_folder,
+        prepare_run_folder,
+        run_state,
+    )
+
+    data, trainer, ranks = request.data, request.trainer, request.ranks
+    run_dir, data_id = named.run_dir, named.data_id
+    recorded = _record_config(request.config or {}, data_id, named.settings)
+
+    def decide() -> tuple[bool, bool]:
+        """(whether there is work to do, whether it extends a finished run)."""
+        state = RunState.NEW if request.force else run_state(run_dir)
+        extend = (
+            state is RunState.FINISHED
+            and named.identity.task == "train"
+            and _extends_finished_run(run_dir, int(trainer.epochs))
+        )
+        has_work = state is not RunState.FINISHED or extend
+        if has_work:
             # Cheap checks of the data source before any model is built or any folder is
             # written, so a missing dataset leaves nothing behind. Finished runs skip them:
             # an uncached archive takes ~2 s to list, per job of a sweep.
             cifar.check_dataset_source(data.name, data.root, download=data.download)
-            if data_id["sha256"] is None:  # just downloaded: now it has a hash, and a folder
-                data_id = cifar.data_identity(data.name, data.root)
-                settings = with_data_hash(request.settings or {}, data_id)
-                run_dir = run_folder(request.results_dir, identity, settings)
-        named = replace(identity, data_source=describe_data_source(data, data_id), data=data_id)
-        state = prepare_run_folder(
-            run_dir, _record_config(request.config or {}, data_id, settings), force=request.force
-        )
-        return named, state, run_dir
+        check_run_folder(run_dir, recorded, force=request.force)
+        if has_work and (state is RunState.INTERRUPTED or extend):
+            done = int(_read_checkpoint(run_dir)["epoch"])
+            if named.identity.task == "train":
+                _refuse_fewer_epochs(run_dir, done, int(trainer.epochs))
+        return has_work, extend
 
-    # Rank 0 alone reads and writes the run folder; the other ranks follow its decision.
-    identity, state, run_dir = ranks.on_main(prepare)
-    if state is RunState.FINISHED:
+    has_work, extend = ranks.on_main(decide)
+    identity = replace(
+        named.identity, data_source=describe_data_source(data, data_id), data=data_id
+    )
+    if not has_work:
         log.info("skipped: %s is finished (force=true reruns it)", run_dir)
         return None
-    log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
+    # Everything that can refuse the run (decoding every image included) runs before the
+    # folder is written, so a refused run leaves no half-made folder behind.
     device = ranks.device(trainer.torch_device)
     loaded: dict[str, Any] = {}
 
     def load() -> None:
-        try:
-            loaded["sets"] = load_data(data, trainer, request.seed)
-            _check_shards(len(loaded["sets"][0]), int(trainer.batch_size), ranks.world_size)
-        except SettingsError:
-            if state is RunState.NEW:  # nothing ran: leave no folder behind
-                discard_run_folder(run_dir, request.results_dir)
-            raise
+        loaded["sets"] = load_data(data, trainer, request.seed)
+        _check_shards(len(loaded["sets"][0]), int(trainer.batch_size), ranks.world_size)
 
     # Rank 0 first: it decodes and caches the images, the others then read the cache.
     ranks.on_main(load)
@@ -407,6 +541,8 @@ def _open_run(request: RunRequest, task: str):
     if ranks.active and trainer.sync_bn:
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     optimizer = request.make_optimizer(network.parameters())
+    if identity.task == "search" and not hasattr(optimizer, "search"):
+        raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
     model = trainer.runtime_model(network)
     shard = (ranks.rank, ranks.world_size)
     loader = cifar.DeviceLoader.from_dataset(
@@ -419,6 +555,13 @@ def _open_run(request: RunRequest, task: str):
         channels_last=channels_last,
         shard=shard,
     )
+    state = ranks.on_main(
+        lambda: prepare_run_folder(run_dir, recorded, force=request.force, extend=extend)
+    )
+    if extend:
+        log.info("extending %s to %d epochs", run_dir, int(trainer.epochs))
+    else:
+        log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
 
     def eval_batches(dataset):
         return cifar.EvalBatches(
@@ -434,49 +577,61 @@ def _open_run(request: RunRequest, task: str):
             )
         )
 
-    return identity, run_dir, model, optimizer, loader, eval_batches, (val_set, test_set)
+    return identity, model, optimizer, loader, eval_batches, (val_set, test_set)
 
 
 def train(request: RunRequest) -> dict[str, Any] | None:
-    """Train one run (resuming / skipping as its folder says); its summary, None if skipped."""
+    """Train one run (resuming / extending / skipping as its folder says); its summary, None
+    if skipped (finished, or another process holds the cell)."""
     from bgd_experiments.training import fit
 
-    opened = _open_run(request, "train")
-    if opened is None:
-        return None
-    identity, run_dir, model, optimizer, loader, eval_batches, (val_set, test_set) = opened
-    trainer = request.trainer
-    return fit(
-        model,
-        optimizer,
-        loader,
-        eval_batches(test_set),
-        val_loader=eval_batches(val_set) if val_set is not None else None,
-        epochs=int(trainer.epochs),
-        run_dir=run_dir,
-        identity=identity,
-        progress=trainer.progress,
-        tensorboard=bool(trainer.tensorboard),
-        baseline_stop_patience=trainer.baseline_stop_patience,
-        ranks=request.ranks,
-    )
+    named = _name_run(request, "train")
+    with _claimed_cell(named.run_dir, request.results_dir, request.ranks) as owned:
+        if not owned:
+            return None
+        opened = _open_run(request, named)
+        if opened is None:
+            return None
+        identity, model, optimizer, loader, eval_batches, (val_set, test_set) = opened
+        trainer = request.trainer
+        return fit(
+            model,
+            optimizer,
+            loader,
+            eval_batches(test_set),
+            val_loader=eval_batches(val_set) if val_set is not None else None,
+            epochs=int(trainer.epochs),
+            run_dir=named.run_dir,
+            identity=identity,
+            progress=trainer.progress,
+            tensorboard=bool(trainer.tensorboard),
+            baseline_stop_patience=trainer.baseline_stop_patience,
+            ranks=request.ranks,
+        )
 
 
 def search(request: RunRequest) -> dict[str, Any] | None:
     """One MBT search from ``request.lr`` on the training set, no training (Table 1); writes
     the run folder's summary with the found rate. None if the run is finished already."""
+    named = _name_run(request, "search")
+    with _claimed_cell(named.run_dir, request.results_dir, request.ranks) as owned:
+        if not owned:
+            return None
+        opened = _open_run(request, named)
+        if opened is None:
+            return None
+        identity, model, optimizer, loader, _, _ = opened
+        return _search_in(named.run_dir, identity, model, optimizer, loader, request.ranks)
+
+
+def _search_in(
+    run_dir: Path, identity: RunIdentity, model, optimizer, loader, ranks: Ranks = SINGLE
+) -> dict[str, Any]:
     from bgd_experiments.io import atomic_write_json
     from bgd_experiments.runfolder import SUMMARY_FILE, RunStatus
     from bgd_experiments.training.loop import search_batches
     from bgd_experiments.training.provenance import provenance
 
-    opened = _open_run(request, "search")
-    if opened is None:
-        return None
-    identity, run_dir, model, optimizer, loader, _, _ = opened
-    if not hasattr(optimizer, "search"):
-        raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
-    ranks = request.ranks
     optimizer.reducer = ranks.reducer()  # None on one process
     result = optimizer.search(
         model, nn.CrossEntropyLoss(), search_batches(loader, 0), num_samples=loader.num_samples

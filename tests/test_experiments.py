@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from bgd_experiments.cli import CONFIG_DIR, validate
-from hydra_plugins.bgd_grid_sweeper import expand_grids
+from hydra_plugins.bgd_grid_sweeper import expand_grids, union_of
 
 
 def compose_with_hydra(*overrides: str):
@@ -21,11 +21,8 @@ def compose_with_hydra(*overrides: str):
 def sweep_jobs(experiment: str, *command_line: str) -> list[dict[str, str]]:
     cfg = compose_with_hydra(f"experiment={experiment}")
     sweeper = cfg.hydra.sweeper
-    grids = (
-        OmegaConf.to_container(sweeper.grids)
-        if "grids" in sweeper
-        else [OmegaConf.to_container(sweeper.params)]
-    )
+    params = OmegaConf.to_container(sweeper.params) if sweeper.params else {}
+    grids = union_of(OmegaConf.to_container(sweeper.grids), params)
     return [
         dict(line.split("=", 1) for line in job) for job in expand_grids(grids, list(command_line))
     ]

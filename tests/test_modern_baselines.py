@@ -375,8 +375,8 @@ def test_table2_plus_runs_every_optimizer_at_the_papers_best_rate_both_protocols
     assert set(best) == {*BASELINE_OPTIMIZERS, *MBT_OPTIMIZERS}
     for optimizer, (rate, _) in best.items():
         option = OmegaConf.load(CONFIG_DIR / "optimizer" / f"{optimizer}.yaml")
-        if "lr" not in option:  # mbt_*: from the shared _mbt settings
-            option = OmegaConf.load(CONFIG_DIR / "optimizer" / "_mbt.yaml")
+        if "lr" not in option:  # mbt_*: from the shared MBT settings
+            option = OmegaConf.load(CONFIG_DIR / "mbt_optimizer_base.yaml")
         assert option.lr == pytest.approx(rate), optimizer
     cfg = compose_with_hydra("experiment=table2_plus", "budget=cpu", "optimizer=sgd_cosine")
     validate(cfg)

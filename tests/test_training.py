@@ -260,3 +260,41 @@ def test_metrics_lines_are_strict_json() -> None:
         "test_loss": None,
         "x": [None, 1.5],
     }
+
+
+def test_the_stop_decision_survives_a_lost_summary(tmp_path):
+    # Stopped early after epoch 4: with summary.json lost, the resumed run trains no epoch
+    # more (the checkpoint says it stopped), even when asked for more epochs.
+    stopped = _ascending_run(tmp_path, epochs=10, patience=2)
+    assert stopped["epochs_completed"] == 4 and stopped["epochs_requested"] == 10
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["stopped"] == {"status": "stopped_early", "epoch": 4}
+    (tmp_path / "summary.json").unlink()
+    resumed = _ascending_run(tmp_path, epochs=20, patience=2)
+    assert resumed["status"] == "stopped_early" and resumed["epochs_completed"] == 4
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_divergence_is_recorded_in_the_checkpoint(tmp_path):
+    def diverging_run() -> dict:
+        model, train, test = tiny_problem()
+        return fit(
+            model,
+            torch.optim.SGD(model.parameters(), lr=float("inf")),
+            train,
+            Reiterable(test),
+            epochs=5,
+            run_dir=tmp_path,
+            identity=identity(epochs=5),
+            progress="plain",
+            tensorboard=False,
+        )
+
+    first = diverging_run()
+    assert first["status"] == "diverged"
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["stopped"]["status"] == "diverged"
+    (tmp_path / "summary.json").unlink()
+    again = diverging_run()
+    assert again["status"] == "diverged"
+    assert again["epochs_completed"] == first["epochs_completed"]

@@ -90,9 +90,17 @@ def test_fit_calls_every_hook_in_order_and_checkpoints_callbacks(tmp_path) -> No
     assert [r["custom"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1]
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert checkpoint["stop_after"] == {"seen": 2}
-    # Resumed (the summary removed): the callback's state comes back from the checkpoint,
-    # so it stops at once after one more epoch.
+    # The stop is in the checkpoint: with the summary lost, a resumed run trains no more.
     (tmp_path / "summary.json").unlink()
+    after_stop = StopAfter(3, [])
+    again = _fit(tmp_path, lambda params: ScheduleFreeLike(params, []), after_stop, epochs=5)
+    assert after_stop.calls == [] and again["epochs_completed"] == 2
+    assert again["status"] == "stopped_early"
+    # Interrupted before its stop (the summary of a 1-epoch run removed): the callback's
+    # state comes back from the checkpoint, so it stops after two more epochs, not three.
+    first = _fit(tmp_path / "b", lambda params: ScheduleFreeLike(params, []), StopAfter(3, []), 1)
+    assert first["status"] == "finished"
+    (tmp_path / "b" / "summary.json").unlink()
     resumed = StopAfter(3, [])
-    again = _fit(tmp_path, lambda params: ScheduleFreeLike(params, []), resumed, epochs=5)
+    again = _fit(tmp_path / "b", lambda params: ScheduleFreeLike(params, []), resumed, epochs=5)
     assert resumed.seen == 3 and again["epochs_completed"] == 3

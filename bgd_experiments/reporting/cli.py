@@ -184,6 +184,35 @@ def _warn_dirty(what: str, runs: Sequence[RunRecord]) -> None:
         print(f"bgd-report: {what}: {warning}", file=sys.stderr)
 
 
+def failures_markdown(results_dir: Path) -> str:
+    """The sweep jobs recorded as refused or failed (``failures.jsonl``), the latest record
+    of each job; "" when there are none."""
+    from bgd_experiments.sweeps import failures_path, read_failures
+
+    latest: dict[tuple[str, ...], dict] = {}
+    for record in read_failures(results_dir):
+        latest[tuple(record.get("overrides") or ())] = record
+    if not latest:
+        return ""
+
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|")
+
+    lines = [
+        f"**{len(latest)} sweep job(s) refused or failed** (from {failures_path(results_dir)}; "
+        "delete it to forget them):",
+        "",
+        "| when | host | kind | overrides | reason |",
+        "|---|---|---|---|---|",
+    ]
+    for overrides, record in sorted(latest.items(), key=lambda item: item[1].get("time", "")):
+        lines.append(
+            f"| {record.get('time')} | {record.get('host')} | {record.get('kind')} "
+            f"| {cell(' '.join(overrides))} | {cell(record.get('reason'))} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bgd-report``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -215,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         text = runs_markdown(runs) if args.format == "md" else runs_csv(runs)
         if args.lr_per_epoch and args.format == "md":
             text += "\n\n" + lr_per_epoch_markdown(runs)
+        failures = failures_markdown(results_dir)
+        if failures and args.format == "md":
+            text += "\n\n" + failures
+        elif failures:
+            print(failures, file=chatter)
         if args.format == "md":
             _show_markdown(text)
         else:

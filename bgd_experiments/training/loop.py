@@ -2,7 +2,8 @@
 
 ``fit`` owns the run folder's life cycle: it resumes from ``checkpoint.pt`` when there is one,
 writes a checkpoint atomically after every epoch, ends a diverging run at once, and writes
-``summary.json`` last, so a folder with a summary is always a finished run.
+``summary.json`` last, so a folder with a summary is always a finished run. The checkpoint
+also records a stop (early stop, divergence), so a resumed run never trains past it.
 """
 
 from __future__ import annotations
@@ -266,6 +267,9 @@ def fit(
     history: list[dict[str, Any]] = []
     start_epoch = 0
     elapsed_before = 0.0
+    # {"status": ..., "epoch": ...} once the run stopped early or diverged: recorded in the
+    # checkpoint, so that a resumed run whose summary was lost trains no further.
+    stopped: dict[str, Any] | None = None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     if checkpoint_path.exists():
         checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
@@ -278,7 +282,16 @@ def fit(
             if checkpoint.get(participant.checkpoint_key) is not None:
                 participant.load_state_dict(checkpoint[participant.checkpoint_key])
         elapsed_before = checkpoint["wall_time"]
-        log.info("resuming %s from epoch %d", run_dir, start_epoch)
+        stopped = checkpoint.get("stopped")
+        if stopped is not None:
+            log.info(
+                "%s %s at epoch %d (its checkpoint says): nothing left to train",
+                run_dir,
+                stopped["status"],
+                stopped["epoch"],
+            )
+        else:
+            log.info("resuming %s from epoch %d", run_dir, start_epoch)
 
     train_model = _wrap_for_training(model, ranks)
     tracker: RunTracker | _SilentTracker = (
@@ -298,9 +311,28 @@ def fit(
     # epoch, so a diverged epoch runs to its end there (on CPU a read costs nothing).
     check_every = 1 if device.type == "cpu" else None
     started = time.perf_counter()
-    status = RunStatus.FINISHED
+    status = RunStatus.FINISHED if stopped is None else RunStatus(stopped["status"])
+
+    def save_checkpoint(epochs_done: int) -> None:
+        if not ranks.is_main:  # rank 0 alone writes the run folder
+            return
+        atomic_torch_save(
+            checkpoint_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(device),
+                "history": history,
+                "epoch": epochs_done,
+                "wall_time": elapsed_before + time.perf_counter() - started,
+                "baseline_patience": None,  # the key of older checkpoints
+                "stopped": stopped,
+                **{p.checkpoint_key: p.state_dict() for p in stateful},
+            },
+        )
+
     try:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(start_epoch, epochs if stopped is None else start_epoch):
             tracker.start_epoch(epoch + 1)
             epoch_started = time.perf_counter()
             batches = train_loader.epoch(epoch)
@@ -332,6 +364,9 @@ def fit(
             ranks.sync_buffers(model)
             if stats.diverged:
                 status = RunStatus.DIVERGED
+                # The weights are the diverged ones; nothing trains from them again.
+                stopped = {"status": status.value, "epoch": epoch + 1}
+                save_checkpoint(epoch)
                 tracker.note(
                     f"epoch {epoch + 1}: training loss became {stats.loss} after "
                     f"{stats.steps} steps; the run diverged and stops here"
@@ -371,20 +406,9 @@ def fit(
             call_hooks(participants, "after_epoch", end)
             stop_early = any(call_hooks(participants, "should_stop"))
             history.append(record)
-            if ranks.is_main:
-                atomic_torch_save(
-                    checkpoint_path,
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": _rng_state(device),
-                        "history": history,
-                        "epoch": epoch + 1,
-                        "wall_time": elapsed_before + time.perf_counter() - started,
-                        "baseline_patience": None,  # the key of older checkpoints
-                        **{p.checkpoint_key: p.state_dict() for p in stateful},
-                    },
-                )
+            if stop_early:
+                stopped = {"status": RunStatus.STOPPED_EARLY.value, "epoch": epoch + 1}
+            save_checkpoint(epoch + 1)
             tracker.log_epoch(record)
             if stop_early:
                 status = RunStatus.STOPPED_EARLY
@@ -394,6 +418,7 @@ def fit(
         tracker.close()
 
     summary = summarize(history, status=status, identity=identity)
+    summary["epochs_requested"] = epochs
     summary["wall_time"] = elapsed_before + time.perf_counter() - started
     summary.update(provenance(device))
     if ranks.active:
