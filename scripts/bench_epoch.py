@@ -573,6 +573,15 @@ def write(report: dict, out: Path, device: torch.device) -> None:
     stem.with_suffix(".md").write_text(markdown(report))
 
 
+def _portable(arguments: list[str]) -> list[str]:
+    """The command line as recorded: an existing file is named by its file name only, so a
+    committed report holds no path of the machine that made it."""
+    return [
+        Path(argument).name if os.sep in argument and Path(argument).is_file() else argument
+        for argument in arguments
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -658,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": description,
         "batch_size": args.batch_size,
         "workers": args.workers,
-        "command": "python scripts/bench_epoch.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python scripts/bench_epoch.py " + " ".join(_portable(argv or sys.argv[1:])),
         "models": [],
     }
     parts = args.parts.split(",")
