@@ -232,21 +232,22 @@ def _fig2(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def _on_ranks(task: Callable[[tasks.RunRequest], Any]) -> Callable[[DictConfig], Any]:
-    """A task that may run as one of several processes (``torchrun``): it joins their
-    process group (trainer.distributed; once per process, kept for a sweep's next job)."""
+def _on_ranks(name: str) -> Callable[[DictConfig], Any]:
+    """The task ``tasks.<name>``, which may run as one of several processes (``torchrun``):
+    it joins their process group (trainer.distributed; once per process, kept for a
+    sweep's next job). Looked up when called, so a test can stand in for it."""
 
     def run_task(cfg: DictConfig) -> Any:
         trainer = _trainer(cfg)
         ranks = distributed.start(trainer.distributed, trainer.torch_device)
-        return task(_run_request(cfg, ranks))
+        return getattr(tasks, name)(_run_request(cfg, ranks))
 
     return run_task
 
 
 TASKS: dict[str, Callable[[DictConfig], Any]] = {
-    "train": _on_ranks(tasks.train),
-    "search": _on_ranks(tasks.search),
+    "train": _on_ranks("train"),
+    "search": _on_ranks("search"),
     "functions": lambda cfg: tasks.functions(
         cfg.results_dir, _plain(cfg.functions), bool(cfg.force)
     ),

@@ -580,16 +580,22 @@ def _open_run(request: RunRequest, named: _NamedRun):
     return identity, model, optimizer, loader, eval_batches, (val_set, test_set)
 
 
+@contextlib.contextmanager
+def _opened_run(request: RunRequest, task: str) -> Iterator[tuple[_NamedRun, Any]]:
+    """The run named, its cell claimed (held until the block ends) and opened: what
+    :func:`_open_run` returns, or None when another process holds the cell or the run is
+    finished."""
+    named = _name_run(request, task)
+    with _claimed_cell(named.run_dir, request.results_dir, request.ranks) as owned:
+        yield named, (_open_run(request, named) if owned else None)
+
+
 def train(request: RunRequest) -> dict[str, Any] | None:
     """Train one run (resuming / extending / skipping as its folder says); its summary, None
     if skipped (finished, or another process holds the cell)."""
     from bgd_experiments.training import fit
 
-    named = _name_run(request, "train")
-    with _claimed_cell(named.run_dir, request.results_dir, request.ranks) as owned:
-        if not owned:
-            return None
-        opened = _open_run(request, named)
+    with _opened_run(request, "train") as (named, opened):
         if opened is None:
             return None
         identity, model, optimizer, loader, eval_batches, (val_set, test_set) = opened
@@ -613,11 +619,7 @@ def train(request: RunRequest) -> dict[str, Any] | None:
 def search(request: RunRequest) -> dict[str, Any] | None:
     """One MBT search from ``request.lr`` on the training set, no training (Table 1); writes
     the run folder's summary with the found rate. None if the run is finished already."""
-    named = _name_run(request, "search")
-    with _claimed_cell(named.run_dir, request.results_dir, request.ranks) as owned:
-        if not owned:
-            return None
-        opened = _open_run(request, named)
+    with _opened_run(request, "search") as (named, opened):
         if opened is None:
             return None
         identity, model, optimizer, loader, _, _ = opened
