@@ -7,7 +7,8 @@
 #      (trainer.precision), compile keeps the search's sigmas (trainer.compile), resume;
 #   2. scripts/bench_epoch.py on CUDA: ResNet18 (compiled too) and DenseNet121 at width 1.0
 #      on the full training set, fewer steps a turn than a whole epoch;
-#   3. one short real run: bgd-run ... trainer.device=cuda budget=smoke.
+#   3. concurrent runs on the GPU (1, 2, 4, 8): the best jobs_per_gpu of the local launcher;
+#   4. one short real run: bgd-run ... trainer.device=cuda budget=smoke.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -40,9 +41,12 @@ fi
 step "gpu tests" 140 "$PY" -m pytest -q -m gpu tests/test_gpu.py -rs \
     --junitxml="$OUT/gpu-tests.xml"
 
-step "epoch benchmark" 240 "$PY" scripts/bench_epoch.py --device cuda --data "$DATA" \
+step "epoch benchmark" 190 "$PY" scripts/bench_epoch.py --device cuda --data "$DATA" \
     --model resnet18,densenet121 --compile-models resnet18 --steps 40 --repeats 2 \
     --out "$OUT"
+
+step "runs per GPU" 90 "$PY" scripts/bench_runs_per_gpu.py --device cuda --counts 1,2,4,8 \
+    --steps 40 --warmup 10 --out "$OUT"
 
 # The smoke run reads the real archive where it exists, else tiny generated CIFAR files.
 SMOKE_DATA=$DATA
@@ -51,7 +55,7 @@ if [ ! -e "$SMOKE_DATA" ]; then
     PYTHONPATH=tests "$PY" -c "from datagen import write_torchvision_cifar as w; \
 w('$SMOKE_DATA', 'cifar10', 30, 12, 0)"
 fi
-step "bgd-run smoke on cuda" 80 "$BGD_RUN" optimizer=mbt_nag budget=smoke trainer.device=cuda \
+step "bgd-run smoke on cuda" 60 "$BGD_RUN" optimizer=mbt_nag budget=smoke trainer.device=cuda \
     trainer.progress=plain "dataset.root=$SMOKE_DATA" "results_dir=$OUT/gpu-smoke"
 
 echo "gpu-check: exit $status; log $LOG" | tee -a "$LOG"
