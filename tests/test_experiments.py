@@ -96,3 +96,12 @@ def test_every_experiment_composes_with_every_budget(experiment, budget):
     if budget == "paper" and experiment in ("table2", "table3"):
         assert cfg.trainer.epochs == 200 and cfg.model.width == 1.0
         assert cfg.dataset.train_subset is None and cfg.dataset.test_subset is None
+
+
+@pytest.mark.parametrize("experiment", ["table3", "fig3"])
+def test_mbt_keys_can_be_set_on_a_table3_sweeps_command_line(experiment):
+    # A multirun composes its primary config before the sweep picks the optimizer: that
+    # config must already have the MBT keys, or `optimizer.warm_start=restart` is refused.
+    cfg = compose_with_hydra(f"experiment={experiment}", "optimizer.warm_start=restart")
+    assert cfg.optimizer.warm_start == "restart"
+    assert {job["optimizer"] for job in sweep_jobs(experiment)} == {"mbt_mmt", "mbt_nag"}
