@@ -99,6 +99,10 @@ ADDED_KEY_DEFAULTS = {
     "trainer.precision": "fp32",
     "trainer.search_precision": "fp32",
     "trainer.compile": False,
+    "trainer.distributed": "auto",
+    "trainer.sync_bn": False,
+    # Runs made before the authors' early stop of the baselines had none.
+    "trainer.baseline_stop_patience": None,
 }
 # The config.yaml block naming the data by content (see bgd_experiments.data.data_identity).
 DATA_KEY = "data"

@@ -315,3 +315,24 @@ def test_a_table_warns_when_a_cell_averages_runs_of_different_settings():
     text = render_markdown(build_table2(swept, paper_csv=str(PAPER_CSV)))
     assert "WARNING: 1 cell averages runs of different settings" in text
     assert "model.width=0.0625 vs model.width=0.125" in text
+
+
+def test_keys_added_since_a_run_was_made_are_no_conflict_at_their_old_values():
+    from bgd_experiments.runfolder import config_differences
+
+    old = {"trainer": {"batch_size": 200, "baseline_stop_patience": 50}}
+    new = {
+        "trainer": {
+            "batch_size": 200,
+            "baseline_stop_patience": 50,
+            "distributed": "auto",
+            "sync_bn": False,
+            "precision": "fp32",
+            "compile": False,
+        }
+    }
+    assert config_differences(old, new) == []
+    # Runs made before the baselines' early stop existed had none: that is a difference.
+    older = {"trainer": {"batch_size": 200}}
+    assert config_differences(older, new) == ["trainer.baseline_stop_patience: None -> 50"]
+    assert config_differences(old, {**new, "trainer": {**new["trainer"], "sync_bn": True}})
