@@ -130,6 +130,7 @@ def train_steps(
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     seen = 0
+    loss = None
     for _ in range(steps):
         batch = next(batches, None)
         if batch is None:
@@ -140,7 +141,8 @@ def train_steps(
         loss.backward()
         optimizer.step()
         seen += targets.shape[0]
-    loss.item()  # one host sync per turn, as a loop that logs the epoch loss would
+    if loss is not None:  # none when a keep-mode search took the whole turn
+        loss.item()  # one host sync per turn, as a loop that logs the epoch loss would
     return seen
 
 
