@@ -375,11 +375,14 @@ def test_clean_protocol_selects_the_epoch_on_a_validation_split(tmp_path, tiny_c
     assert done.returncode == 0, done.stdout + done.stderr
     run_dir = only_run_dir(results)
     records = read_jsonl(run_dir / "metrics.jsonl")
-    assert all("val_acc" in record for record in records)
+    # Validation every epoch, the test set never before the end.
+    assert all("val_acc" in record and "test_acc" not in record for record in records)
     summary = read_json(run_dir / "summary.json")
     best = max(records, key=lambda record: record["val_acc"])
-    assert summary["best_val_acc"] == best["val_acc"]
-    assert summary["test_acc_at_best_val"] == best["test_acc"]
+    assert summary["protocol"] == "clean"
+    assert (summary["best_val_acc"], summary["best_val_epoch"]) == (best["val_acc"], best["epoch"])
+    assert 0 <= summary["test_acc_at_best_val"] <= 100 and summary["best_test_acc"] is None
+    assert "the one test read" in done.stdout + done.stderr
 
 
 @pytest.mark.slow

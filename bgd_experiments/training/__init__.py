@@ -11,11 +11,14 @@ from bgd_experiments.runfolder import (
     run_state,
 )
 from bgd_experiments.training.loop import evaluate, fit, summarize, train_one_epoch
+from bgd_experiments.training.protocol import SealedTestSet, TestSetSealed
 
 __all__ = [
     "RunFolderConflict",
     "RunIdentity",
     "RunState",
+    "SealedTestSet",
+    "TestSetSealed",
     "discard_run_folder",
     "evaluate",
     "fit",

@@ -26,6 +26,7 @@ from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, MiniBatchLo
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
 from bgd_experiments.optim import PatienceStop
 from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity, RunStatus
+from bgd_experiments.training.protocol import SealedTestSet
 from bgd_experiments.training.provenance import provenance
 from bgd_experiments.training.tracking import RunTracker
 
@@ -236,8 +237,14 @@ def fit(
     The optimizer and ``callbacks`` take part through the optional hooks of
     :mod:`bgd_experiments.hooks` (before an epoch, train/eval, after an epoch, should it
     stop); e.g. :class:`~bgd_experiments.optim.MBTSGD` searches its rate before an epoch and
-    its plateau rule may stop the run. Plateau rules see the validation accuracy when a
-    validation set is given (the clean protocol), else the test accuracy (the paper's).
+    its plateau rule may stop the run.
+
+    Two protocols. Without ``val_loader`` (the paper's), the test set is evaluated after
+    every epoch and drives the plateau rules; the summary reports the best test accuracy.
+    With ``val_loader`` (the clean protocol), the validation set is evaluated after every
+    epoch and drives them, the weights of the best validation epoch are kept (in the
+    checkpoint too), and the test set is read once, after the last epoch, on those weights:
+    ``test_loader`` is sealed (:class:`SealedTestSet`) until then, so nothing reads it early.
 
     An optimizer without a stop rule of its own (a baseline) stops early as the authors'
     ``op_main.py`` stops it when ``baseline_stop_patience`` is set (None or 0: never): one
@@ -264,6 +271,11 @@ def fit(
         optimizer.reducer = ranks.reducer()  # an MBT search decides on global batches
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = next(model.parameters()).device
+    clean = val_loader is not None
+    if clean and not isinstance(test_loader, SealedTestSet):
+        test_loader = SealedTestSet(test_loader)
+    # Clean protocol: {"epoch", "acc", "model"} of the best validation epoch so far.
+    best_val: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
     start_epoch = 0
     elapsed_before = 0.0
@@ -283,6 +295,7 @@ def fit(
                 participant.load_state_dict(checkpoint[participant.checkpoint_key])
         elapsed_before = checkpoint["wall_time"]
         stopped = checkpoint.get("stopped")
+        best_val = checkpoint.get("best_val")
         if stopped is not None:
             log.info(
                 "%s %s at epoch %d (its checkpoint says): nothing left to train",
@@ -327,6 +340,7 @@ def fit(
                 "wall_time": elapsed_before + time.perf_counter() - started,
                 "baseline_patience": None,  # the key of older checkpoints
                 "stopped": stopped,
+                "best_val": best_val,
                 **{p.checkpoint_key: p.state_dict() for p in stateful},
             },
         )
@@ -376,19 +390,21 @@ def fit(
             reports += filter(
                 None, call_hooks(participants, "before_evaluation", model, start.fresh_batches())
             )
-            test_loss, test_acc, test_forwards = evaluate(model, loss_fn, test_loader, ranks)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": stats.loss,
                 "train_acc": stats.accuracy,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
             }
-            plateau_acc = test_acc
-            if val_loader is not None:
-                val_loss, val_acc, _ = evaluate(model, loss_fn, val_loader, ranks)
-                record.update(val_loss=val_loss, val_acc=val_acc)
-                plateau_acc = val_acc
+            if clean:
+                val_loss, plateau_acc, eval_forwards = evaluate(model, loss_fn, val_loader, ranks)
+                record.update(val_loss=val_loss, val_acc=plateau_acc)
+                if best_val is None or plateau_acc > best_val["acc"]:
+                    # The weights just evaluated (after the eval hooks: e.g. schedule-free's
+                    # averaged weights with recomputed BatchNorm statistics).
+                    best_val = {"epoch": epoch + 1, "acc": plateau_acc, "model": _copy(model)}
+            else:
+                test_loss, plateau_acc, eval_forwards = evaluate(model, loss_fn, test_loader, ranks)
+                record.update(test_loss=test_loss, test_acc=plateau_acc)
             record.update(
                 lr=optimizer.param_groups[0]["lr"],
                 epoch_time=time.perf_counter() - epoch_started,
@@ -396,7 +412,7 @@ def fit(
                 + stats.trial_forward_passes
                 + sum(report.forward_passes for report in reports),
                 backward_passes=stats.steps + sum(report.backward_passes for report in reports),
-                eval_forward_passes=test_forwards,
+                eval_forward_passes=eval_forwards,
             )
             for report in reports:
                 record.update(report.record)
@@ -414,10 +430,19 @@ def fit(
                 status = RunStatus.STOPPED_EARLY
                 tracker.note(f"epoch {epoch + 1}: patience exhausted, stopping early")
                 break
+        test_at_best_val = None
+        if clean and best_val is not None:
+            test_at_best_val = _final_test(model, loss_fn, test_loader, best_val["model"], ranks)
+            tracker.note(
+                f"test accuracy at the best validation epoch ({best_val['epoch']}, val acc "
+                f"{best_val['acc']:.2f}%): {test_at_best_val[1]:.2f}% (the one test read)"
+            )
     finally:
         tracker.close()
 
-    summary = summarize(history, status=status, identity=identity)
+    summary = summarize(
+        history, status=status, identity=identity, test_at_best_val=test_at_best_val
+    )
     summary["epochs_requested"] = epochs
     summary["wall_time"] = elapsed_before + time.perf_counter() - started
     summary.update(provenance(device))
@@ -429,6 +454,30 @@ def fit(
         atomic_write_json(run_dir / SUMMARY_FILE, summary)
     ranks.barrier()  # no rank returns before the run folder is complete
     return summary
+
+
+def _copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights and buffers, copied where they are (no host transfer)."""
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def _final_test(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    test_set: SealedTestSet,
+    best_weights: dict[str, torch.Tensor],
+    ranks: Ranks,
+) -> tuple[float, float]:
+    """The clean protocol's one test read: (loss, accuracy) of ``best_weights``. The model
+    is left with its final weights (those of the checkpoint)."""
+    final_weights = _copy(model)
+    model.load_state_dict(best_weights)
+    test_set.unseal()
+    try:
+        test_loss, test_acc, _ = evaluate(model, loss_fn, test_set, ranks)
+    finally:
+        model.load_state_dict(final_weights)
+    return test_loss, test_acc
 
 
 def _wrap_for_training(model: nn.Module, ranks: Ranks) -> nn.Module:
@@ -466,24 +515,46 @@ class _SilentTracker:
 
 
 def summarize(
-    history: list[dict[str, Any]], *, status: RunStatus | str, identity: RunIdentity
+    history: list[dict[str, Any]],
+    *,
+    status: RunStatus | str,
+    identity: RunIdentity,
+    test_at_best_val: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """The summary fields the report step reads, computed from the per-epoch records."""
+    """The summary fields the report step reads, computed from the per-epoch records.
+
+    Paper protocol: the best and the final test accuracy over the epochs. Clean protocol
+    (records with ``val_acc``): the best validation epoch and ``test_at_best_val``, the
+    (loss, accuracy) of the one test read on its weights; records of older clean runs,
+    which hold a test accuracy per epoch, give it from the best validation epoch's record.
+    """
     summary: dict[str, Any] = {"status": RunStatus(status).value, "run": asdict(identity)}
-    if history:
-        best = max(history, key=lambda record: record["test_acc"])
+    clean = any("val_acc" in record for record in history) or test_at_best_val is not None
+    summary["protocol"] = "clean" if clean else "paper"
+    tested = [record for record in history if record.get("test_acc") is not None]
+    if tested:
+        best = max(tested, key=lambda record: record["test_acc"])
         summary.update(
             best_test_acc=best["test_acc"],
             best_epoch=best["epoch"],
-            final_test_acc=history[-1]["test_acc"],
-            final_train_loss=history[-1]["train_loss"],
+            final_test_acc=history[-1].get("test_acc"),
         )
-        if "val_acc" in history[-1]:
-            best_val = max(history, key=lambda record: record["val_acc"])
-            summary.update(
-                best_val_acc=best_val["val_acc"], test_acc_at_best_val=best_val["test_acc"]
-            )
     else:
         summary.update(best_test_acc=None, best_epoch=None, final_test_acc=None)
+    if history:
+        summary["final_train_loss"] = history[-1]["train_loss"]
+    validated = [record for record in history if record.get("val_acc") is not None]
+    if validated:
+        best_val = max(validated, key=lambda record: record["val_acc"])
+        test_loss, test_acc = test_at_best_val or (
+            best_val.get("test_loss"),
+            best_val.get("test_acc"),
+        )
+        summary.update(
+            best_val_acc=best_val["val_acc"],
+            best_val_epoch=best_val["epoch"],
+            test_acc_at_best_val=test_acc,
+            test_loss_at_best_val=test_loss,
+        )
     summary["epochs_completed"] = len(history)
     return summary

@@ -156,7 +156,8 @@ def format_epoch_line(record: dict[str, Any], total_epochs: int) -> str:
     ]
     if record.get("val_acc") is not None:
         parts.append(f"val acc {record['val_acc']:.2f}%")
-    parts.append(f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2f}%")
+    if record.get("test_acc") is not None:  # the clean protocol reads the test set at the end
+        parts.append(f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.2f}%")
     if record.get("search_lr") is not None:
         parts.append(
             f"search lr {record['search_lr']:.4g} ({record['search_trials']} trials, "
