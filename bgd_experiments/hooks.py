@@ -80,6 +80,11 @@ class MiniBatchLoss:
     mini-batch at the current parameters, without a backward pass, in the model's current mode
     (training, as the step's loss was computed). ``forward_passes`` counts those calls, so an
     epoch's record counts what the optimizer's trials cost.
+
+    Distributed (a ``reducer``, each rank holding a shard of the global batch): both losses are
+    the global batch's (the shards' losses weighted by their sizes, the same bytes on every
+    rank) and ``batch_size`` is the global one, so an optimizer deciding on them (a line
+    search) takes the same decision on every rank, as DDP's averaged gradient requires.
     """
 
     def __init__(
@@ -89,14 +94,25 @@ class MiniBatchLoss:
         inputs: torch.Tensor,
         targets: torch.Tensor,
         loss_at_start: torch.Tensor,
+        reducer: Any = None,
     ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.inputs, self.targets = inputs, targets
-        self.loss_at_start = loss_at_start
-        self.batch_size = int(targets.shape[0])
+        self.reducer = reducer
+        local_size = int(targets.shape[0])
+        self.batch_size = reducer.total(local_size) if reducer is not None else local_size
+        self._weight = local_size / self.batch_size if self.batch_size else 0.0
+        self.loss_at_start = self._global(loss_at_start)
         self.forward_passes = 0
+
+    def _global(self, loss: torch.Tensor) -> torch.Tensor:
+        if self.reducer is None:
+            return loss
+        packed = loss.detach().reshape(1).clone()
+        self.reducer.weighted_mean_([packed], self._weight)
+        return packed[0]
 
     @torch.no_grad()
     def __call__(self) -> torch.Tensor:
         self.forward_passes += 1
-        return self.loss_fn(self.model(self.inputs), self.targets)
+        return self._global(self.loss_fn(self.model(self.inputs), self.targets))

@@ -2,9 +2,9 @@
 
 Run under ``torchrun --standalone --nproc_per_node=2 tests/ddp_worker.py OUT RUNS``: every
 rank trains the same tiny problem through ``fit`` (gloo on the CPU) with MBT-NAG (stopped
-after one epoch and resumed) and with NAG, and saves what it ended with to
-``OUT/rank<r>.pt``. The test imports :func:`train` too, to make the
-single-process run on the same global batches.
+after one epoch and resumed), with NAG and with SLS (whose per-step Armijo decisions must
+agree), and saves what it ended with to ``OUT/rank<r>.pt``. The test imports :func:`train`
+too, to make the single-process run on the same global batches.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 from bgd_experiments import distributed
 from bgd_experiments.data import DeviceLoader, EvalBatches
 from bgd_experiments.distributed import SINGLE, Ranks
+from bgd_experiments.linesearch.sls import SLS
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.runfolder import RunIdentity
 from bgd_experiments.training import fit
@@ -79,6 +80,8 @@ def _fit(
         optimizer: torch.optim.Optimizer = MBTSGD(
             model.parameters(), lr=0.01, momentum=0.9, nesterov=True, num_batches=3
         )
+    elif optimizer_name == "sls":  # a line search on every step's (global) mini-batch
+        optimizer = SLS(model.parameters(), lr=1.0)
     else:  # the NAG baseline
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     epoch_log = EpochLog(optimizer)
@@ -144,6 +147,7 @@ def main() -> None:
             # MBT-NAG stops after one epoch and resumes: every rank loads the checkpoint.
             "mbt_nag": train("mbt_nag", runs / "mbt_nag", ranks, resume_after=1),
             "nag": train("nag", runs / "nag", ranks),
+            "sls": train("sls", runs / "sls", ranks),
             # With BatchNorm (each rank normalising its shard): the ranks must still agree.
             "mbt_nag_bn": train("mbt_nag_bn", runs / "mbt_nag_bn", ranks),
             "world_size": ranks.world_size,

@@ -92,7 +92,7 @@ def test_ddp_ranks_agree_exactly_and_match_one_process(tmp_path):
     assert rank0["world_size"] == 2
 
     torch.set_num_threads(1)
-    for name in ("mbt_nag", "nag"):
+    for name in ("mbt_nag", "nag", "sls"):
         # (a) The ranks agree bit for bit: weights, rates, sigmas, metrics.
         for key, value in rank0[name]["weights"].items():
             assert torch.equal(value, rank1[name]["weights"][key]), (name, key)

@@ -131,7 +131,9 @@ def train_one_epoch(
         else:
             loss.backward()
         if wants_closure:
-            closure = MiniBatchLoss(model, loss_fn, inputs, targets, loss.detach())
+            closure = MiniBatchLoss(
+                model, loss_fn, inputs, targets, loss.detach(), reducer=ranks.reducer()
+            )
             optimizer.step(closure)
             trials += closure.forward_passes
         else:
