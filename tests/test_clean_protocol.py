@@ -8,8 +8,8 @@ from torch import nn
 
 from bgd_experiments.data import DeviceLoader
 from bgd_experiments.io import read_json, read_jsonl
-from bgd_experiments.training import SealedTestSet, TestSetSealed, evaluate, fit
-from tests.test_training import Reiterable, identity, tiny_problem
+from bgd_experiments.training import SealedTestSet, TestSetSealed, evaluate
+from tests.test_training import Reiterable, fit_quietly, tiny_problem
 
 
 def validation_set(samples: int = 48) -> Reiterable:
@@ -43,17 +43,14 @@ class EpochCounter:
 def clean_fit(run_dir, epochs: int, test_batches, callbacks=(), lr: float = 0.05):
     model, train, _ = tiny_problem()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    summary = fit(
+    summary = fit_quietly(
         model,
         optimizer,
         train,
         test_batches,
+        run_dir,
+        epochs,
         val_loader=validation_set(),
-        epochs=epochs,
-        run_dir=run_dir,
-        identity=identity(epochs=epochs),
-        progress="plain",
-        tensorboard=False,
         callbacks=callbacks,
     )
     return model, summary

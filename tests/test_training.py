@@ -209,22 +209,29 @@ def test_summarize_reports_the_clean_protocol_when_validated():
     assert empty["best_test_acc"] is None and empty["epochs_completed"] == 0
 
 
-def _ascending_run(run_dir, epochs: int, patience: int | None) -> dict:
-    """A baseline that never improves: SGD climbing the loss (training loss up, accuracy
-    not above its first value)."""
-    model, train, test = tiny_problem()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, maximize=True)
+def fit_quietly(model, optimizer, train, test, run_dir, epochs: int, **options) -> dict:
+    """``fit`` without TensorBoard or a progress display, named for ``epochs``."""
     return fit(
         model,
         optimizer,
         train,
-        Reiterable(test),
+        test,
         epochs=epochs,
         run_dir=run_dir,
         identity=identity(epochs=epochs),
         progress="plain",
         tensorboard=False,
-        baseline_stop_patience=patience,
+        **options,
+    )
+
+
+def _ascending_run(run_dir, epochs: int, patience: int | None) -> dict:
+    """A baseline that never improves: SGD climbing the loss (training loss up, accuracy
+    not above its first value)."""
+    model, train, test = tiny_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, maximize=True)
+    return fit_quietly(
+        model, optimizer, train, Reiterable(test), run_dir, epochs, baseline_stop_patience=patience
     )
 
 
