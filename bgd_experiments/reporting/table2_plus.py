@@ -382,6 +382,10 @@ class Row:
         return sum(run.status == status for run in self.runs)
 
     @property
+    def ended_runs(self) -> list[RunRecord]:
+        return [run for run in self.runs if run.status != RunStatus.INCOMPLETE]
+
+    @property
     def seeds(self) -> list[int]:
         return sorted({run.seed for run in self.runs if run.seed is not None})
 
@@ -451,7 +455,8 @@ def _paper_value(
 
 def _fill_cost(row: Row, target: float | None) -> None:
     row.target = target
-    with_curve = [run for run in row.runs if run.epoch_numbers]
+    # As in the accuracy table, an interrupted run is not a result.
+    with_curve = [run for run in row.ended_runs if run.epoch_numbers]
     row.costs = [cost_to_target(run, target) if target is not None else None for run in with_curve]
     ratios, totals, walls = [], [], []
     for run in with_curve:
@@ -495,9 +500,7 @@ def build_table2_plus(
             row = Row(protocol, optimizer, lr, runs=group)
             # An interrupted run's best-so-far is not a result: only ended runs count.
             row.values = [
-                value
-                for run in group
-                if run.status != RunStatus.INCOMPLETE and (value := run_accuracy(run)) is not None
+                value for run in row.ended_runs if (value := run_accuracy(run)) is not None
             ]
             row.paper = _paper_value(paper_values, optimizer, lr)
             protocol_rows.append(row)
@@ -695,11 +698,12 @@ def render_markdown(report: Table2Plus) -> str:
             "",
             f"### Cost to {_number(target, 'g')}% {CURVE_METRIC[protocol]} ({protocol})",
             "",
-            "Up to the first epoch whose accuracy reaches the target: mini-batch passes of "
-            "training (MBT search trials, SLS closure trials and BN-recompute passes "
+            "Ended runs, up to the first epoch whose accuracy reaches the target: mini-batch "
+            "passes of training (MBT search trials, SLS closure trials and BN-recompute passes "
             "included; evaluation passes not counted) and wall time (sum of epoch times, "
             "MBT's search included), mean over the runs that reached it (`k of n`). Passes "
-            "per step: the whole run's forward passes / training steps (1.0: no overhead). "
+            "per step: the whole run's forward passes / training steps (1.0: no overhead; "
+            "steps as logged, else ceil(training images / batch) per epoch). "
             "Total wall time: the whole run, mean over runs.",
             "",
             *_cost_lines(report, protocol),
@@ -788,11 +792,11 @@ def _run_points(run: RunRecord) -> list[tuple[float, float, float]]:
 
 
 def mean_curves(report: Table2Plus) -> list[MeanCurve]:
-    """The figure's curves, over the epochs every seed of the group reached (a shorter run,
-    stopped early or diverged, shortens its group's curve)."""
+    """The figure's curves, from the ended runs, over the epochs every seed of the group
+    reached (a shorter run, stopped early or diverged, shortens its group's curve)."""
     curves = []
     for row in report.rows:
-        per_run = [points for run in row.runs if (points := _run_points(run))]
+        per_run = [points for run in row.ended_runs if (points := _run_points(run))]
         if not per_run:
             continue
         length = min(len(points) for points in per_run)
@@ -833,7 +837,7 @@ def _colour(optimizer: str) -> tuple[float, float, float, float]:
         "modern": MODERN_OPTIMIZERS,
     }[family(optimizer)]
     # Darker shades only: the lightest ones vanish on white.
-    shade = 0.45 + 0.5 * members.index(optimizer) / max(len(members) - 1, 1)
+    shade = 0.5 + 0.5 * members.index(optimizer) / max(len(members) - 1, 1)
     return matplotlib.colormaps[_FAMILY_COLOURS[family(optimizer)]](shade)
 
 
@@ -859,7 +863,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
                     xs,
                     curve.accuracy,
                     color=colour,
-                    label=f"{label(curve.optimizer)} (n={curve.n_seeds})",
+                    label=f"{label(curve.optimizer)} ({family(curve.optimizer)})",
                     **_FAMILY_STYLE[family(curve.optimizer)],
                 )
                 if curve.n_seeds > 1:
@@ -888,7 +892,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
             loc="center left",
             bbox_to_anchor=(LEGEND_LEFT, 0.5),
             fontsize=8,
-            title="mean over seeds, band: min-max",
+            title="mean over seeds\nband: min-max over seeds",
             title_fontsize=8,
         )
     figure.suptitle("Table 2 plus: ResNet18, CIFAR-10, batch 200 (evaluation passes not counted)")
