@@ -339,3 +339,24 @@ def test_cost_to_given_target_and_overhead(results: Path, tmp_path: Path) -> Non
     assert markdown.startswith("**WARNING: 1 of 18 runs come from a git tree")
     assert "Provenance: budget cpu; seeds 0, 1, 2;" in markdown
     assert "given by --target" in markdown
+
+
+def test_all_writes_table2_plus_only_when_its_runs_exist(
+    results: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BGD_CONFIG_DIR", raising=False)
+    with_runs = tmp_path / "with"
+    assert main(["all", "--results-dir", str(results), "--out", str(with_runs)]) == 0
+    assert _rows(with_runs / "table2_plus.csv").keys() == _rows_of_fixture()
+    assert (with_runs / "table2.md").exists()
+    # Only a non-default rate: nothing of table2_plus to show, so no file.
+    other = tmp_path / "other_runs"
+    write_run(other, protocol="paper", optimizer="sgd", seed=0, lr=1.0, accuracy=50.0)
+    without = tmp_path / "without"
+    assert main(["all", "--results-dir", str(other), "--out", str(without)]) == 0
+    assert (without / "table2.md").exists()
+    assert not (without / "table2_plus.md").exists()
+
+
+def _rows_of_fixture() -> set[tuple[str, str]]:
+    return {(protocol, name) for protocol in ("paper", "clean") for name in DEFAULT_LRS}
