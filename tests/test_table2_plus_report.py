@@ -66,6 +66,7 @@ def write_run(
     status: str | None = "finished",
     old_clean_test_acc: bool = False,
     dirty: bool = False,
+    settings: dict[str, object] | None = None,
 ) -> Path:
     """One run folder: config.yaml, metrics.jsonl and (unless ``status`` is None) summary.json."""
     lr = DEFAULT_LRS[optimizer] if lr is None else lr
@@ -80,6 +81,8 @@ def write_run(
         "trainer": {"batch_size": BATCH, "epochs": EPOCHS, "protocol": protocol, "val_size": 500},
         "budget": {"name": "cpu"},
     }
+    if settings is not None:  # the folder's cfg- level, as bgd-run records it
+        config["identity"] = {"digest": "0" * 8, "settings": settings}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     curve = curve if curve is not None else _curve(accuracy or 0.0, seed)
     forward, backward = PASSES.get(optimizer, (STEPS, STEPS))
@@ -360,3 +363,28 @@ def test_all_writes_table2_plus_only_when_its_runs_exist(
 
 def _rows_of_fixture() -> set[tuple[str, str]]:
     return {(protocol, name) for protocol in ("paper", "clean") for name in DEFAULT_LRS}
+
+
+def test_groups_of_mixed_settings_are_flagged(tmp_path: Path) -> None:
+    for seed, width in enumerate((0.0625, 0.0625, 0.25)):
+        write_run(
+            tmp_path,
+            protocol="paper",
+            optimizer="sgd",
+            seed=seed,
+            accuracy=50.0,
+            settings={"model.width": width},
+        )
+    markdown = render_markdown(build_table2_plus(scan_runs(tmp_path), DEFAULT_LRS))
+    assert "WARNING: 1 group(s) average runs of different settings (paper/SGD)" in markdown
+    for seed in range(3):
+        write_run(
+            tmp_path / "same",
+            protocol="paper",
+            optimizer="sgd",
+            seed=seed,
+            accuracy=50.0,
+            settings={"model.width": 0.0625},
+        )
+    same = render_markdown(build_table2_plus(scan_runs(tmp_path / "same"), DEFAULT_LRS))
+    assert "different settings" not in same

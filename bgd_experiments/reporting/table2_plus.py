@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -565,6 +566,22 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
     return lines
 
 
+def mixed_settings_text(report: Table2Plus) -> str | None:
+    """A warning when a group averages runs whose folders record different settings (say a
+    width or budget swept into the same results_dir), else None."""
+    mixed = []
+    for row in report.rows:
+        recorded = [run.settings for run in row.runs if run.settings is not None]
+        if len({json.dumps(settings, sort_keys=True, default=str) for settings in recorded}) > 1:
+            mixed.append(f"{row.protocol}/{label(row.optimizer)}")
+    if not mixed:
+        return None
+    return (
+        f"WARNING: {len(mixed)} group(s) average runs of different settings ({', '.join(mixed)})"
+        "; give each setting its own results_dir, or tell them apart with `bgd-report runs`."
+    )
+
+
 def provenance_text(report: Table2Plus) -> str:
     """The provenance line, in the other tables' form, with the targets used."""
     runs = sorted(report.runs, key=lambda run: str(run.path))
@@ -669,9 +686,11 @@ def render_markdown(report: Table2Plus) -> str:
     """table2_plus.md: warnings, provenance, targets, then per protocol accuracy and cost."""
     runs = report.runs
     warning = dirty_warning(runs)
+    mixed = mixed_settings_text(report)
     note = runs_data_note(runs)
     parts = [
         *([f"**{warning}**", ""] if warning else []),
+        *([f"**{mixed}**", ""] if mixed else []),
         provenance_text(report),
         "",
         targets_text(report),
@@ -816,29 +835,27 @@ def mean_curves(report: Table2Plus) -> list[MeanCurve]:
     return curves
 
 
+# The family shows in the line style, width and marker; the colour tells its members apart
+# (the baselines in distinct hues, MBT in reds, the modern methods in greens and teals).
 _FAMILY_STYLE = {
     "paper baseline": {"linestyle": "-", "linewidth": 1.2},
-    "MBT": {"linestyle": "--", "linewidth": 2.2},
-    "modern": {"linestyle": ":", "linewidth": 1.8},
+    "MBT": {"linestyle": "--", "linewidth": 2.4, "marker": "o", "markersize": 3},
+    "modern": {"linestyle": "-.", "linewidth": 1.8, "marker": "^", "markersize": 3},
 }
-# One colour map per family, so the family shows in the colour as well as in the line style.
-_FAMILY_COLOURS = {"paper baseline": "Blues", "MBT": "Reds", "modern": "Greens"}
-
-
+_COLOURS = dict(
+    zip(
+        PLUS_OPTIMIZERS,
+        (
+            *("tab:blue", "tab:orange", "tab:purple", "tab:brown"),
+            *("tab:pink", "tab:gray", "tab:olive", "tab:cyan"),
+            *("salmon", "red", "darkred"),
+            *("tab:green", "darkgreen", "mediumseagreen", "teal", "yellowgreen"),
+            "darkslategray",
+        ),
+        strict=True,
+    )
+)
 LEGEND_LEFT = 0.8
-
-
-def _colour(optimizer: str) -> tuple[float, float, float, float]:
-    import matplotlib
-
-    members = {
-        "paper baseline": BASELINE_OPTIMIZERS,
-        "MBT": MBT_OPTIMIZERS,
-        "modern": MODERN_OPTIMIZERS,
-    }[family(optimizer)]
-    # Darker shades only: the lightest ones vanish on white.
-    shade = 0.5 + 0.5 * members.index(optimizer) / max(len(members) - 1, 1)
-    return matplotlib.colormaps[_FAMILY_COLOURS[family(optimizer)]](shade)
 
 
 def plot_table2_plus(report: Table2Plus) -> Figure:
@@ -858,7 +875,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
         for axis, x_name in zip(axis_row, ("passes", "wall_time"), strict=True):
             for curve in panel:
                 xs = getattr(curve, x_name)
-                colour = _colour(curve.optimizer)
+                colour = _COLOURS[curve.optimizer]
                 axis.plot(
                     xs,
                     curve.accuracy,
