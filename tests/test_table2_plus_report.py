@@ -375,8 +375,11 @@ def test_groups_of_mixed_settings_are_flagged(tmp_path: Path) -> None:
             accuracy=50.0,
             settings={"model.width": width},
         )
-    markdown = render_markdown(build_table2_plus(scan_runs(tmp_path), DEFAULT_LRS))
-    assert "WARNING: 1 group(s) average runs of different settings (paper/SGD)" in markdown
+    report = build_table2_plus(scan_runs(tmp_path), DEFAULT_LRS)
+    assert "WARNING: 1 group(s) average runs of different settings (paper/SGD)" in (
+        render_markdown(report)
+    )
+    assert report.rows[0].verdict == "n/a (no MBT-NAG run)"
     for seed in range(3):
         write_run(
             tmp_path / "same",

@@ -361,6 +361,7 @@ class Row:
     paper: float | None = None  # the paper's Table 2 value at this rate (its 11 optimizers)
     welch: WelchTest | None = None  # against MBT-NAG of the same protocol
     diff: float | None = None  # mean - MBT-NAG's mean
+    has_reference: bool = True  # False: no MBT-NAG run in this protocol to compare with
     target: float | None = None
     costs: list[TargetCost | None] = field(default_factory=list)  # per run with a curve
     passes_per_step: float | None = None  # mean over runs: forward passes / training steps
@@ -395,6 +396,8 @@ class Row:
         """How this optimizer compares with MBT-NAG: within noise, or which one is better."""
         if self.optimizer == REFERENCE_OPTIMIZER:
             return "reference"
+        if not self.has_reference:
+            return "n/a (no MBT-NAG run)"
         if self.welch is None or self.diff is None:
             return "n/a (needs 2 seeds or more on both sides)"
         if self.welch.p >= SIGNIFICANCE:
@@ -509,6 +512,7 @@ def build_table2_plus(
             (row for row in protocol_rows if row.optimizer == REFERENCE_OPTIMIZER), None
         )
         for row in protocol_rows:
+            row.has_reference = reference is not None
             if reference is None or row is reference:
                 continue
             if row.mean is not None and reference.mean is not None:
