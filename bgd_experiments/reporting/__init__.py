@@ -2,12 +2,15 @@
 
 Hydra-free. ``scan_runs`` reads the run folders; ``build_table1/2/3`` lay them on the paper's
 grid (``paper_results.csv``) with the published value beside each cell; ``write_table`` and
-``write_fig3`` write the files; ``bgd-report`` (``reporting.cli.main``) does all of it.
+``write_fig3`` write the files; ``build_table2_plus`` / ``write_table2_plus`` do
+experiment=table2_plus (both protocols, cost to a target accuracy); ``bgd-report``
+(``reporting.cli.main``) does all of it.
 """
 
 from bgd_experiments.reporting.figures import fig3_curves, write_fig3
 from bgd_experiments.reporting.paper import PaperCell, load_paper_results, paper_cells
 from bgd_experiments.reporting.runs import RunRecord, read_run, scan_runs
+from bgd_experiments.reporting.table2_plus import build_table2_plus, write_table2_plus
 from bgd_experiments.reporting.tables import (
     Cell,
     Table,
@@ -31,6 +34,7 @@ __all__ = [
     "Table",
     "build_table1",
     "build_table2",
+    "build_table2_plus",
     "build_table3",
     "fig3_curves",
     "load_paper_results",
@@ -44,4 +48,5 @@ __all__ = [
     "table2_ranking",
     "write_fig3",
     "write_table",
+    "write_table2_plus",
 ]

@@ -3,6 +3,7 @@
 Usage::
 
     bgd-report {table1,table2,table3,fig3,all} --results-dir results/cpu [--out DIR]
+    bgd-report table2_plus --results-dir results/cpu [--target ACC] [--out DIR]
     bgd-report runs --results-dir DIR [--format md|csv] [--out DIR] [--lr-per-epoch]
     bgd-report compare RUN_DIR RUN_DIR... [--out DIR]
     bgd-report cost --results-dir results/cpu --bench-dir results/bench
@@ -16,6 +17,7 @@ command fail; a results directory that does not exist does (exit status 2).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +38,46 @@ from bgd_experiments.reporting.tables import TABLE_BUILDERS
 from bgd_experiments.reporting.writers import dirty_warning, render_markdown, write_table
 
 ARTEFACTS = ("table1", "table2", "table3", "fig3")
+TABLE2_PLUS = "table2_plus"
+
+
+def config_dir() -> Path:
+    """The Hydra config folder (conf/ beside the package, or $BGD_CONFIG_DIR as bgd-run)."""
+    from bgd_experiments.reporting.cost import CONFIG_DIR
+
+    return Path(os.environ.get("BGD_CONFIG_DIR", CONFIG_DIR))
+
+
+def _table2_plus(
+    runs: Sequence[RunRecord],
+    out_dir: Path,
+    target: float | None,
+    paper_csv: str | None,
+    *,
+    only_if_runs: bool,
+) -> list[Path]:
+    """Build and write table2_plus; nothing when ``only_if_runs`` and it has no run."""
+    from bgd_experiments.reporting.table2_plus import (
+        build_table2_plus,
+        read_default_lrs,
+        render_markdown,
+        write_table2_plus,
+    )
+
+    default_lrs = read_default_lrs(config_dir())
+    if not default_lrs:
+        print(
+            f"bgd-report: table2_plus: no optimizer default lr found under {config_dir()} "
+            "(set BGD_CONFIG_DIR to the conf/ folder)",
+            file=sys.stderr,
+        )
+    report = build_table2_plus(runs, default_lrs, target, paper_csv)
+    if only_if_runs and not report.rows:
+        return []
+    print(f"Table 2 plus: {len(report.runs)} runs in {len(report.rows)} groups.")
+    _show_markdown(render_markdown(report))
+    _warn_dirty(TABLE2_PLUS, report.runs)
+    return write_table2_plus(report, out_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "artefact",
-        choices=(*ARTEFACTS, "all", "runs", "compare", "cost", "ablation"),
-        help="what to regenerate (runs: one line per run folder, for ad-hoc runs and demos; "
+        choices=(*ARTEFACTS, TABLE2_PLUS, "all", "runs", "compare", "cost", "ablation"),
+        help="what to regenerate (table2_plus: experiment=table2_plus, both protocols, "
+        "accuracy, cost to a target and curves; all: also table2_plus when its runs exist; "
+        "runs: one line per run folder, for ad-hoc runs and demos; "
         "compare: the run folders given after it, side by side; "
         "cost: hours of each artefact per budget, measured or estimated; "
         "ablation: the runs of --results-dir beside the same cells in --against)",
@@ -88,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="ablation: the results folder made with the one setting changed",
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="table2_plus: accuracy (%%) the cost table counts passes and time to (default: "
+        "80%% of each protocol's best mean accuracy, rounded down to a multiple of 5)",
     )
     parser.add_argument(
         "--labels",
@@ -259,8 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"Wrote:\n  {path}", file=chatter)
         _warn_dirty(str(results_dir), runs)
         return 0
-    artefacts = ARTEFACTS if args.artefact == "all" else (args.artefact,)
     written: list[Path] = []
+    if args.artefact == TABLE2_PLUS:
+        written += _table2_plus(runs, out_dir, args.target, args.paper_csv, only_if_runs=False)
+    artefacts: tuple[str, ...] = ARTEFACTS if args.artefact == "all" else ()
+    if args.artefact in ARTEFACTS:
+        artefacts = (args.artefact,)
     for artefact in artefacts:
         if artefact == "fig3":
             curves = fig3_curves(runs, args.paper_csv)
@@ -274,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _show_markdown(render_markdown(table))
         written += write_table(table, out_dir)
         _warn_dirty(artefact, table.runs)
+    if args.artefact == "all":
+        written += _table2_plus(runs, out_dir, args.target, args.paper_csv, only_if_runs=True)
     print("Wrote:")
     for path in written:
         print(f"  {path}")

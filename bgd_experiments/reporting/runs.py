@@ -62,6 +62,18 @@ class RunRecord:
     momentum_history: list[bool | None] = field(default_factory=list)
     epoch_numbers: list[int] = field(default_factory=list)
     has_val: bool = False
+    # "paper" (test set read every epoch) or "clean" (validation set every epoch, the test set
+    # once at the best validation epoch): config.yaml's trainer.protocol, else has_val.
+    protocol: str = "paper"
+    val_size: int | None = None  # images held out for validation (clean protocol)
+    # Per-epoch curves, aligned with epoch_numbers (None where an epoch did not log the field).
+    test_acc_history: list[float | None] = field(default_factory=list)
+    val_acc_history: list[float | None] = field(default_factory=list)
+    epoch_time_history: list[float | None] = field(default_factory=list)  # s, MBT search in
+    # Mini-batch passes of each epoch's training (search trials, closure trials included).
+    forward_passes_history: list[float | None] = field(default_factory=list)
+    backward_passes_history: list[float | None] = field(default_factory=list)
+    steps_history: list[float | None] = field(default_factory=list)  # where the run logs it
     # What the folder's cfg- level stands for (config.yaml's identity block): the settings
     # that differ from the reference config, with the data's hash; None for folders written
     # before run folders had one.
@@ -163,6 +175,7 @@ def read_run(path: str | Path) -> RunRecord | None:
     if found_lr is None:
         found_lr = _as_float(search.get("lr"))
 
+    has_val = any("val_acc" in record for record in metrics) or "best_val_acc" in summary
     return RunRecord(
         path=folder,
         task=task,
@@ -197,9 +210,29 @@ def read_run(path: str | Path) -> RunRecord | None:
         epoch_numbers=[
             _as_int(record.get("epoch")) or index + 1 for index, record in enumerate(metrics)
         ],
-        has_val=any("val_acc" in record for record in metrics) or "best_val_acc" in summary,
+        has_val=has_val,
+        protocol=_protocol(config, has_val),
+        val_size=_as_int((config.get("trainer") or {}).get("val_size")),
+        test_acc_history=_history(metrics, "test_acc"),
+        val_acc_history=_history(metrics, "val_acc"),
+        epoch_time_history=_history(metrics, "epoch_time"),
+        forward_passes_history=_history(metrics, "forward_passes"),
+        backward_passes_history=_history(metrics, "backward_passes"),
+        steps_history=_history(metrics, "steps"),
         settings=_recorded_settings(config),
     )
+
+
+def _history(metrics: list[dict[str, Any]], key: str) -> list[float | None]:
+    return [_as_float(record.get(key)) for record in metrics]
+
+
+def _protocol(config: dict[str, Any], has_val: bool) -> str:
+    trainer = config.get("trainer")
+    recorded = trainer.get("protocol") if isinstance(trainer, dict) else None
+    if recorded in ("paper", "clean"):
+        return str(recorded)
+    return "clean" if has_val else "paper"
 
 
 def _recorded_settings(config: dict[str, Any]) -> dict[str, Any] | None:

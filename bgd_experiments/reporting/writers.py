@@ -154,23 +154,16 @@ def mixed_settings_warning(table: Table) -> str | None:
     )
 
 
-def provenance_line(table: Table) -> str:
-    """One line: budget, seeds, epochs, subset, width, data source, protocol, commits, counts."""
-    runs = sorted(table.runs, key=lambda run: str(run.path))
+def run_settings_parts(runs: Sequence[RunRecord]) -> list[str]:
+    """What ``runs`` were made with: budget, seeds, epochs, subset, width, batch, data source."""
+    runs = sorted(runs, key=lambda run: str(run.path))
     seeds = sorted({run.seed for run in runs if run.seed is not None})
-    counts = table.status_counts()
     subsets = [run.train_subset for run in runs]
     # Search-only runs record 0 epochs: they train nothing.
     epochs = {run.epochs for run in runs if run.epochs}
     # Interrupted runs carry no data source (it is written with the summary).
     sources = {portable_source(run.data_source) for run in runs if run.data_source}
-    if table.metric == "found_lr":
-        protocol = SEARCH_PROTOCOL
-    else:
-        protocol = PAPER_PROTOCOL
-        if any(cell.clean is not None for cell in table.cells):
-            protocol += "; " + CLEAN_PROTOCOL
-    parts = [
+    return [
         f"budget {_join(sorted({run.budget or 'unknown' for run in runs}))}",
         f"seeds {_join(seeds)}",
         "epochs " + (_join(sorted(epochs)) if epochs else "n/a"),
@@ -178,8 +171,28 @@ def provenance_line(table: Table) -> str:
         f"width {_join(sorted({run.width for run in runs if run.width is not None}))}",
         f"batch size {_join(sorted({run.batch_size for run in runs if run.batch_size}))}",
         f"data source {_join(sorted(sources or {'unknown'}))}",
+    ]
+
+
+def git_commits_text(runs: Sequence[RunRecord]) -> str:
+    """``git <commit>[+dirty], ...`` of ``runs`` (for a provenance line)."""
+    return f"git {_commits(runs)}"
+
+
+def provenance_line(table: Table) -> str:
+    """One line: budget, seeds, epochs, subset, width, data source, protocol, commits, counts."""
+    runs = sorted(table.runs, key=lambda run: str(run.path))
+    counts = table.status_counts()
+    if table.metric == "found_lr":
+        protocol = SEARCH_PROTOCOL
+    else:
+        protocol = PAPER_PROTOCOL
+        if any(cell.clean is not None for cell in table.cells):
+            protocol += "; " + CLEAN_PROTOCOL
+    parts = [
+        *run_settings_parts(runs),
         f"protocol: {protocol}",
-        f"git {_commits(runs)}",
+        git_commits_text(runs),
         "cells: " + ", ".join(f"{counts[status]} {status}" for status in CELL_STATUSES),
     ]
     return "Provenance: " + "; ".join(parts) + "."
@@ -194,7 +207,12 @@ def _is_jpeg_source(source: str) -> bool:
 
 def data_note(table: Table) -> str | None:
     """One line when any run of ``table`` read a JPEG re-encoding of CIFAR, else None."""
-    sources = sorted({run.data_source for run in table.runs if run.data_source})
+    return runs_data_note(table.runs)
+
+
+def runs_data_note(runs: Sequence[RunRecord]) -> str | None:
+    """One line when any of ``runs`` read a JPEG re-encoding of CIFAR, else None."""
+    sources = sorted({run.data_source for run in runs if run.data_source})
     jpeg = [source for source in sources if _is_jpeg_source(source)]
     if not jpeg:
         return None

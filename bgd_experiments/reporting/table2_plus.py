@@ -1,0 +1,947 @@
+"""``experiment=table2_plus``: Table 2's optimizers and today's baselines, under both protocols.
+
+ResNet18 on CIFAR-10 at batch 200, each of 17 optimizers at its option's default rate (the
+mapping comes from the caller; :func:`read_default_lrs` reads it from ``conf/optimizer``),
+over seeds, under the paper's protocol (best test accuracy over epochs) and the clean one
+(test accuracy at the best validation epoch). Three products:
+
+* an accuracy table per protocol: mean ± std over seeds, the counts of diverged / stopped
+  runs, the difference to MBT-NAG with a two-sided Welch t-test, and the paper's Table 2 value;
+* a cost table per protocol: mini-batch passes and wall time until the accuracy curve (paper:
+  test, clean: validation) first reaches a target, and the passes per training step;
+* a figure of those accuracy curves against cumulative passes and wall time.
+
+Plain Python (no scipy): the Student-t distribution comes from the regularized incomplete
+beta function, evaluated by its continued fraction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from bgd_experiments.io import atomic_save_figure, atomic_write_text
+from bgd_experiments.reporting.paper import (
+    BASELINE_OPTIMIZERS,
+    MBT_OPTIMIZERS,
+    MODERN_OPTIMIZERS,
+    OPTIMIZER_LABELS,
+    format_rate,
+    paper_cells,
+    same_rate,
+)
+from bgd_experiments.reporting.runs import RunRecord
+from bgd_experiments.reporting.writers import (
+    dirty_warning,
+    git_commits_text,
+    run_settings_parts,
+    runs_data_note,
+)
+from bgd_experiments.runfolder import RunStatus
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+DATASET = "cifar10"
+MODEL = "resnet18"
+BATCH_SIZE = 200
+PLUS_OPTIMIZERS: tuple[str, ...] = (*BASELINE_OPTIMIZERS, *MBT_OPTIMIZERS, *MODERN_OPTIMIZERS)
+REFERENCE_OPTIMIZER = "mbt_nag"
+PROTOCOLS: tuple[str, ...] = ("paper", "clean")
+SIGNIFICANCE = 0.05
+CIFAR_TRAIN_IMAGES = 50_000
+# The default target is this share of the protocol's best mean accuracy, rounded down to a
+# multiple of TARGET_STEP percentage points.
+TARGET_SHARE = 0.8
+TARGET_STEP = 5.0
+WITHIN_NOISE = f"within noise (Welch p >= {SIGNIFICANCE:g})"
+
+ACCURACY_METRIC = {
+    "paper": "best test accuracy over epochs",
+    "clean": "test accuracy at the best validation epoch",
+}
+CURVE_METRIC = {"paper": "test accuracy", "clean": "validation accuracy"}
+MODERN_LABELS = {
+    "prodigy": "Prodigy",
+    "dadapt_sgd": "D-Adapt SGD",
+    "sf_sgd": "Schedule-free SGD",
+    "dog": "DoG",
+    "sls": "SLS",
+    "sgd_cosine": "SGD + cosine",
+}
+CSV_COLUMNS = (
+    "protocol",
+    "optimizer",
+    "family",
+    "lr",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "n_runs",
+    "n_finished",
+    "n_stopped_early",
+    "n_diverged",
+    "n_incomplete",
+    "paper",
+    "diff_vs_mbt_nag",
+    "welch_t",
+    "welch_df",
+    "welch_p",
+    "verdict",
+    "target",
+    "n_reached",
+    "n_curves",
+    "forward_to_target",
+    "backward_to_target",
+    "passes_to_target",
+    "wall_time_to_target",
+    "passes_per_step",
+    "total_passes",
+    "total_wall_time",
+    "seeds",
+)
+
+
+def label(optimizer: str) -> str:
+    """Display name: the paper's for its 11 optimizers, a readable one for the modern six."""
+    return OPTIMIZER_LABELS.get(optimizer) or MODERN_LABELS.get(optimizer, optimizer)
+
+
+def family(optimizer: str) -> str:
+    """ "paper baseline", "MBT" or "modern"."""
+    if optimizer in MBT_OPTIMIZERS:
+        return "MBT"
+    return "paper baseline" if optimizer in BASELINE_OPTIMIZERS else "modern"
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of I_x(a, b) (modified Lentz), valid for x < (a + 1) / (a + b + 2)."""
+    tiny, epsilon = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 10_000):
+        # The even step d_{2m}, then the odd step d_{2m+1} of the fraction.
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < epsilon:
+            return result
+    return result
+
+
+def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the CDF at ``x`` of a Beta(a, b) variable (a, b > 0, 0 <= x <= 1)."""
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"x must lie in [0, 1], got {x}")
+    if x in (0.0, 1.0):
+        return x
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    front = math.exp(log_front)
+    # The fraction converges fast on this side of the mean; the symmetry covers the other.
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def student_t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if math.isinf(t):
+        return 1.0 if t > 0 else 0.0
+    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def two_sided_t_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+
+
+@dataclass(frozen=True)
+class WelchTest:
+    t: float  # (mean of a - mean of b) / its standard error
+    df: float | None  # Welch-Satterthwaite; None when both samples have no spread
+    p: float  # two-sided
+
+
+def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchTest | None:
+    """Two-sided Welch t-test of equal means; None unless both samples have 2 values or more.
+
+    Two samples without any spread differ for sure (p = 0) unless their means are equal (p = 1).
+    """
+    if len(a) < 2 or len(b) < 2:
+        return None
+    mean_a, mean_b = statistics.fmean(a), statistics.fmean(b)
+    share_a, share_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    standard_error = math.sqrt(share_a + share_b)
+    if standard_error == 0.0:
+        if mean_a == mean_b:
+            return WelchTest(0.0, None, 1.0)
+        return WelchTest(math.copysign(math.inf, mean_a - mean_b), None, 0.0)
+    t = (mean_a - mean_b) / standard_error
+    df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
+    return WelchTest(t, df, two_sided_t_p(t, df))
+
+
+# --------------------------------------------------------------------------- default rates
+
+
+def read_default_lrs(config_dir: str | Path) -> dict[str, float]:
+    """``{optimizer: lr}`` of each ``conf/optimizer/<name>.yaml`` that sets one, following its
+    ``defaults`` list to shared files (MBT's start rate lives in ``mbt_optimizer_base.yaml``)."""
+    root = Path(config_dir)
+    rates: dict[str, float] = {}
+    for path in sorted((root / "optimizer").glob("*.yaml")):
+        rate = _lr_of(path, root, depth=0)
+        if rate is not None:
+            rates[path.stem] = rate
+    return rates
+
+
+def _lr_of(path: Path, root: Path, depth: int) -> float | None:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(loaded, dict):
+        return None
+    if isinstance(loaded.get("lr"), int | float) and not isinstance(loaded["lr"], bool):
+        return float(loaded["lr"])
+    if depth > 4:  # a defaults cycle: give up rather than loop
+        return None
+    for entry in loaded.get("defaults") or []:
+        if not isinstance(entry, str) or entry == "_self_":
+            continue
+        # "/mbt_optimizer_base@_here_" names conf/mbt_optimizer_base.yaml; a relative name
+        # lies beside the file.
+        name = entry.split("@", 1)[0]
+        base = root / name.lstrip("/") if name.startswith("/") else path.parent / name
+        rate = _lr_of(base.with_suffix(".yaml"), root, depth + 1)
+        if rate is not None:
+            return rate
+    return None
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def table2_plus_runs(
+    runs: Sequence[RunRecord], default_lrs: Mapping[str, float]
+) -> list[RunRecord]:
+    """The training runs of the experiment: CIFAR-10, ResNet18, batch 200, one of the 17
+    optimizers at its default rate (other rates of a Table 2 sweep are left out)."""
+    return [
+        run
+        for run in runs
+        if run.task == "train"
+        and run.dataset == DATASET
+        and run.model == MODEL
+        and run.batch_size == BATCH_SIZE
+        and run.optimizer in PLUS_OPTIMIZERS
+        and same_rate(run.lr, default_lrs.get(run.optimizer or ""))
+    ]
+
+
+def run_accuracy(run: RunRecord) -> float | None:
+    """The run's accuracy in its protocol (paper: best test; clean: test at best validation)."""
+    return run.test_acc_at_best_val if run.protocol == "clean" else run.best_test_acc
+
+
+def accuracy_curve(run: RunRecord) -> list[float | None]:
+    """The per-epoch accuracy a target is read on: test (paper) or validation (clean)."""
+    return run.val_acc_history if run.protocol == "clean" else run.test_acc_history
+
+
+def steps_per_epoch(run: RunRecord) -> int | None:
+    """Training steps of one full epoch: ceil(training images / batch), the training images
+    being the subset, else CIFAR's 50,000 less the validation images under clean."""
+    if not run.batch_size:
+        return None
+    images = run.train_subset
+    if images is None:
+        held_out = (run.val_size or 0) if run.protocol == "clean" else 0
+        images = CIFAR_TRAIN_IMAGES - held_out
+    return math.ceil(images / run.batch_size)
+
+
+def run_steps(run: RunRecord) -> float | None:
+    """Training steps of the whole run: logged per epoch where the run does, else estimated."""
+    logged = [steps for steps in run.steps_history if steps is not None]
+    if run.steps_history and len(logged) == len(run.steps_history):
+        return float(sum(logged))
+    per_epoch = steps_per_epoch(run)
+    return None if per_epoch is None else float(per_epoch * len(run.epoch_numbers))
+
+
+def _cumulative(values: Sequence[float | None]) -> list[float | None]:
+    """Running sums; None from the first epoch that did not log the value on."""
+    sums: list[float | None] = []
+    total: float | None = 0.0
+    for value in values:
+        total = None if total is None or value is None else total + value
+        sums.append(total)
+    return sums
+
+
+@dataclass(frozen=True)
+class TargetCost:
+    """What one run spent up to the first epoch whose accuracy curve reached the target."""
+
+    epoch: int
+    forward: float | None
+    backward: float | None
+    wall_time: float | None
+
+    @property
+    def passes(self) -> float | None:
+        if self.forward is None or self.backward is None:
+            return None
+        return self.forward + self.backward
+
+
+def cost_to_target(run: RunRecord, target: float) -> TargetCost | None:
+    """Cumulative passes and wall time up to and including the first epoch whose accuracy
+    (paper: test, clean: validation) is >= ``target``; None if no epoch reached it."""
+    forward = _cumulative(run.forward_passes_history)
+    backward = _cumulative(run.backward_passes_history)
+    wall = _cumulative(run.epoch_time_history)
+    for index, accuracy in enumerate(accuracy_curve(run)):
+        if accuracy is not None and accuracy >= target:
+            return TargetCost(
+                epoch=run.epoch_numbers[index],
+                forward=forward[index] if index < len(forward) else None,
+                backward=backward[index] if index < len(backward) else None,
+                wall_time=wall[index] if index < len(wall) else None,
+            )
+    return None
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.fmean(known) if known else None
+
+
+@dataclass
+class Row:
+    """One (protocol, optimizer): its accuracy over seeds and its cost."""
+
+    protocol: str
+    optimizer: str
+    lr: float | None
+    runs: list[RunRecord] = field(default_factory=list, repr=False)
+    values: list[float] = field(default_factory=list)  # per ended run, in seed order
+    paper: float | None = None  # the paper's Table 2 value at this rate (its 11 optimizers)
+    welch: WelchTest | None = None  # against MBT-NAG of the same protocol
+    diff: float | None = None  # mean - MBT-NAG's mean
+    has_reference: bool = True  # False: no MBT-NAG run in this protocol to compare with
+    target: float | None = None
+    costs: list[TargetCost | None] = field(default_factory=list)  # per run with a curve
+    passes_per_step: float | None = None  # mean over runs: forward passes / training steps
+    total_passes: float | None = None  # mean over runs: forward + backward of the whole run
+    total_wall_time: float | None = None  # mean over runs: sum of epoch times
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def count(self, status: str) -> int:
+        return sum(run.status == status for run in self.runs)
+
+    @property
+    def ended_runs(self) -> list[RunRecord]:
+        return [run for run in self.runs if run.status != RunStatus.INCOMPLETE]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({run.seed for run in self.runs if run.seed is not None})
+
+    @property
+    def verdict(self) -> str:
+        """How this optimizer compares with MBT-NAG: within noise, or which one is better."""
+        if self.optimizer == REFERENCE_OPTIMIZER:
+            return "reference"
+        if not self.has_reference:
+            return "n/a (no MBT-NAG run)"
+        if self.welch is None or self.diff is None:
+            return "n/a (needs 2 seeds or more on both sides)"
+        if self.welch.p >= SIGNIFICANCE:
+            return WITHIN_NOISE
+        return "MBT-NAG better" if self.diff < 0 else "MBT-NAG worse"
+
+    @property
+    def reached(self) -> list[TargetCost]:
+        return [cost for cost in self.costs if cost is not None]
+
+    def mean_to_target(self, attribute: str) -> float | None:
+        """Mean over the runs that reached the target of one of TargetCost's quantities."""
+        return _mean([getattr(cost, attribute) for cost in self.reached])
+
+
+@dataclass
+class Table2Plus:
+    """The rows of both protocols (protocol order, then the 17 optimizers' order)."""
+
+    rows: list[Row]
+    targets: dict[str, float | None]
+    target_given: bool  # True: --target; False: the default rule
+    default_lrs: dict[str, float]
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        return [run for row in self.rows for run in row.runs]
+
+    def protocol_rows(self, protocol: str) -> list[Row]:
+        return [row for row in self.rows if row.protocol == protocol]
+
+
+def default_target(best_mean: float | None) -> float | None:
+    """A round target: TARGET_SHARE of the best mean accuracy, rounded down to a multiple of
+    TARGET_STEP points (to a whole point below TARGET_STEP)."""
+    if best_mean is None:
+        return None
+    share = TARGET_SHARE * best_mean
+    rounded = TARGET_STEP * math.floor(share / TARGET_STEP)
+    return rounded if rounded > 0 else float(math.floor(share))
+
+
+def _paper_values(paper_csv: str | None) -> dict[tuple[str, float], float]:
+    return {
+        (cell.optimizer, cell.start_lr): cell.value
+        for cell in paper_cells(2, paper_csv)
+        if cell.dataset == DATASET and cell.model == MODEL and cell.batch_size == BATCH_SIZE
+    }
+
+
+def _paper_value(
+    values: Mapping[tuple[str, float], float], optimizer: str, lr: float | None
+) -> float | None:
+    for (name, rate), value in values.items():
+        if name == optimizer and same_rate(rate, lr):
+            return value
+    return None
+
+
+def _fill_cost(row: Row, target: float | None) -> None:
+    row.target = target
+    # As in the accuracy table, an interrupted run is not a result.
+    with_curve = [run for run in row.ended_runs if run.epoch_numbers]
+    row.costs = [cost_to_target(run, target) if target is not None else None for run in with_curve]
+    ratios, totals, walls = [], [], []
+    for run in with_curve:
+        forward = [value for value in run.forward_passes_history if value is not None]
+        backward = [value for value in run.backward_passes_history if value is not None]
+        steps = run_steps(run)
+        if forward and len(forward) == len(run.epoch_numbers) and steps:
+            ratios.append(sum(forward) / steps)
+        if forward and backward:
+            totals.append(sum(forward) + sum(backward))
+        times = [value for value in run.epoch_time_history if value is not None]
+        if times:
+            walls.append(sum(times))
+    row.passes_per_step = _mean(ratios)
+    row.total_passes = _mean(totals)
+    row.total_wall_time = _mean(walls)
+
+
+def build_table2_plus(
+    runs: Sequence[RunRecord],
+    default_lrs: Mapping[str, float],
+    target: float | None = None,
+    paper_csv: str | None = None,
+) -> Table2Plus:
+    """Group the experiment's runs by (protocol, optimizer) over seeds; ``target`` (accuracy
+    in %) for the cost table, else :func:`default_target` per protocol."""
+    chosen = table2_plus_runs(runs, default_lrs)
+    paper_values = _paper_values(paper_csv)
+    rows: list[Row] = []
+    targets: dict[str, float | None] = {}
+    for protocol in PROTOCOLS:
+        protocol_rows = []
+        for optimizer in PLUS_OPTIMIZERS:
+            group = sorted(
+                (run for run in chosen if run.protocol == protocol and run.optimizer == optimizer),
+                key=lambda run: (run.seed is None, run.seed or 0, str(run.path)),
+            )
+            if not group:
+                continue
+            lr = default_lrs.get(optimizer)
+            row = Row(protocol, optimizer, lr, runs=group)
+            # An interrupted run's best-so-far is not a result: only ended runs count.
+            row.values = [
+                value for run in row.ended_runs if (value := run_accuracy(run)) is not None
+            ]
+            row.paper = _paper_value(paper_values, optimizer, lr)
+            protocol_rows.append(row)
+        reference = next(
+            (row for row in protocol_rows if row.optimizer == REFERENCE_OPTIMIZER), None
+        )
+        for row in protocol_rows:
+            row.has_reference = reference is not None
+            if reference is None or row is reference:
+                continue
+            if row.mean is not None and reference.mean is not None:
+                row.diff = row.mean - reference.mean
+            row.welch = welch_t_test(row.values, reference.values)
+        means = [row.mean for row in protocol_rows if row.mean is not None]
+        targets[protocol] = (
+            target if target is not None else default_target(max(means) if means else None)
+        )
+        for row in protocol_rows:
+            _fill_cost(row, targets[protocol])
+        rows += protocol_rows
+    return Table2Plus(rows, targets, target is not None, dict(default_lrs))
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _number(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _count(value: float | None) -> str:
+    """Pass counts in thousands when large: 1234567 -> 1,235k."""
+    if value is None:
+        return "—"
+    return f"{value / 1000:,.0f}k" if value >= 100_000 else f"{value:,.0f}"
+
+
+def _p_text(welch: WelchTest | None) -> str:
+    if welch is None:
+        return "—"
+    return f"{welch.p:.3g}" if welch.p >= 1e-4 else "<1e-4"
+
+
+def _lr_text(rate: float | None) -> str:
+    return "—" if rate is None else format_rate(rate)
+
+
+def _runs_text(row: Row) -> str:
+    parts = [f"{row.n}/{len(row.runs)}"]
+    for status, short in (
+        (RunStatus.DIVERGED.value, "diverged"),
+        (RunStatus.STOPPED_EARLY.value, "stopped"),
+        (RunStatus.INCOMPLETE.value, "incomplete"),
+    ):
+        if row.count(status):
+            parts.append(f"{row.count(status)} {short}")
+    return ", ".join(parts)
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def mixed_settings_text(report: Table2Plus) -> str | None:
+    """A warning when a group averages runs whose folders record different settings (say a
+    width or budget swept into the same results_dir), else None."""
+    mixed = []
+    for row in report.rows:
+        recorded = [run.settings for run in row.runs if run.settings is not None]
+        if len({json.dumps(settings, sort_keys=True, default=str) for settings in recorded}) > 1:
+            mixed.append(f"{row.protocol}/{label(row.optimizer)}")
+    if not mixed:
+        return None
+    return (
+        f"WARNING: {len(mixed)} group(s) average runs of different settings ({', '.join(mixed)})"
+        "; give each setting its own results_dir, or tell them apart with `bgd-report runs`."
+    )
+
+
+def provenance_text(report: Table2Plus) -> str:
+    """The provenance line, in the other tables' form, with the targets used."""
+    runs = sorted(report.runs, key=lambda run: str(run.path))
+    protocols = [
+        f"{protocol}: {ACCURACY_METRIC[protocol]}"
+        for protocol in PROTOCOLS
+        if report.protocol_rows(protocol)
+    ]
+    parts = [
+        *run_settings_parts(runs),
+        "protocol " + ("; ".join(protocols) if protocols else "none"),
+        git_commits_text(runs),
+        f"runs: {len(runs)} in {len(report.rows)} (protocol, optimizer) groups",
+    ]
+    return "Provenance: " + "; ".join(parts) + "."
+
+
+def targets_text(report: Table2Plus) -> str:
+    """Which accuracy each protocol's cost table counts to, and why that one."""
+    how = (
+        "given by --target"
+        if report.target_given
+        else f"default: {TARGET_SHARE:.0%} of the protocol's best mean accuracy, rounded "
+        f"down to a multiple of {TARGET_STEP:g} points"
+    )
+    shown = [
+        f"{protocol} {_number(report.targets.get(protocol), 'g')}% {CURVE_METRIC[protocol]}"
+        for protocol in PROTOCOLS
+        if report.protocol_rows(protocol)
+    ]
+    return (
+        f"Targets: {', '.join(shown) if shown else 'none'} ({how}). Tests: two-sided Welch "
+        f"t-test of each optimizer's per-seed accuracies against MBT-NAG's, same protocol, "
+        f"significance {SIGNIFICANCE:g}."
+    )
+
+
+def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
+    header = [
+        "optimizer",
+        "family",
+        "lr",
+        "ours (%)",
+        "n (ended/runs)",
+        "paper Table 2 (%)",
+        "Δ vs MBT-NAG",
+        "Welch p",
+        "verdict",
+    ]
+    body = []
+    for row in report.protocol_rows(protocol):
+        ours = _number(row.mean, ".2f")
+        if row.std is not None:
+            ours += f" ± {row.std:.2f}"
+        body.append(
+            [
+                label(row.optimizer),
+                family(row.optimizer),
+                _lr_text(row.lr),
+                ours,
+                _runs_text(row),
+                _number(row.paper, ".2f"),
+                "—" if row.diff is None else f"{row.diff:+.2f}",
+                _p_text(row.welch),
+                row.verdict,
+            ]
+        )
+    return _markdown_table(header, body)
+
+
+def _cost_lines(report: Table2Plus, protocol: str) -> list[str]:
+    header = [
+        "optimizer",
+        "reached",
+        "epoch",
+        "forward",
+        "backward",
+        "forward+backward",
+        "wall time (s)",
+        "passes per step",
+        "total wall time (s)",
+    ]
+    body = []
+    for row in report.protocol_rows(protocol):
+        body.append(
+            [
+                label(row.optimizer),
+                f"{len(row.reached)} of {len(row.costs)}",
+                _number(row.mean_to_target("epoch"), ".1f"),
+                _count(row.mean_to_target("forward")),
+                _count(row.mean_to_target("backward")),
+                _count(row.mean_to_target("passes")),
+                _number(row.mean_to_target("wall_time"), ".1f"),
+                _number(row.passes_per_step, ".2f"),
+                _number(row.total_wall_time, ".1f"),
+            ]
+        )
+    return _markdown_table(header, body)
+
+
+def render_markdown(report: Table2Plus) -> str:
+    """table2_plus.md: warnings, provenance, targets, then per protocol accuracy and cost."""
+    runs = report.runs
+    warning = dirty_warning(runs)
+    mixed = mixed_settings_text(report)
+    note = runs_data_note(runs)
+    parts = [
+        *([f"**{warning}**", ""] if warning else []),
+        *([f"**{mixed}**", ""] if mixed else []),
+        provenance_text(report),
+        "",
+        targets_text(report),
+        *([] if note is None else ["", note]),
+        "",
+        "# Table 2 plus: ResNet18 on CIFAR-10, batch 200, each optimizer at its default rate",
+        "",
+        "Ours: mean ± sample std over the ended runs' seeds (an interrupted run is counted in "
+        "n but not averaged). Δ vs MBT-NAG = this optimizer's mean − MBT-NAG's (percentage "
+        f"points), judged {WITHIN_NOISE} or MBT-NAG better/worse. Paper: the published Table 2 "
+        "value at the same rate (its 11 optimizers only).",
+    ]
+    if not report.rows:
+        parts += ["", "No run of this experiment was found (experiment=table2_plus)."]
+    for protocol in PROTOCOLS:
+        if not report.protocol_rows(protocol):
+            continue
+        target = report.targets.get(protocol)
+        parts += [
+            "",
+            f"## {protocol.capitalize()} protocol: {ACCURACY_METRIC[protocol]} (%)",
+            "",
+            *_accuracy_lines(report, protocol),
+            "",
+            f"### Cost to {_number(target, 'g')}% {CURVE_METRIC[protocol]} ({protocol})",
+            "",
+            "Ended runs, up to the first epoch whose accuracy reaches the target: mini-batch "
+            "passes of training (MBT search trials, SLS closure trials and BN-recompute passes "
+            "included; evaluation passes not counted) and wall time (sum of epoch times, "
+            "MBT's search included), mean over the runs that reached it (`k of n`). Passes "
+            "per step: the whole run's forward passes / training steps (1.0: no overhead; "
+            "steps as logged, else ceil(training images / batch) per epoch). "
+            "Total wall time: the whole run, mean over runs.",
+            "",
+            *_cost_lines(report, protocol),
+        ]
+    return "\n".join(parts) + "\n"
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def render_csv(report: Table2Plus) -> str:
+    """One row per (protocol, optimizer) with the accuracy and the cost columns."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in report.rows:
+        writer.writerow(
+            [
+                row.protocol,
+                row.optimizer,
+                family(row.optimizer),
+                _csv_number(row.lr),
+                "test_acc_at_best_val" if row.protocol == "clean" else "best_test_acc",
+                _csv_number(row.mean),
+                _csv_number(row.std),
+                row.n,
+                len(row.runs),
+                row.count(RunStatus.FINISHED.value),
+                row.count(RunStatus.STOPPED_EARLY.value),
+                row.count(RunStatus.DIVERGED.value),
+                row.count(RunStatus.INCOMPLETE.value),
+                _csv_number(row.paper),
+                _csv_number(row.diff),
+                "" if row.welch is None else repr(row.welch.t),
+                "" if row.welch is None or row.welch.df is None else repr(row.welch.df),
+                "" if row.welch is None else repr(row.welch.p),
+                row.verdict,
+                _csv_number(row.target),
+                len(row.reached),
+                len(row.costs),
+                _csv_number(row.mean_to_target("forward")),
+                _csv_number(row.mean_to_target("backward")),
+                _csv_number(row.mean_to_target("passes")),
+                _csv_number(row.mean_to_target("wall_time")),
+                _csv_number(row.passes_per_step),
+                _csv_number(row.total_passes),
+                _csv_number(row.total_wall_time),
+                ";".join(str(seed) for seed in row.seeds),
+            ]
+        )
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- figure
+
+
+@dataclass
+class MeanCurve:
+    """One (protocol, optimizer): per epoch, the mean over seeds of the cumulative passes,
+    the cumulative wall time and the accuracy, and the accuracy's range over seeds."""
+
+    protocol: str
+    optimizer: str
+    passes: list[float]
+    wall_time: list[float]
+    accuracy: list[float]
+    low: list[float]
+    high: list[float]
+    n_seeds: int
+
+
+def _run_points(run: RunRecord) -> list[tuple[float, float, float]]:
+    """(cumulative forward+backward, cumulative wall time, accuracy) per epoch, up to the first
+    epoch that lacks one of them."""
+    forward = _cumulative(run.forward_passes_history)
+    backward = _cumulative(run.backward_passes_history)
+    wall = _cumulative(run.epoch_time_history)
+    points = []
+    for values in zip(forward, backward, wall, accuracy_curve(run), strict=False):
+        if any(value is None for value in values):
+            break
+        f, b, w, accuracy = (float(value) for value in values)  # type: ignore[arg-type]
+        points.append((f + b, w, accuracy))
+    return points
+
+
+def mean_curves(report: Table2Plus) -> list[MeanCurve]:
+    """The figure's curves, from the ended runs, over the epochs every seed of the group
+    reached (a shorter run, stopped early or diverged, shortens its group's curve)."""
+    curves = []
+    for row in report.rows:
+        per_run = [points for run in row.ended_runs if (points := _run_points(run))]
+        if not per_run:
+            continue
+        length = min(len(points) for points in per_run)
+        columns = [[points[index] for points in per_run] for index in range(length)]
+        curves.append(
+            MeanCurve(
+                protocol=row.protocol,
+                optimizer=row.optimizer,
+                passes=[statistics.fmean(point[0] for point in column) for column in columns],
+                wall_time=[statistics.fmean(point[1] for point in column) for column in columns],
+                accuracy=[statistics.fmean(point[2] for point in column) for column in columns],
+                low=[min(point[2] for point in column) for column in columns],
+                high=[max(point[2] for point in column) for column in columns],
+                n_seeds=len(per_run),
+            )
+        )
+    return curves
+
+
+# The family shows in the line style, width and marker; the colour tells its members apart
+# (the baselines in distinct hues, MBT in reds, the modern methods in greens and teals).
+_FAMILY_STYLE = {
+    "paper baseline": {"linestyle": "-", "linewidth": 1.2},
+    "MBT": {"linestyle": "--", "linewidth": 2.4, "marker": "o", "markersize": 3},
+    "modern": {"linestyle": "-.", "linewidth": 1.8, "marker": "^", "markersize": 3},
+}
+_COLOURS = dict(
+    zip(
+        PLUS_OPTIMIZERS,
+        (
+            *("tab:blue", "tab:orange", "tab:purple", "tab:brown"),
+            *("tab:pink", "tab:gray", "tab:olive", "tab:cyan"),
+            *("salmon", "red", "darkred"),
+            *("tab:green", "darkgreen", "mediumseagreen", "teal", "yellowgreen"),
+            "darkslategray",
+        ),
+        strict=True,
+    )
+)
+LEGEND_LEFT = 0.8
+
+
+def plot_table2_plus(report: Table2Plus) -> Figure:
+    """rows = protocols, columns = x cumulative passes / x cumulative wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    curves = mean_curves(report)
+    protocols = [protocol for protocol in PROTOCOLS if report.protocol_rows(protocol)] or ["paper"]
+    figure, axes = plt.subplots(
+        len(protocols), 2, figsize=(14, 4.2 * len(protocols)), squeeze=False
+    )
+    for axis_row, protocol in zip(axes, protocols, strict=True):
+        panel = [curve for curve in curves if curve.protocol == protocol]
+        for axis, x_name in zip(axis_row, ("passes", "wall_time"), strict=True):
+            for curve in panel:
+                xs = getattr(curve, x_name)
+                colour = _COLOURS[curve.optimizer]
+                axis.plot(
+                    xs,
+                    curve.accuracy,
+                    color=colour,
+                    label=f"{label(curve.optimizer)} ({family(curve.optimizer)})",
+                    **_FAMILY_STYLE[family(curve.optimizer)],
+                )
+                if curve.n_seeds > 1:
+                    axis.fill_between(xs, curve.low, curve.high, color=colour, alpha=0.12)
+            target = report.targets.get(protocol)
+            if target is not None and panel:
+                axis.axhline(target, color="grey", linewidth=0.8, linestyle="-.")
+            axis.set_xlabel(
+                "cumulative forward+backward mini-batch passes"
+                if x_name == "passes"
+                else "cumulative wall time (s)"
+            )
+            axis.set_ylabel(f"{CURVE_METRIC[protocol]} (%)")
+            axis.set_title(f"{protocol} protocol")
+            axis.grid(True, alpha=0.3)
+            if not panel:
+                axis.text(0.5, 0.5, "no runs", transform=axis.transAxes, ha="center")
+    handles: dict[str, object] = {}
+    for axis in axes.flat:
+        for handle, text in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(text, handle)
+    if handles:
+        figure.legend(
+            list(handles.values()),
+            list(handles),
+            loc="center left",
+            bbox_to_anchor=(LEGEND_LEFT, 0.5),
+            fontsize=8,
+            title="mean over seeds\nband: min-max over seeds",
+            title_fontsize=8,
+        )
+    figure.suptitle("Table 2 plus: ResNet18, CIFAR-10, batch 200 (evaluation passes not counted)")
+    # The legend sits right of the panels, inside the figure (savefig does not crop).
+    figure.tight_layout(rect=(0.0, 0.0, LEGEND_LEFT, 0.96))
+    return figure
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_table2_plus(report: Table2Plus, out_dir: str | Path) -> list[Path]:
+    """Write table2_plus.md, .csv, .png and .pdf into ``out_dir`` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix, text in ((".md", render_markdown(report)), (".csv", render_csv(report))):
+        path = out / f"table2_plus{suffix}"
+        atomic_write_text(path, text)
+        written.append(path)
+    figure = plot_table2_plus(report)
+    try:
+        for suffix in (".png", ".pdf"):
+            path = out / f"table2_plus{suffix}"
+            atomic_save_figure(path, figure)
+            written.append(path)
+    finally:
+        plt.close(figure)
+    return written
