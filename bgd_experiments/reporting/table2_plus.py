@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -43,6 +42,7 @@ from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.writers import (
     dirty_warning,
     git_commits_text,
+    mixes_settings,
     run_settings_parts,
     runs_data_note,
 )
@@ -573,11 +573,9 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> lis
 def mixed_settings_text(report: Table2Plus) -> str | None:
     """A warning when a group averages runs whose folders record different settings (say a
     width or budget swept into the same results_dir), else None."""
-    mixed = []
-    for row in report.rows:
-        recorded = [run.settings for run in row.runs if run.settings is not None]
-        if len({json.dumps(settings, sort_keys=True, default=str) for settings in recorded}) > 1:
-            mixed.append(f"{row.protocol}/{label(row.optimizer)}")
+    mixed = [
+        f"{row.protocol}/{label(row.optimizer)}" for row in report.rows if mixes_settings(row.runs)
+    ]
     if not mixed:
         return None
     return (

@@ -133,15 +133,30 @@ def dirty_warning(runs: Sequence[RunRecord]) -> str | None:
     )
 
 
+# A table's columns tell the protocols apart (best test accuracy; test accuracy at the best
+# validation epoch), so runs of both protocols in one cell are not a mix.
+SEPARATED_SETTINGS = frozenset({"trainer.protocol"})
+
+
+def mixes_settings(runs: Sequence[RunRecord]) -> bool:
+    """Whether ``runs`` record different settings (their folders' identity blocks), apart
+    from those a table shows separately."""
+    kinds = {
+        json.dumps(
+            {key: value for key, value in run.settings.items() if key not in SEPARATED_SETTINGS},
+            sort_keys=True,
+            default=str,
+        )
+        for run in runs
+        if run.settings is not None
+    }
+    return len(kinds) > 1
+
+
 def mixed_settings_warning(table: Table) -> str | None:
     """A warning when a cell averages runs whose folders record different settings (say a
     width swept into the same results_dir): its mean is then over different experiments."""
-    mixed = []
-    for cell in table.cells:
-        recorded = [run.settings for run in cell.runs if run.settings is not None]
-        kinds = {json.dumps(settings, sort_keys=True) for settings in recorded}
-        if len(kinds) > 1:
-            mixed.append(cell)
+    mixed = [cell for cell in table.cells if mixes_settings(cell.runs)]
     if not mixed:
         return None
     first = mixed[0]
