@@ -74,6 +74,22 @@ def atomic_save_figure(path: str | Path, figure: Any, dpi: int = 150) -> None:
     _atomic_replace(path, write, "wb")
 
 
+def save_figure_files(figure: Any, out_dir: str | Path, stem: str) -> list[Path]:
+    """``<stem>.png`` and ``<stem>.pdf`` in ``out_dir`` (atomically); the figure is closed
+    afterwards, written or not. The paths written."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    try:
+        for suffix in (".png", ".pdf"):
+            path = Path(out_dir) / f"{stem}{suffix}"
+            atomic_save_figure(path, figure)
+            written.append(path)
+    finally:
+        plt.close(figure)
+    return written
+
+
 def read_json(path: str | Path) -> Any:
     with open(path) as handle:
         return json.load(handle)

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from bgd_experiments.io import atomic_save_figure, atomic_write_text
+from bgd_experiments.io import atomic_write_text, save_figure_files
 from bgd_experiments.reporting.paper import DATASET_LABELS, OPTIMIZER_LABELS
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.tables import build_table3
@@ -233,15 +233,7 @@ def write_fig3(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     curves = fig3_curves(runs, paper_csv)
-    figure = _plot(curves)
-    written = []
-    try:
-        for suffix in (".png", ".pdf"):
-            path = out / f"fig3{suffix}"
-            atomic_save_figure(path, figure)
-            written.append(path)
-    finally:
-        plt.close(figure)
+    written = save_figure_files(_plot(curves), out, "fig3")
     csv_path = out / "fig3.csv"
     atomic_write_text(csv_path, render_fig3_csv(curves))
     written.append(csv_path)

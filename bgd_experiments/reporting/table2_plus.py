@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from bgd_experiments.io import atomic_save_figure, atomic_write_text
+from bgd_experiments.io import atomic_write_text, save_figure_files
 from bgd_experiments.reporting.paper import (
     BASELINE_OPTIMIZERS,
     MBT_OPTIMIZERS,
@@ -40,6 +40,7 @@ from bgd_experiments.reporting.paper import (
 )
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.writers import (
+    csv_number,
     dirty_warning,
     git_commits_text,
     mixes_settings,
@@ -732,10 +733,6 @@ def render_markdown(report: Table2Plus) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _csv_number(value: float | None) -> str:
-    return "" if value is None else repr(float(value))
-
-
 def render_csv(report: Table2Plus) -> str:
     """One row per (protocol, optimizer) with the accuracy and the cost columns."""
     buffer = io.StringIO()
@@ -747,32 +744,32 @@ def render_csv(report: Table2Plus) -> str:
                 row.protocol,
                 row.optimizer,
                 family(row.optimizer),
-                _csv_number(row.lr),
+                csv_number(row.lr),
                 "test_acc_at_best_val" if row.protocol == "clean" else "best_test_acc",
-                _csv_number(row.mean),
-                _csv_number(row.std),
+                csv_number(row.mean),
+                csv_number(row.std),
                 row.n,
                 len(row.runs),
                 row.count(RunStatus.FINISHED.value),
                 row.count(RunStatus.STOPPED_EARLY.value),
                 row.count(RunStatus.DIVERGED.value),
                 row.count(RunStatus.INCOMPLETE.value),
-                _csv_number(row.paper),
-                _csv_number(row.diff),
+                csv_number(row.paper),
+                csv_number(row.diff),
                 "" if row.welch is None else repr(row.welch.t),
                 "" if row.welch is None or row.welch.df is None else repr(row.welch.df),
                 "" if row.welch is None else repr(row.welch.p),
                 row.verdict,
-                _csv_number(row.target),
+                csv_number(row.target),
                 len(row.reached),
                 len(row.costs),
-                _csv_number(row.mean_to_target("forward")),
-                _csv_number(row.mean_to_target("backward")),
-                _csv_number(row.mean_to_target("passes")),
-                _csv_number(row.mean_to_target("wall_time")),
-                _csv_number(row.passes_per_step),
-                _csv_number(row.total_passes),
-                _csv_number(row.total_wall_time),
+                csv_number(row.mean_to_target("forward")),
+                csv_number(row.mean_to_target("backward")),
+                csv_number(row.mean_to_target("passes")),
+                csv_number(row.mean_to_target("wall_time")),
+                csv_number(row.passes_per_step),
+                csv_number(row.total_passes),
+                csv_number(row.total_wall_time),
                 ";".join(str(seed) for seed in row.seeds),
             ]
         )
@@ -925,7 +922,6 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
 
 def write_table2_plus(report: Table2Plus, out_dir: str | Path) -> list[Path]:
     """Write table2_plus.md, .csv, .png and .pdf into ``out_dir`` (atomically)."""
-    import matplotlib.pyplot as plt
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -934,12 +930,5 @@ def write_table2_plus(report: Table2Plus, out_dir: str | Path) -> list[Path]:
         path = out / f"table2_plus{suffix}"
         atomic_write_text(path, text)
         written.append(path)
-    figure = plot_table2_plus(report)
-    try:
-        for suffix in (".png", ".pdf"):
-            path = out / f"table2_plus{suffix}"
-            atomic_save_figure(path, figure)
-            written.append(path)
-    finally:
-        plt.close(figure)
+    written += save_figure_files(plot_table2_plus(report), out, "table2_plus")
     return written

@@ -449,7 +449,7 @@ def render_markdown(table: Table) -> str:
 # --------------------------------------------------------------------------- CSV
 
 
-def _csv_number(value: float | None) -> str:
+def csv_number(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
@@ -471,18 +471,18 @@ def render_csv(table: Table) -> str:
                 "" if cell.start_lr_used is None else f"{cell.start_lr_used:g}",
                 cell.metric,
                 cell.status,
-                _csv_number(cell.ours),
-                _csv_number(cell.std),
+                csv_number(cell.ours),
+                csv_number(cell.std),
                 cell.n,
-                _csv_number(cell.paper),
-                _csv_number(cell.diff),
-                _csv_number(cell.ratio),
+                csv_number(cell.paper),
+                csv_number(cell.diff),
+                csv_number(cell.ratio),
                 cell.n_runs,
                 cell.n_finished,
                 cell.n_diverged,
                 cell.n_incomplete,
-                _csv_number(cell.clean),
-                _csv_number(cell.clean_std),
+                csv_number(cell.clean),
+                csv_number(cell.clean_std),
                 cell.clean_n,
                 ";".join(str(seed) for seed in seeds),
             ]
