@@ -648,3 +648,20 @@ def test_ablation_pairs_runs_by_cell_not_by_path(tmp_path: Path) -> None:
     assert "+1.50 on average" in text and "carry_over ahead in 1, behind in 0" in text
     with pytest.raises(ValueError, match="two runs of one cell"):
         pair_runs([*carried, run("c", 0, 1.0, [])], restarted)
+
+
+def test_the_clean_grid_shows_only_clean_protocol_runs():
+    from bgd_experiments.reporting.tables import build_table2
+    from bgd_experiments.reporting.writers import render_markdown
+
+    text = render_markdown(build_table2(scan_runs(GOLDEN), paper_csv=str(PAPER_CSV)))
+    clean = text[text.index("## Clean protocol") :].split("\n## ")[0]
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:]
+        for line in clean.splitlines()
+        if line.startswith("| ") and "\\" not in line
+    }
+    assert rows["NAG"][3] == "63.75"  # the golden set's one clean-protocol run, at 1e-1
+    # SGD at 1e-1 and 10 has paper-protocol runs only: blank, not a status of theirs.
+    assert rows["SGD"][3] == "" and rows["SGD"][1] == ""
+    assert "no val data" not in clean and "diverged" not in clean

@@ -722,11 +722,14 @@ def render_markdown(report: Table2Plus) -> str:
             "",
             "Ended runs, up to the first epoch whose accuracy reaches the target: mini-batch "
             "passes of training (MBT search trials, SLS closure trials and BN-recompute passes "
-            "included; evaluation passes not counted) and wall time (sum of epoch times, "
-            "MBT's search included), mean over the runs that reached it (`k of n`). Passes "
-            "per step: the whole run's forward passes / training steps (1.0: no overhead; "
-            "steps as logged, else ceil(training images / batch) per epoch). "
-            "Total wall time: the whole run, mean over runs.",
+            "included; evaluation passes not counted) and wall time (sum of epoch times: "
+            "MBT's search and each epoch's evaluation included, the clean protocol's "
+            "validation set being larger than the test set), mean over the runs that reached "
+            "it (`k of n`). Passes per step: the whole run's forward passes / training steps "
+            "(1.0: no overhead; steps as logged, else ceil(training images / batch) per "
+            "epoch). Total wall time: the whole run, mean over runs. Passes are exact; wall "
+            "times depend on what else the machine ran at the time, so compare them within "
+            "one protocol's table and against the passes.",
             "",
             *_cost_lines(report, protocol),
         ]

@@ -261,6 +261,8 @@ def ours_text(cell: Cell, clean: bool = False) -> str:
         value, std, n = cell.ours, cell.std, cell.n
     if cell.status == MISSING:
         return "missing"
+    if clean and not any(run.protocol == "clean" for run in cell.runs):
+        return ""  # no clean-protocol run in this cell: nothing to show in the clean grid
     if value is None:
         # A run that ended normally but logged no validation data has nothing to show here.
         return "no val data" if clean and cell.status == FINISHED else cell.status
