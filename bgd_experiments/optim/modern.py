@@ -64,20 +64,23 @@ def _rate_report(rate: float) -> EpochReport:
     return EpochReport(record={"effective_lr": rate})
 
 
-class Prodigy(prodigyopt.Prodigy):
+class _ReportsAdaptedRate:
+    """For the methods that keep their distance estimate d in the param group: reports the
+    rate d * lr they adapted, before each evaluation."""
+
+    param_groups: list[dict[str, Any]]
+
+    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport:
+        group = self.param_groups[0]
+        return _rate_report(float(group["d"]) * float(group["lr"]))
+
+
+class Prodigy(_ReportsAdaptedRate, prodigyopt.Prodigy):
     """``prodigyopt.Prodigy``; reports its adapted rate d * lr before each evaluation."""
 
-    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport:
-        group = self.param_groups[0]
-        return _rate_report(float(group["d"]) * float(group["lr"]))
 
-
-class DAdaptSGD(dadaptation.DAdaptSGD):
+class DAdaptSGD(_ReportsAdaptedRate, dadaptation.DAdaptSGD):
     """``dadaptation.DAdaptSGD``; reports its adapted rate d * lr before each evaluation."""
-
-    def before_evaluation(self, model: nn.Module, batches: Iterator[Batch]) -> EpochReport:
-        group = self.param_groups[0]
-        return _rate_report(float(group["d"]) * float(group["lr"]))
 
 
 class ScheduleFreeSGD(SGDScheduleFree):
