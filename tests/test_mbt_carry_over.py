@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from test_mbt_search import BATCH, NUM_SAMPLES, random_batches
+from test_precision import tiny_network
 from torch import nn
 
 from bgd_experiments.optim import MBTSGD
@@ -26,15 +27,7 @@ NUM_ITER = 4
 
 def net() -> nn.Module:
     """Conv + BatchNorm + linear, no dropout: their search runs in train mode with dropout on."""
-    torch.manual_seed(3)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16, 5),
-    ).double()
+    return tiny_network(num_classes=5, seed=3).double()
 
 
 class _AuthorsFinder:

@@ -24,8 +24,7 @@ from bgd_experiments.reporting.paper import (
     MBT_OPTIMIZERS,
     MODERN_OPTIMIZERS,
 )
-from bgd_experiments.training import fit
-from tests.test_training import Reiterable, identity, tiny_problem
+from tests.test_training import Reiterable, fit_quietly, tiny_problem
 
 
 def compose_train(*overrides: str):
@@ -169,17 +168,7 @@ def test_fit_counts_the_trial_forward_passes_of_sls(tmp_path):
             return loss
 
     optimizer = CountingSLS(model.parameters())
-    fit(
-        model,
-        optimizer,
-        train,
-        Reiterable(test),
-        epochs=1,
-        run_dir=tmp_path,
-        identity=identity(optimizer="sls", epochs=1),
-        progress="plain",
-        tensorboard=False,
-    )
+    fit_quietly(model, optimizer, train, Reiterable(test), tmp_path, 1, name="sls")
     (record,) = read_jsonl(tmp_path / "metrics.jsonl")
     assert len(trials) == record["backward_passes"] == len(train)
     assert record["forward_passes"] == record["backward_passes"] + sum(trials)
@@ -230,17 +219,8 @@ def test_schedule_free_evaluates_x_in_eval_mode_with_recomputed_batch_norm(tmp_p
             self.after.append(batch_norm_stats(inner))  # after the optimizer's recompute
 
     watch = BatchNormWatch()
-    fit(
-        model,
-        optimizer,
-        train,
-        Reiterable(test),
-        epochs=2,
-        run_dir=tmp_path,
-        identity=identity(optimizer="sf_sgd"),
-        progress="plain",
-        tensorboard=False,
-        callbacks=[watch],
+    fit_quietly(
+        model, optimizer, train, Reiterable(test), tmp_path, 2, name="sf_sgd", callbacks=[watch]
     )
     assert model.seen and not any(model.seen)  # every evaluation forward ran in eval mode
     assert len(watch.before) == len(watch.after) == 2
@@ -271,17 +251,8 @@ def test_dog_evaluates_its_averaged_weights_and_trains_on_its_own(tmp_path):
             self.after.append({k: v.clone() for k, v in model.state_dict().items()})
 
     watch = WeightsWatch()
-    fit(
-        model,
-        optimizer,
-        train,
-        Reiterable(test),
-        epochs=2,
-        run_dir=tmp_path,
-        identity=identity(optimizer="dog"),
-        progress="plain",
-        tensorboard=False,
-        callbacks=[watch],
+    fit_quietly(
+        model, optimizer, train, Reiterable(test), tmp_path, 2, name="dog", callbacks=[watch]
     )
     for evaluated, averaged, after in zip(
         watch.evaluated, watch.averaged, watch.after, strict=True
@@ -309,17 +280,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(name, tmp_path):
 
     def run(run_dir, epochs: int) -> list[dict]:
         model, train, test = tiny_problem()
-        fit(
-            model,
-            RESUMABLE[name](model.parameters()),
-            train,
-            Reiterable(test),
-            epochs=epochs,
-            run_dir=run_dir,
-            identity=identity(optimizer=name, epochs=epochs),
-            progress="plain",
-            tensorboard=False,
-        )
+        optimizer = RESUMABLE[name](model.parameters())
+        fit_quietly(model, optimizer, train, Reiterable(test), run_dir, epochs, name=name)
         return read_jsonl(run_dir / "metrics.jsonl")
 
     straight = run(tmp_path / "a", 2)

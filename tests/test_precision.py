@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from test_cli import TINY, bgd_run, only_run_dir
+from test_training import Reiterable, fit_quietly
 from torch import nn
 from torch._dynamo.utils import counters
 
@@ -17,19 +18,20 @@ from bgd_experiments.io import read_jsonl
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.runfolder import config_differences, read_config
 from bgd_experiments.tasks import SettingsError, TrainerSettings
-from bgd_experiments.training import RunIdentity, fit, train_one_epoch
+from bgd_experiments.training import train_one_epoch
 from bgd_experiments.training.runtime import RunModel, cpu_compiler_missing, prepare_model
 
 
-def tiny_network() -> nn.Module:
-    torch.manual_seed(0)
+def tiny_network(num_classes: int = 4, seed: int = 0) -> nn.Module:
+    """Conv + BatchNorm + linear, its initial weights drawn from ``seed``."""
+    torch.manual_seed(seed)
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1),
         nn.BatchNorm2d(4),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(2),
         nn.Flatten(),
-        nn.Linear(16, 4),
+        nn.Linear(16, num_classes),
     )
 
 
@@ -39,22 +41,6 @@ def learnable_loader(batch_size: int = 16, samples: int = 64, **kwargs) -> Devic
     images = torch.randint(0, 256, (samples, 3, 8, 8), dtype=torch.uint8, generator=generator)
     images[:, 0] = (labels * 60).to(torch.uint8)[:, None, None]
     return DeviceLoader(images, labels, batch_size, **kwargs)
-
-
-class Reiterable:
-    def __init__(self, loader: DeviceLoader) -> None:
-        self.loader = loader
-
-    def __iter__(self):
-        return self.loader.epoch(0)
-
-
-def identity(epochs: int) -> RunIdentity:
-    return RunIdentity(
-        task="train", dataset="cifar10", model="tiny", optimizer="mbt_nag", lr=1.0,
-        batch_size=16, seed=0, epochs=epochs, width=1.0, train_subset=None, augment="flip_crop",
-        budget=None, data_source="generated",
-    )  # fmt: skip
 
 
 class SearchLog:
@@ -83,10 +69,9 @@ def fit_mbt_nag(
     # flip_crop is an exact gather from a CPU generator: the same batches on every device.
     train = learnable_loader(shuffle=True, augment="flip_crop", device=device)
     test = learnable_loader(batch_size=32, shuffle=False, device=device)
-    fit(
-        prepare_model(network, **runtime), optimizer, train, Reiterable(test), epochs=epochs,
-        run_dir=tmp_path / name, identity=identity(epochs), progress="plain",
-        tensorboard=False, callbacks=[log],
+    fit_quietly(
+        prepare_model(network, **runtime), optimizer, train, Reiterable(test), tmp_path / name,
+        epochs, name="mbt_nag", callbacks=[log],
     )  # fmt: skip
     return log
 

@@ -16,6 +16,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_cli import bgd_run
+from test_training import identity as run_identity
 
 from bgd_experiments.cli import CONFIG_DIR, reference_config
 from bgd_experiments.io import read_json
@@ -30,7 +31,6 @@ from bgd_experiments.runfolder import (
     settings_digest,
     with_data_hash,
 )
-from bgd_experiments.training import RunIdentity
 
 MIGRATE = Path(__file__).resolve().parents[1] / "scripts" / "migrate_run_folders.py"
 DATA = {"name": "cifar10-jpeg.tar.gz", "sha256": "0123456789abcdef"}
@@ -134,20 +134,8 @@ def test_different_settings_give_different_folders_and_equal_ones_the_same():
 
 
 def test_run_folder_appends_the_digest_level(tmp_path):
-    identity = RunIdentity(
-        task="train",
-        dataset="cifar10",
-        model="resnet18",
-        optimizer="sgd",
-        lr=0.1,
-        batch_size=200,
-        seed=1,
-        epochs=2,
-        width=0.25,
-        train_subset=None,
-        augment="paper",
-        budget=None,
-        data_source="",
+    identity = run_identity(
+        model="resnet18", batch_size=200, seed=1, width=0.25, augment="paper", data_source=""
     )
     readable = tmp_path / "runs/cifar10/resnet18/sgd/lr=0.1/bs=200/seed=1"
     assert run_folder(tmp_path, identity) == readable

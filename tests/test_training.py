@@ -176,17 +176,7 @@ def test_fit_in_channels_last_matches_the_contiguous_layout(tmp_path):
             model = model.to(memory_format=torch.channels_last)
             train.memory_format = test.memory_format = torch.channels_last
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        fit(
-            model,
-            optimizer,
-            train,
-            Reiterable(test),
-            epochs=2,
-            run_dir=tmp_path / str(channels_last),
-            identity=identity(),
-            progress="plain",
-            tensorboard=False,
-        )
+        fit_quietly(model, optimizer, train, Reiterable(test), tmp_path / str(channels_last), 2)
         assert model[0].weight.is_contiguous(
             memory_format=torch.channels_last if channels_last else torch.contiguous_format
         )
@@ -209,8 +199,11 @@ def test_summarize_reports_the_clean_protocol_when_validated():
     assert empty["best_test_acc"] is None and empty["epochs_completed"] == 0
 
 
-def fit_quietly(model, optimizer, train, test, run_dir, epochs: int, **options) -> dict:
-    """``fit`` without TensorBoard or a progress display, named for ``epochs``."""
+def fit_quietly(
+    model, optimizer, train, test, run_dir, epochs: int, *, name: str = "sgd", **options
+) -> dict:
+    """``fit`` without TensorBoard or a progress display, its identity that of optimizer
+    ``name`` trained ``epochs`` epochs."""
     return fit(
         model,
         optimizer,
@@ -218,7 +211,7 @@ def fit_quietly(model, optimizer, train, test, run_dir, epochs: int, **options) 
         test,
         epochs=epochs,
         run_dir=run_dir,
-        identity=identity(epochs=epochs),
+        identity=identity(optimizer=name, epochs=epochs),
         progress="plain",
         tensorboard=False,
         **options,
@@ -285,17 +278,8 @@ def test_the_stop_decision_survives_a_lost_summary(tmp_path):
 def test_divergence_is_recorded_in_the_checkpoint(tmp_path):
     def diverging_run() -> dict:
         model, train, test = tiny_problem()
-        return fit(
-            model,
-            torch.optim.SGD(model.parameters(), lr=float("inf")),
-            train,
-            Reiterable(test),
-            epochs=5,
-            run_dir=tmp_path,
-            identity=identity(epochs=5),
-            progress="plain",
-            tensorboard=False,
-        )
+        optimizer = torch.optim.SGD(model.parameters(), lr=float("inf"))
+        return fit_quietly(model, optimizer, train, Reiterable(test), tmp_path, 5)
 
     first = diverging_run()
     assert first["status"] == "diverged"

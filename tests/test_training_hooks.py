@@ -9,8 +9,7 @@ import torch
 
 from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart
 from bgd_experiments.io import read_jsonl
-from bgd_experiments.training import fit
-from tests.test_training import Reiterable, identity, tiny_problem
+from tests.test_training import Reiterable, fit_quietly, tiny_problem
 
 
 class ScheduleFreeLike(torch.optim.SGD):
@@ -63,17 +62,8 @@ class StopAfter:
 def _fit(run_dir, optimizer, callback, epochs: int) -> dict:
     model, train, test = tiny_problem()
     optimizer = optimizer(model.parameters())
-    return fit(
-        model,
-        optimizer,
-        train,
-        Reiterable(test),
-        epochs=epochs,
-        run_dir=run_dir,
-        identity=identity(epochs=epochs),
-        progress="plain",
-        tensorboard=False,
-        callbacks=[callback],
+    return fit_quietly(
+        model, optimizer, train, Reiterable(test), run_dir, epochs, callbacks=[callback]
     )
 
 
