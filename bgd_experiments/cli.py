@@ -126,12 +126,15 @@ def budget_label(cfg: DictConfig) -> str:
     return budget.name if effective == nominal else f"{budget.name}+overrides"
 
 
+# _convert_="all": the library gets plain lists and dicts, never omegaconf containers (an
+# optimizer's betas would otherwise reach its state_dict as a ListConfig, which a checkpoint
+# read without running code cannot hold).
 def _model_factory(cfg: DictConfig) -> tasks.ModelFactory:
-    return instantiate(_plain(cfg.model, "name"), _partial_=True)
+    return instantiate(_plain(cfg.model, "name"), _partial_=True, _convert_="all")
 
 
 def _optimizer_factory(cfg: DictConfig) -> tasks.OptimizerFactory:
-    partial = instantiate(_plain(cfg.optimizer, "name"))
+    partial = instantiate(_plain(cfg.optimizer, "name"), _convert_="all")
     return lambda params: partial(params=params)
 
 
@@ -269,12 +272,14 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
 def _refusal(error: Exception) -> str | None:
     """The one-line message of an error that refuses the job (exit 2), else None."""
     from bgd_experiments.data import DatasetError
+    from bgd_experiments.io import WriteError
     from bgd_experiments.runfolder import RunFolderError
 
     if isinstance(error, ConfigError):
         return f"invalid configuration: {error}"
-    # RankZeroFailed: rank 0 of a torchrun job said why (with its own exit code).
-    if isinstance(error, DatasetError | RunFolderError | distributed.RankZeroFailed):
+    # RankZeroFailed: rank 0 of a torchrun job said why (with its own exit code). WriteError:
+    # a full disk or a read-only folder, the file it was writing left as it was.
+    if isinstance(error, DatasetError | RunFolderError | WriteError | distributed.RankZeroFailed):
         return str(error)
     return None
 

@@ -27,10 +27,19 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+class WriteError(OSError):
+    """A file could not be written (full disk, read-only folder...); the old file is intact."""
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0] or type(error).__name__
+
+
 def _atomic_replace(path: Path, write: Any, mode: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -38,8 +47,14 @@ def _atomic_replace(path: Path, write: Any, mode: str) -> None:
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
         os.chmod(tmp_name, 0o666 & ~_UMASK)
         os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+        # torch.save reports a full disk as a RuntimeError of its stream writer.
+        if isinstance(error, OSError | RuntimeError) and not isinstance(error, WriteError):
+            raise WriteError(
+                f"cannot write {path}: {_first_line(error)} (the previous file, if any, is intact)"
+            ) from error
         raise
 
 

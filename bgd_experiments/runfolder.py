@@ -462,6 +462,36 @@ class RunFolderConflict(RunFolderError):
     """The run folder belongs to a run with another configuration."""
 
 
+# The checkpoint holds only tensors, numbers, strings and plain containers, so that it loads
+# with torch.load(weights_only=True): a checkpoint from elsewhere can never run code. Format 1
+# (no "format" key) had the same fields and loads as it is.
+CHECKPOINT_FORMAT = 2
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A run's checkpoint, read without running code; a damaged or foreign one is refused."""
+    try:
+        import torch
+
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(checkpoint, dict):
+            raise TypeError(f"holds a {type(checkpoint).__name__}, not a checkpoint")
+        int(checkpoint["epoch"])
+    except Exception as error:  # whatever unpickling a damaged or crafted file raises
+        first_line = (str(error).splitlines() or [""])[0]
+        raise RunFolderError(
+            f"{path} cannot be read as a checkpoint ({type(error).__name__}: {first_line}); "
+            "rerun with force=true to discard this run folder and train the run again"
+        ) from None
+    found = checkpoint.get("format", 1)
+    if found not in (1, CHECKPOINT_FORMAT):
+        raise RunFolderError(
+            f"{path} has checkpoint format {found!r}, this version reads 1 and "
+            f"{CHECKPOINT_FORMAT}; rerun with force=true to train the run again"
+        )
+    return checkpoint
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     """What the report step needs to place a run in a table (written into summary.json)."""

@@ -430,19 +430,9 @@ def _claimed_cell(run_dir: Path, results_dir: str, ranks: Ranks = SINGLE) -> Ite
 
 def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
     """The run's checkpoint, read on the CPU; a damaged one is refused with what to do."""
-    from bgd_experiments.runfolder import CHECKPOINT_FILE, RunFolderError
+    from bgd_experiments.runfolder import CHECKPOINT_FILE, read_checkpoint
 
-    path = run_dir / CHECKPOINT_FILE
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        int(checkpoint["epoch"])
-    except Exception as error:  # whatever unpickling a damaged file raises
-        first_line = (str(error).splitlines() or [""])[0]
-        raise RunFolderError(
-            f"{path} cannot be read ({type(error).__name__}: {first_line}); rerun with "
-            "force=true to discard this run folder and train the run again from scratch"
-        ) from None
-    return checkpoint
+    return read_checkpoint(run_dir / CHECKPOINT_FILE)
 
 
 def _refuse_fewer_epochs(run_dir: Path, done: int, asked: int) -> None:

@@ -92,7 +92,7 @@ def test_the_one_test_read_is_of_the_best_validation_weights(tmp_path):
     assert summary["test_acc_at_best_val"] == accuracy
     assert summary["test_loss_at_best_val"] == pytest.approx(loss, rel=1e-6)
     # fit leaves the model with its final weights (the checkpoint's), not the best ones.
-    final = torch.load(tmp_path / "long" / "checkpoint.pt", weights_only=False)["model"]
+    final = torch.load(tmp_path / "long" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(final[k], v) for k, v in model.state_dict().items())
     assert evaluate(model, nn.CrossEntropyLoss(), test)[1] != accuracy
 

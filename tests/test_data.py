@@ -184,7 +184,9 @@ def test_second_load_reads_cache(tiny_cifar10_targz: Path, decode_calls, isolate
     assert decode_calls == [("cifar10", "train")]
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert first.classes == second.classes
-    assert [p.name.startswith("cifar10-train-") for p in isolated_data_cache.iterdir()] == [True]
+    # One decoded array, and the archive's sha256 that keys it.
+    names = sorted(p.name for p in isolated_data_cache.iterdir())
+    assert [n.split("-")[:2] for n in names] == [["cifar10", "train"], ["digest", names[1][7:]]]
     load_cifar("cifar10", tiny_cifar10_targz, "test")  # another split: its own entry
     assert decode_calls == [("cifar10", "train"), ("cifar10", "test")]
 
@@ -204,19 +206,27 @@ def test_cache_dir_argument_overrides_env(tiny_cifar10_targz, tmp_path, isolated
     assert not isolated_data_cache.exists()
 
 
-def test_cache_invalidated_when_archive_changes(tiny_cifar10_targz, tmp_path, decode_calls):
+def test_cache_follows_the_archive_content_not_its_mtime(
+    tiny_cifar10_targz, tmp_path, decode_calls
+):
     copy = tmp_path / "copy.tar.gz"
     shutil.copy(tiny_cifar10_targz, copy)
     load_cifar("cifar10", copy, "test")
     stat = copy.stat()
     os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     load_cifar("cifar10", copy, "test")
+    assert len(decode_calls) == 1  # same bytes: the cache serves them
+    other = write_image_folder_targz(
+        tmp_path / "other.tar.gz", "cifar10", 1, 1, seed=7, fmt="jpg", top_folder="cifar10"
+    )
+    shutil.copy(other, copy)
+    load_cifar("cifar10", copy, "test")
     assert len(decode_calls) == 2
 
 
 def test_unreadable_cache_file_is_rebuilt(tiny_cifar10_targz, decode_calls, isolated_data_cache):
     load_cifar("cifar10", tiny_cifar10_targz, "test")
-    (entry,) = isolated_data_cache.iterdir()
+    (entry,) = isolated_data_cache.glob("cifar10-test-*.pt")
     entry.write_bytes(b"not a torch file")
     data = load_cifar("cifar10", tiny_cifar10_targz, "test")
     assert len(decode_calls) == 2 and len(data) == 10 * TINY_CIFAR10_TEST_PER_CLASS

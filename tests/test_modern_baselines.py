@@ -261,7 +261,7 @@ def test_dog_evaluates_its_averaged_weights_and_trains_on_its_own(tmp_path):
             torch.testing.assert_close(evaluated[key], averaged[key])
         # The training weights are back before the checkpoint, and they are not the average.
         assert not torch.allclose(after["0.weight"], averaged["0.weight"])
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     torch.testing.assert_close(checkpoint["model"]["0.weight"], watch.after[-1]["0.weight"])
     assert checkpoint["optimizer"][AveragedDoG.AVERAGER_KEY]["t"] == 2 * len(train) + 1
 

@@ -204,7 +204,7 @@ def test_compile_keeps_the_sigmas_compiles_once_per_mode_and_resumes_eager(tmp_p
     assert 1 <= compiled.compiles[0] <= 5, compiled.compiles
     assert compiled.compiles[1] == compiled.compiles[0], compiled.compiles
     # The checkpoint has the network's keys: an eager run resumes the compiled one.
-    checkpoint = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=True)
     assert list(checkpoint["model"]) == list(tiny_network().state_dict())
     resumed = fit_mbt_nag(tmp_path, "compiled", epochs=3)
     assert len(resumed.sigmas) == 1  # only the third epoch ran

@@ -267,7 +267,7 @@ def test_the_stop_decision_survives_a_lost_summary(tmp_path):
     # more (the checkpoint says it stopped), even when asked for more epochs.
     stopped = _ascending_run(tmp_path, epochs=10, patience=2)
     assert stopped["epochs_completed"] == 4 and stopped["epochs_requested"] == 10
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["stopped"] == {"status": "stopped_early", "epoch": 4}
     (tmp_path / "summary.json").unlink()
     resumed = _ascending_run(tmp_path, epochs=20, patience=2)
@@ -283,7 +283,7 @@ def test_divergence_is_recorded_in_the_checkpoint(tmp_path):
 
     first = diverging_run()
     assert first["status"] == "diverged"
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["stopped"]["status"] == "diverged"
     (tmp_path / "summary.json").unlink()
     again = diverging_run()

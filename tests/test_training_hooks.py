@@ -78,7 +78,7 @@ def test_fit_calls_every_hook_in_order_and_checkpoints_callbacks(tmp_path) -> No
     ]  # fmt: skip
     assert summary["status"] == "stopped_early" and summary["epochs_completed"] == 2
     assert [r["custom"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1]
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["stop_after"] == {"seen": 2}
     # The stop is in the checkpoint: with the summary lost, a resumed run trains no more.
     (tmp_path / "summary.json").unlink()

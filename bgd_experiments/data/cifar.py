@@ -16,13 +16,19 @@ Three sources are accepted, tried in this order for a given ``root``:
 
 Image folders are decoded once into a uint8 array cached under the cache dir (argument,
 else ``$BGD_CACHE_DIR``, else ``~/.cache/bgd-experiments``); the cache entry is keyed by the
-source path, its size and mtime (folder trees: the mtimes of the split and class folders),
-the dataset name and the split, and is written atomically. torchvision's pickles go through
-the same cache (cheap either way).
+sha256 of the source's bytes, the dataset name and the split, and is written atomically.
+torchvision's pickles go through the same cache (cheap either way).
 
 Run records name the data by content, not path: :func:`data_identity` gives the source's name
-and a sha256 (archive bytes, or a folder's files in sorted order), cached in the same folder
-by the same (path, size, mtime) signature, so the digest is computed once per file version.
+and a sha256 (archive bytes, or a folder's files in sorted order). The digest is kept in the
+cache folder under the signature of every file (inode, size, mtime and ctime: ``touch -d``
+resets mtime but not ctime), so it is computed once per file version; a decode is recorded
+with that digest only if no file's signature changed while it was read.
+
+Nothing read here runs code or takes unbounded memory: torchvision's pickles go through an
+unpickler that admits only numpy arrays and plain values, and every file or archive member
+is checked for size before it is read (:data:`MAX_IMAGE_BYTES`, :data:`MAX_SPLIT_BYTES`,
+:data:`MAX_PICKLE_BYTES`).
 """
 
 from __future__ import annotations
@@ -57,8 +63,17 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 CACHE_ENV_VAR = "BGD_CACHE_DIR"
 DEFAULT_CACHE_DIR = "~/.cache/bgd-experiments"
 EXAMPLE_ARCHIVE = "../shared/data/cifar10-jpeg.tar.gz"
+# Read bounds, checked before any byte of a file or archive member is read. A 32x32 RGB image
+# is 3,072 bytes of pixels; its PNG or JPEG file is under 5 KB, so 256 KiB admits any real
+# encoding with room for metadata. A split's images together: CIFAR-100's 50,000 PNGs are
+# about 110 MB; 512 MiB is the most one split may hold, so that a crafted archive cannot take
+# more memory than that before it is refused.
+MAX_IMAGE_BYTES = 256 * 2**10
+MAX_SPLIT_BYTES = 512 * 2**20
+# CIFAR's largest split has 50,000 images.
+MAX_SPLIT_IMAGES = 200_000
 # Bump when the cached payload changes meaning, so stale entries are ignored.
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -292,35 +307,37 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir).expanduser()
 
 
-def _stat_signature(path: Path) -> list[Any]:
+def _file_signature(path: Path) -> list[int]:
+    """What changes whenever a file's bytes may have: its inode, size, mtime and ctime.
+
+    ctime is in it because ``touch -d`` or a copy with preserved times can reset mtime, but
+    nothing a user runs can set ctime back; the path is not, so a copy elsewhere is the same
+    data (its digest is computed once more and agrees).
+    """
     stat = path.stat()
-    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    return [stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
 
 
-def _source_signature(name: str, source: _Source, split: str) -> list[Any]:
-    """What identifies the source's content cheaply (no reading of image data)."""
+def _content_signature(name: str, source: _Source) -> list[Any]:
+    """The signature of every file whose bytes make up the source (no reading of its data)."""
     if source.kind == "archive":
-        return _stat_signature(source.path)
-    if source.kind == "torchvision":
-        layout = _TORCHVISION[name]
-        files = layout.train_files if split == "train" else layout.test_files
-        signature = []
-        for filename in (*files, layout.meta_file):
-            path = source.path / filename
-            if not path.is_file():
-                raise DatasetError(
-                    f"incomplete torchvision {name} folder {source.path}: {filename} is missing"
-                )
-            signature.append(_stat_signature(path))
-        return signature
-    # Image-folder tree: a folder's mtime changes when entries are added, removed or renamed
-    # in it; editing an image in place is not detected (delete the cache entry then).
-    split_dir = source.path / split
-    if not split_dir.is_dir():
-        raise DatasetError(f"image-folder tree {source.path} has no {split}/ folder")
-    signature = [_stat_signature(split_dir)]
-    signature += [_stat_signature(d) for d in _class_dirs(split_dir)]
-    return signature
+        return [_file_signature(source.path)]
+    return [[relative, *_file_signature(path)] for relative, path in _content_files(name, source)]
+
+
+def _require_split_files(name: str, source: _Source, splits: Sequence[str]) -> None:
+    """torchvision's folder: every file of ``splits`` is there (one split may load alone)."""
+    if source.kind != "torchvision":
+        return
+    layout = _TORCHVISION[name]
+    needed = [layout.meta_file]
+    for split in splits:
+        needed += layout.train_files if split == "train" else layout.test_files
+    for filename in needed:
+        if not (source.path / filename).is_file():
+            raise DatasetError(
+                f"incomplete torchvision {name} folder {source.path}: {filename} is missing"
+            )
 
 
 def _cache_path(name: str, split: str, key: str, cache_dir: Path) -> Path:
@@ -328,14 +345,15 @@ def _cache_path(name: str, split: str, key: str, cache_dir: Path) -> Path:
     return cache_dir / f"{name}-{split}-{digest}.pt"
 
 
-def _cache_key(name: str, source: _Source, split: str) -> str:
+def _cache_key(name: str, source: _Source, split: str, digest: str) -> str:
+    """The decoded split's cache key: the sha256 of the source's bytes, not where it lies."""
     return json.dumps(
         {
             "format": _CACHE_FORMAT,
             "name": name,
             "split": split,
             "kind": source.kind,
-            "source": _source_signature(name, source, split),
+            "sha256": digest,
         },
         sort_keys=True,
     )
@@ -429,8 +447,41 @@ def _read_folder_split(name: str, tree: Path, split: str) -> ArrayDataset:
             raise DatasetError(f"class folder {class_dir} holds no .png/.jpg images")
         files[class_dir.name] = images
     classes, paths, labels = _labelled_files(name, files, str(split_dir))
-    blobs = [Path(p).read_bytes() for p in paths]
+    budget = _ReadBudget(str(split_dir))
+    blobs = []
+    for path in paths:
+        budget.admit(path, Path(path).stat().st_size)
+        blobs.append(Path(path).read_bytes())
     return ArrayDataset(_decode_images(blobs, paths), labels, classes)
+
+
+class _ReadBudget:
+    """Refuses an image file or member too large to be an image, or a split too large to be
+    CIFAR, before it is read."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.total = 0
+        self.count = 0
+
+    def admit(self, name: str, size: int) -> None:
+        if size > MAX_IMAGE_BYTES:
+            raise DatasetError(
+                f"{name} is {size:,} bytes, too large for a 32x32 image file "
+                f"({MAX_IMAGE_BYTES:,} at most); refusing to read it"
+            )
+        self.total += size
+        self.count += 1
+        if self.count > MAX_SPLIT_IMAGES:
+            raise DatasetError(
+                f"{self.where}: more than {MAX_SPLIT_IMAGES:,} images in one split, more than "
+                "CIFAR holds; refusing to read further"
+            )
+        if self.total > MAX_SPLIT_BYTES:
+            raise DatasetError(
+                f"{self.where}: the images of one split exceed {MAX_SPLIT_BYTES // 2**20} MiB, "
+                "more than CIFAR holds; refusing to read further"
+            )
 
 
 @dataclass
@@ -462,6 +513,7 @@ def _iter_archive(
     cost only their decompression.
     """
     unrecognised: list[str] = []
+    budget = _ReadBudget(str(path))
     try:
         with tarfile.open(path, mode="r|*") as archive:
             for member in archive:
@@ -474,6 +526,7 @@ def _iter_archive(
                     continue
                 blob = b""
                 if wanted(image):
+                    budget.admit(f"{path}:{member.name}", member.size)
                     handle = archive.extractfile(member)
                     blob = handle.read() if handle is not None else b""
                 yield image, blob
@@ -512,13 +565,50 @@ def _read_archive_split(name: str, path: Path, split: str) -> ArrayDataset:
     return ArrayDataset(images, labels, classes)
 
 
+# What torchvision's CIFAR pickles hold: a dict of numpy arrays, lists, bytes, str and numbers.
+# Anything else a pickle names (os.system, builtins.eval, ...) is refused before it is called.
+_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        # Python 3 writes bytes as _codecs.encode(str, "latin1") in protocol 2.
+        ("_codecs", "encode"),
+    }
+)
+# The largest official file is CIFAR-100's train (about 155 MB); nothing bigger is read.
+MAX_PICKLE_BYTES = 256 * 2**20
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused {module}.{name}: a CIFAR pickle holds only arrays, lists, dicts, "
+                "bytes, strings and numbers"
+            )
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[str, Any]:
     try:
+        size = path.stat().st_size
+        if size > MAX_PICKLE_BYTES:
+            raise DatasetError(
+                f"{path} is {size / 2**20:.0f} MiB, larger than any CIFAR file "
+                f"({MAX_PICKLE_BYTES // 2**20} MiB at most); refusing to read it"
+            )
         with open(path, "rb") as handle:
             # latin1 reads the official Python-2 pickles (as torchvision does).
-            entry = pickle.load(handle, encoding="latin1")
+            entry = _CifarUnpickler(handle, encoding="latin1").load()
+    except DatasetError:
+        raise
     except Exception as exc:
-        raise DatasetError(f"cannot read torchvision CIFAR file {path}: {exc}") from exc
+        first_line = (str(exc).splitlines() or [""])[0]
+        raise DatasetError(f"cannot read torchvision CIFAR file {path}: {first_line}") from None
     if not isinstance(entry, dict):
         raise DatasetError(f"{path} is not a CIFAR pickle (holds {type(entry).__name__})")
     # Keys may be bytes in pickles written by Python 2 with bytes keys.
@@ -586,7 +676,12 @@ def _content_files(name: str, source: _Source) -> list[tuple[str, Path]]:
     if source.kind == "torchvision":
         layout = _TORCHVISION[name]
         names = sorted({*layout.train_files, *layout.test_files, layout.meta_file})
-        return [(filename, source.path / filename) for filename in names]
+        # A folder without some files is other content (and the split that needs them says so).
+        return [
+            (filename, source.path / filename)
+            for filename in names
+            if (source.path / filename).is_file()
+        ]
     files = []
     for split in SPLITS:
         split_dir = source.path / split
@@ -614,26 +709,35 @@ def _compute_digest(name: str, source: _Source) -> str:
     return digest.hexdigest()
 
 
-def _digest_key(name: str, source: _Source) -> str:
-    if source.kind == "archive":
-        signature: list[Any] = _stat_signature(source.path)
-    else:
-        signature = [_source_signature(name, source, split) for split in SPLITS]
+def _digest_key(name: str, signature: list[Any], source: _Source) -> str:
     return json.dumps(
         {"format": _CACHE_FORMAT, "digest": name, "kind": source.kind, "source": signature},
         sort_keys=True,
     )
 
 
-def source_digest(name: str, source: _Source, cache_dir: str | Path | None = None) -> str:
-    """The full sha256 hex digest of ``source``, cached by (path, size, mtime) like the arrays.
+def _changed_while_read(source: _Source) -> DatasetError:
+    return DatasetError(f"{source.path} changed while it was being read; run again")
 
-    Hashing the 133 MB CIFAR-100 archive takes a few tenths of a second; every job of a sweep
-    needs the digest, so it is computed once per file version and read back afterwards.
+
+def source_digest(
+    name: str,
+    source: _Source,
+    cache_dir: str | Path | None = None,
+    signature: list[Any] | None = None,
+) -> str:
+    """The full sha256 hex digest of ``source``'s bytes.
+
+    Hashing the 133 MB CIFAR-100 archive takes a few tenths of a second and every job of a
+    sweep needs it, so the digest is kept in the cache folder under the files' signature
+    (inode, size, mtime and ctime of each file): it is read back only while none of them has
+    changed, and computed again otherwise.
     """
     from bgd_experiments.io import atomic_write_text
 
-    key = _digest_key(name, source)
+    if signature is None:
+        signature = _content_signature(name, source)
+    key = _digest_key(name, signature, source)
     path = resolve_cache_dir(cache_dir) / (
         f"digest-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
     )
@@ -645,11 +749,24 @@ def source_digest(name: str, source: _Source, cache_dir: str | Path | None = Non
         pass  # absent or unreadable: compute it again
     started = time.perf_counter()
     value = _compute_digest(name, source)
+    if _content_signature(name, source) != signature:
+        raise _changed_while_read(source)
     logger.info(
         "%s: sha256 of %s computed in %.2f s", name, source.path, time.perf_counter() - started
     )
-    atomic_write_text(path, json.dumps({"key": key, "sha256": value}) + "\n")
+    _write_cache_file(lambda: atomic_write_text(path, json.dumps({"key": key, "sha256": value})))
     return value
+
+
+def _write_cache_file(write: Callable[[], None]) -> None:
+    """A cache entry is a saving, not a result: a cache folder that cannot be written (read-only,
+    full) costs the next run a decode or a hash, and is said once per write."""
+    from bgd_experiments.io import WriteError
+
+    try:
+        write()
+    except WriteError as error:
+        logger.warning("not cached: %s", error)
 
 
 def data_identity(
@@ -712,7 +829,10 @@ def load_cifar(
     _validate_name(name)
     _validate_split(split)
     source = _resolve_source(name, root, download)
-    key = _cache_key(name, source, split)
+    _require_split_files(name, source, [split])
+    signature = _content_signature(name, source)
+    digest = source_digest(name, source, cache_dir, signature)
+    key = _cache_key(name, source, split, digest)
     cache_path = _cache_path(name, split, key, resolve_cache_dir(cache_dir))
     started = time.perf_counter()
     cached = _read_cache(cache_path, key)
@@ -730,18 +850,23 @@ def load_cifar(
         "%s %s: decoding %s (%s) once; cached afterwards", name, split, source.path, source.kind
     )
     dataset = _decode_split(name, source, split)
+    # The digest above is the one of the bytes just decoded only if no file changed since.
+    if _content_signature(name, source) != signature:
+        raise _changed_while_read(source)
     decoded = time.perf_counter()
-    atomic_torch_save(
-        cache_path,
-        {
-            "key": key,
-            "images": dataset.images,
-            "labels": dataset.labels,
-            "classes": list(dataset.classes),
-        },
+    _write_cache_file(
+        lambda: atomic_torch_save(
+            cache_path,
+            {
+                "key": key,
+                "images": dataset.images,
+                "labels": dataset.labels,
+                "classes": list(dataset.classes),
+            },
+        )
     )
     logger.info(
-        "%s %s: decoded %d images in %.1f s, cached to %s",
+        "%s %s: decoded %d images in %.1f s (cache %s)",
         name,
         split,
         len(dataset),
@@ -763,6 +888,7 @@ def _check_folder_tree(name: str, tree: Path) -> None:
             if first is None:
                 raise DatasetError(f"class folder {class_dir} holds no .png/.jpg images")
         sample = next(p for p in sorted(class_dirs[0].iterdir()) if _is_image_name(p.name))
+        _ReadBudget(str(split_dir)).admit(str(sample), sample.stat().st_size)
         _decode_image(sample.read_bytes(), str(sample))
 
 
@@ -804,7 +930,9 @@ def check_dataset_source(
     _validate_name(name)
     source = _resolve_source(name, root, download)
     cache_root = resolve_cache_dir(cache_dir)
-    keys = {split: _cache_key(name, source, split) for split in SPLITS}
+    _require_split_files(name, source, SPLITS)
+    digest = source_digest(name, source, cache_dir)
+    keys = {split: _cache_key(name, source, split, digest) for split in SPLITS}
     if all(_cache_path(name, s, k, cache_root).is_file() for s, k in keys.items()):
         return
     if source.kind == "torchvision":

@@ -25,7 +25,14 @@ from bgd_experiments.distributed import SINGLE, Ranks
 from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, MiniBatchLoss, call_hooks
 from bgd_experiments.io import atomic_torch_save, atomic_write_json
 from bgd_experiments.optim import PatienceStop
-from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity, RunStatus
+from bgd_experiments.runfolder import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT,
+    SUMMARY_FILE,
+    RunIdentity,
+    RunStatus,
+    read_checkpoint,
+)
 from bgd_experiments.training.protocol import SealedTestSet
 from bgd_experiments.training.provenance import provenance
 from bgd_experiments.training.tracking import RunTracker
@@ -286,7 +293,7 @@ def fit(
     stopped: dict[str, Any] | None = None
     checkpoint_path = run_dir / CHECKPOINT_FILE
     if checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        checkpoint = read_checkpoint(checkpoint_path, map_location=device)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         _restore_rng(checkpoint["rng"], device)
@@ -334,6 +341,7 @@ def fit(
         atomic_torch_save(
             checkpoint_path,
             {
+                "format": CHECKPOINT_FORMAT,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "rng": _rng_state(device),
