@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -63,12 +64,46 @@ def _trainer(cfg: DictConfig) -> tasks.TrainerSettings:
 
 
 def _check_model(cfg: DictConfig) -> None:
-    from bgd_experiments.models._common import validate_builder_args
+    from bgd_experiments.models._common import MAX_WIDTH, MIN_WIDTH, validate_builder_args
 
     try:
         validate_builder_args(cfg.dataset.num_classes, cfg.model.width)
     except ValueError:
-        raise tasks.SettingsError([f"width must be > 0, got {cfg.model.width}"]) from None
+        raise tasks.SettingsError(
+            [
+                f"width must be > 0, from {MIN_WIDTH:g} to {MAX_WIDTH:g} (1.0 = the paper's "
+                f"model), got {cfg.model.width!r}"
+            ]
+        ) from None
+
+
+# Seeds reach torch, numpy and Python's generators; numpy's legacy seeding takes 32 bits.
+MAX_SEED = 2**32 - 1
+
+
+def _top_level_problems(cfg: DictConfig) -> list[str]:
+    """The keys of train.yaml itself (the groups check their own)."""
+    problems = []
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        problems.append(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    if not isinstance(cfg.get("force"), bool):
+        problems.append(f"force must be true or false, got {cfg.get('force')!r}")
+    results_dir = cfg.get("results_dir")
+    if not isinstance(results_dir, str) or not results_dir.strip():
+        problems.append(f"results_dir must be a folder path, got {results_dir!r}")
+    elif Path(results_dir).expanduser().is_file():
+        problems.append(f"results_dir={results_dir} is a file, not a folder")
+    return problems
+
+
+def _non_finite(name: str, value: Any) -> list[str]:
+    """Every float of an optimizer setting (betas included) that is NaN or infinite."""
+    if isinstance(value, list | tuple):
+        return [problem for item in value for problem in _non_finite(name, item)]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{name} must be a finite number, got {value}"]
+    return []
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
@@ -78,6 +113,11 @@ def _check_optimizer(cfg: DictConfig) -> None:
     # The start rate is part of every run's identity, whatever the optimizer.
     if not cfg.optimizer.lr > 0:
         raise tasks.SettingsError([f"lr must be > 0, got {cfg.optimizer.lr}"])
+    # torch's own optimizers take lr=inf or momentum=nan and train to NaN without a word.
+    settings = _plain(cfg.optimizer, "name", "_target_", "_partial_")
+    problems = [problem for key, value in settings.items() for problem in _non_finite(key, value)]
+    if problems:
+        raise tasks.SettingsError(problems)
     if (
         cfg.optimizer.get("implementation") == "reference"
         and distributed.launched_world_size(str(cfg.trainer.get("distributed", "auto"))) > 1
@@ -92,10 +132,13 @@ def _check_optimizer(cfg: DictConfig) -> None:
 def validate(cfg: DictConfig) -> None:
     """Build every component the task needs once, and refuse the config with one message
     naming every value that a component rejected."""
-    problems: list[str] = []
+    problems: list[str] = _top_level_problems(cfg)
     if cfg.task not in TASKS:
         problems.append(f"task={cfg.task!r} is not one of {', '.join(TASKS)}")
     elif cfg.task != "functions":
+        from bgd_experiments.data.cifar import cache_dir_problem
+
+        problems += [problem for problem in [cache_dir_problem()] if problem]
         data = _bind("dataset", lambda: _data(cfg), problems)
         trainer = _bind("trainer", lambda: _trainer(cfg), problems)
         if data is not None and trainer is not None:
@@ -334,8 +377,51 @@ def _app(cfg: DictConfig) -> Any:
         return _job_failure(cfg, FAILED, f"{type(error).__name__}: {first_line}")
 
 
+def _composition_problem(overrides: list[str]) -> str | None:
+    """Why Hydra cannot compose the config from ``overrides`` (one line), or None.
+
+    Hydra reports an unknown key or a group option that does not exist in several lines and
+    exits 1; checked here first, the command line gets the one line and exit 2 of any other
+    refusal.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    except Exception as error:  # Hydra's override and composition errors share no base
+        lines = []
+        for line in str(error).splitlines():
+            if line.startswith("Config search path"):
+                break  # this machine's paths, not the user's mistake
+            if line.strip() and not line.strip().startswith("full_key:"):
+                lines.append(line.strip().rstrip(".:"))
+        return "; ".join(lines) or repr(error)
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+def _error_line(message: str) -> None:
+    """One ERROR line in the format of the run's log, before Hydra has set logging up."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    handler.handle(record)
+
+
 def main() -> None:
     """Console entry point of ``bgd-run``."""
+    arguments = sys.argv[1:]
+    # A plain run's command line is checked before Hydra sees it; flags (-m, --help, --cfg)
+    # and sweeps are Hydra's.
+    if arguments and not any(argument.startswith("-") for argument in arguments):
+        problem = _composition_problem(arguments)
+        if problem is not None:
+            _error_line(f"invalid command line: {problem}")
+            sys.exit(2)
     _app()
 
 

@@ -1,4 +1,5 @@
-"""Stopping cleanly when a scheduler asks: SIGTERM becomes an exception in the main thread.
+"""Stopping cleanly when a scheduler or a user asks: SIGTERM and SIGINT (Ctrl-C) become an
+exception in the main thread.
 
 SLURM (preemption, ``scancel``, the end of the time limit), ``kill`` and this project's local
 launcher all send SIGTERM before SIGKILL. Python's default is to die at once. That is already
@@ -29,28 +30,42 @@ class Terminated(SystemExit):
         self.signal_name = signal.Signals(signum).name
 
 
+# The handler each signal must still have for ours to take over: nobody else's.
+_DEFAULT_HANDLERS = {
+    signal.SIGTERM: signal.SIG_DFL,
+    # Ctrl-C: Python's own handler raises KeyboardInterrupt, an 80-line traceback from
+    # wherever the training loop was; stopped like SIGTERM it is one line and exit 130.
+    signal.SIGINT: signal.default_int_handler,
+}
+
+
 @contextmanager
 def stop_on_termination() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` in the main thread (once: a second
-    SIGTERM while the first unwinds is ignored; SIGKILL stays the hard stop).
+    """Within the block, SIGTERM and SIGINT raise :class:`Terminated` in the main thread (once:
+    a second signal while the first unwinds is ignored; SIGKILL stays the hard stop).
 
     A handler that someone else installed is left alone, e.g. submitit's on SLURM, which
     ignores SIGTERM and checkpoints-and-requeues on its own signal (USR2) instead; so is
     everything outside the main thread, where Python cannot install handlers.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    ours = [
+        signum
+        for signum, default in _DEFAULT_HANDLERS.items()
+        if signal.getsignal(signum) is default
+    ]
 
     def raise_terminated(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signum, signal.SIG_IGN)
+        for other in ours:
+            signal.signal(other, signal.SIG_IGN)
         raise Terminated(signum)
 
-    signal.signal(signal.SIGTERM, raise_terminated)
+    for signum in ours:
+        signal.signal(signum, raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in ours:
+            signal.signal(signum, _DEFAULT_HANDLERS[signum])

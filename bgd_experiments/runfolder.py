@@ -431,8 +431,9 @@ def check_results_dir(results_dir: str | Path) -> None:
             f"(results_dir={results_dir})"
         )
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".write-test-"):
+        # Not made here: a run refused later (its data, its checkpoint) leaves nothing
+        # behind, and the cell's lock makes (and on release removes) the folders it needs.
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as error:
         raise RunFolderError(

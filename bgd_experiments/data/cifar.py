@@ -307,6 +307,21 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir).expanduser()
 
 
+def cache_dir_problem(cache_dir: str | Path | None = None) -> str | None:
+    """Why the cache folder cannot be written (one line), or None; nothing is made."""
+    folder = resolve_cache_dir(cache_dir)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return (
+            f"the data cache {folder} cannot be written ({existing} is "
+            f"{'not a folder' if not existing.is_dir() else 'read-only'}): set {CACHE_ENV_VAR} "
+            "to a folder you can write"
+        )
+    return None
+
+
 def _file_signature(path: Path) -> list[int]:
     """What changes whenever a file's bytes may have: its inode, size, mtime and ctime.
 
