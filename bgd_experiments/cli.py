@@ -349,6 +349,7 @@ def _app(cfg: DictConfig) -> Any:
     """One job. Alone: a refusal exits 2 with one line. In a sweep, a refused or failed job
     is recorded and returned as a failure (the grid-union sweeper counts them), so that the
     sweep goes on. SIGTERM stops the process whatever the mode (a preempted job resumes)."""
+    from bgd_experiments.runfolder import CellHeld
     from bgd_experiments.sweeps import FAILED, REFUSED
 
     multirun = _in_multirun()
@@ -370,6 +371,10 @@ def _app(cfg: DictConfig) -> Any:
                 raise
             log.error("%s", message)
             sys.exit(2)
+        if isinstance(error, CellHeld):
+            # Two sweeps side by side share their cells out this way: not a failure.
+            log.info("skipped: %s", error)
+            return None
         if message is not None:
             return _job_failure(cfg, REFUSED, message)
         log.exception("the job raised")

@@ -40,9 +40,11 @@ log = logging.getLogger("bgd_experiments")
 
 LOCK_SUFFIX = ".lock"
 STALE_ENV_VAR = "BGD_LOCK_STALE_SECONDS"
-HEARTBEAT_ENV_VAR = "BGD_LOCK_HEARTBEAT_SECONDS"
 DEFAULT_STALE_SECONDS = 300.0
 HEARTBEAT_SECONDS = 30.0
+# A lock appears whole (written aside, then linked into place), so one that cannot be read
+# is torn: its writer died or the file was damaged. Past this age nobody is still writing it.
+TORN_GRACE_SECONDS = 5.0
 _CLAIM_ATTEMPTS = 20
 
 
@@ -54,10 +56,6 @@ def lock_path(run_dir: Path) -> Path:
 
 def _stale_seconds() -> float:
     return float(os.environ.get(STALE_ENV_VAR, DEFAULT_STALE_SECONDS))
-
-
-def _heartbeat_seconds() -> float:
-    return float(os.environ.get(HEARTBEAT_ENV_VAR, HEARTBEAT_SECONDS))
 
 
 def _pid_namespace() -> str | None:
@@ -152,9 +150,12 @@ def _pid_alive(owner: LockOwner) -> bool:
 def is_stale(owner: LockOwner | None, heartbeat_age: float, stale_after: float) -> bool:
     """Whether a lock with this content and heartbeat age may be broken.
 
-    An unreadable lock (being written this very moment, or torn) is judged by its age only.
+    A lock without a readable owner (torn: its writer died, or the file was damaged) is
+    stale once older than :data:`TORN_GRACE_SECONDS`: no claimant writes one in place.
     """
-    if owner is not None and owner.on_this_host():
+    if owner is None:
+        return heartbeat_age > TORN_GRACE_SECONDS
+    if owner.on_this_host():
         return not _pid_alive(owner)
     return heartbeat_age > stale_after
 
@@ -225,7 +226,7 @@ class CellLock:
         return (stat.st_dev, stat.st_ino) == self._inode
 
     def _beat(self) -> None:
-        every = _heartbeat_seconds()
+        every = HEARTBEAT_SECONDS
         while not self._stop.wait(every):
             if self.still_ours():
                 with contextlib.suppress(OSError):
@@ -297,6 +298,24 @@ def _make_parents(folder: Path) -> list[Path]:
     return missing
 
 
+def _create_whole(path: Path, payload: bytes) -> tuple[int, int]:
+    """Create ``path`` holding ``payload``, or raise FileExistsError: written to a private
+    name first and hard-linked into place, so no reader ever sees it empty or half written."""
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(aside, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    try:
+        try:
+            os.write(fd, payload)
+            os.fsync(fd)
+            stat = os.fstat(fd)
+        finally:
+            os.close(fd)
+        os.link(aside, path)  # atomic, and fails if the name is taken
+    finally:
+        aside.unlink(missing_ok=True)
+    return (stat.st_dev, stat.st_ino)
+
+
 def try_claim(path: Path, stale_after: float | None = None) -> CellLock | LockOwner | None:
     """Take the lock at ``path``: the held :class:`CellLock`, or else who holds it (a
     :class:`LockOwner`; None when its file is being written or unreadable)."""
@@ -307,7 +326,7 @@ def try_claim(path: Path, stale_after: float | None = None) -> CellLock | LockOw
     for _ in range(_CLAIM_ATTEMPTS):
         made = _make_parents(path.parent)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            inode = _create_whole(path, payload)
         except FileNotFoundError:
             continue  # a releaser removed the empty parent meanwhile: make it again
         except FileExistsError:
@@ -318,14 +337,8 @@ def try_claim(path: Path, stale_after: float | None = None) -> CellLock | LockOw
                 return seen.owner
             _break_stale(path, seen)
             continue
-        try:
-            os.write(fd, payload)
-            os.fsync(fd)
-            stat = os.fstat(fd)
-        finally:
-            os.close(fd)
         _install_sigterm_release()
-        return CellLock(path, me, (stat.st_dev, stat.st_ino), made)
+        return CellLock(path, me, inode, made)
     return seen.owner if seen is not None else None
 
 

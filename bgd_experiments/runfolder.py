@@ -459,6 +459,10 @@ class RunFolderError(RuntimeError):
     """A run folder (or its results_dir) that this run cannot use as it stands."""
 
 
+class CellHeld(RunFolderError):
+    """Another live process holds the run's cell (its lock): this run trained nothing."""
+
+
 class RunFolderConflict(RunFolderError):
     """The run folder belongs to a run with another configuration."""
 

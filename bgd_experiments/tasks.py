@@ -405,27 +405,31 @@ def _name_run(request: RunRequest, task: str) -> _NamedRun:
 
 
 @contextlib.contextmanager
-def _claim(run_dir: Path, results_dir: str) -> Iterator[bool]:
+def _claim(run_dir: Path, results_dir: str, force: bool = False) -> Iterator[bool]:
     from bgd_experiments.locks import CellLock, claim, lock_path
-    from bgd_experiments.runfolder import check_results_dir
+    from bgd_experiments.runfolder import CellHeld, check_results_dir
 
     check_results_dir(results_dir)
     with claim(run_dir) as held:
         if not isinstance(held, CellLock):
             who = held.describe() if held is not None else "a process still writing its lock"
-            log.info("skipped: %s is taken by %s (lock %s)", run_dir, who, lock_path(run_dir))
-            yield False
-        else:
-            yield True
+            raise CellHeld(
+                f"{run_dir} is taken by {who} (lock {lock_path(run_dir)}); nothing trained"
+                + (": force=true never takes a cell that a live process holds" if force else "")
+                + "; run again once it is done (a finished run is then skipped)"
+            )
+        yield True
 
 
 @contextlib.contextmanager
-def _claimed_cell(run_dir: Path, results_dir: str, ranks: Ranks = SINGLE) -> Iterator[bool]:
+def _claimed_cell(
+    run_dir: Path, results_dir: str, ranks: Ranks = SINGLE, force: bool = False
+) -> Iterator[bool]:
     """Whether this process owns the cell ``run_dir`` (held until the block ends); a cell
-    that another live process holds is skipped with one line naming it. In a distributed
+    that another live process holds raises :class:`CellHeld` naming it. In a distributed
     run rank 0 holds the lock and every rank follows its answer."""
     with contextlib.ExitStack() as stack:
-        yield ranks.on_main(lambda: stack.enter_context(_claim(run_dir, results_dir)))
+        yield ranks.on_main(lambda: stack.enter_context(_claim(run_dir, results_dir, force)))
 
 
 def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
@@ -576,7 +580,7 @@ def _opened_run(request: RunRequest, task: str) -> Iterator[tuple[_NamedRun, Any
     :func:`_open_run` returns, or None when another process holds the cell or the run is
     finished."""
     named = _name_run(request, task)
-    with _claimed_cell(named.run_dir, request.results_dir, request.ranks) as owned:
+    with _claimed_cell(named.run_dir, request.results_dir, request.ranks, request.force) as owned:
         yield named, (_open_run(request, named) if owned else None)
 
 

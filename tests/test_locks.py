@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bgd_experiments import locks
 from bgd_experiments.locks import CellLock, LockOwner, claim, lock_path, try_claim
 
 
@@ -68,7 +69,7 @@ def test_a_lock_from_another_host_is_stale_only_when_its_heartbeat_is_old(tmp_pa
 
 
 def test_the_heartbeat_refreshes_the_lock(tmp_path, monkeypatch):
-    monkeypatch.setenv("BGD_LOCK_HEARTBEAT_SECONDS", "0.05")
+    monkeypatch.setattr(locks, "HEARTBEAT_SECONDS", 0.05)
     path = lock_path(tmp_path / "cell")
     with claim(tmp_path / "cell") as held:
         assert isinstance(held, CellLock)
@@ -125,3 +126,34 @@ def test_sigterm_gives_the_cell_back_and_still_kills(tmp_path):
     holder.terminate()
     assert holder.wait(30) == -15
     assert not lock_path(run_dir).exists()
+
+
+@pytest.mark.parametrize("content", ["", "{\"user\": \"half"])
+def test_a_torn_lock_is_broken_once_nobody_can_be_writing_it(tmp_path, content):
+    path = lock_path(tmp_path / "cell")
+    path.write_text(content)
+    # Fresh: its writer may be mid-write (an older version wrote locks in place).
+    assert try_claim(path, stale_after=300) is None
+    old = time.time() - 2 * locks.TORN_GRACE_SECONDS
+    os.utime(path, (old, old))
+    held = try_claim(path, stale_after=300)
+    assert isinstance(held, CellLock)
+    assert LockOwner.from_json(path.read_text()).pid == os.getpid()
+    held.release()
+
+
+def test_a_claim_never_shows_a_partly_written_lock(tmp_path, monkeypatch):
+    """The lock is written aside and linked into place: whoever sees the name sees it whole."""
+    seen = []
+    real_link = os.link
+
+    def watching_link(source, target):
+        seen.append(Path(source).read_text())
+        assert not Path(target).exists()
+        return real_link(source, target)
+
+    monkeypatch.setattr(os, "link", watching_link)
+    with claim(tmp_path / "cell") as held:
+        assert isinstance(held, CellLock)
+        assert LockOwner.from_json(seen[0]) == held.owner
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

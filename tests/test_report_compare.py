@@ -53,3 +53,29 @@ def test_compare_refuses_too_few_or_unknown_folders(tmp_path: Path) -> None:
     assert main(["compare", str(MBT_NAG)]) == 2
     assert main(["compare", str(MBT_NAG), str(tmp_path)]) == 2
     assert main(["runs", str(MBT_NAG), "--results-dir", str(GOLDEN)]) == 2
+
+
+def test_runs_out_with_a_file_name_writes_that_file(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "listing.csv"
+    assert main(["runs", "--results-dir", str(GOLDEN), "--out", str(out)]) == 0
+    assert out.is_file()
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == 17
+    markdown = tmp_path / "deeper" / "x.md"
+    assert main(["runs", "--results-dir", str(GOLDEN), "--out", str(markdown)]) == 0
+    assert markdown.read_text().startswith("| dataset | model | optimizer |")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deeper", "listing.csv", "x.md"]
+
+
+def test_compare_without_out_prints_and_writes_nothing(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(MBT_NAG), str(SGD)]) == 0
+    assert "| optimizer.lr | 0.01 | 0.1 |" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_results_dir_that_is_a_file_is_named_as_such(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "runs.csv"
+    path.write_text("not a folder\n")
+    for artefact in ("runs", "table2"):
+        assert main([artefact, "--results-dir", str(path)]) == 2
+        assert f"results directory {path} is a file, not a folder" in capsys.readouterr().err

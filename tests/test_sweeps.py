@@ -140,7 +140,7 @@ def test_two_concurrent_sweeps_train_each_cell_once(tmp_path, tiny_cifar10_torch
 
 
 @pytest.mark.parametrize("task", ["train", "search"])
-def test_a_cell_held_by_another_process_is_skipped_untouched(
+def test_a_cell_held_by_another_process_is_refused_untouched(
     tmp_path, tiny_cifar10_torchvision, caplog, task
 ):
     from hydra import compose, initialize_config_dir
@@ -166,9 +166,10 @@ def test_a_cell_held_by_another_process_is_skipped_untouched(
     (run_dir / "partial").mkdir(parents=True)
     lock_path(run_dir).write_text(json.dumps(asdict(holder)))
     run = tasks.train if task == "train" else tasks.search
-    with caplog.at_level("INFO", logger="bgd_experiments"):
-        assert run(request) is None
-    assert "is taken by someone@node-7 pid 4242" in caplog.text
+    from bgd_experiments.runfolder import CellHeld
+
+    with pytest.raises(CellHeld, match="is taken by someone@node-7 pid 4242"):
+        run(request)
     assert [p.name for p in run_dir.iterdir()] == ["partial"]
     lock_path(run_dir).unlink()  # released: the cell runs (the leftover is no run's)
     assert run(request)["status"] == "finished"

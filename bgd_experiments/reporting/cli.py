@@ -4,8 +4,9 @@ Usage::
 
     bgd-report {table1,table2,table3,fig3,all} --results-dir results/cpu [--out DIR]
     bgd-report table2_plus --results-dir results/cpu [--target ACC] [--out DIR]
-    bgd-report runs --results-dir DIR [--format md|csv] [--out DIR] [--lr-per-epoch]
-    bgd-report compare RUN_DIR RUN_DIR... [--out DIR]
+    bgd-report runs --results-dir DIR [--format md|csv] [--out DIR|FILE.md|FILE.csv]
+                    [--lr-per-epoch]
+    bgd-report compare RUN_DIR RUN_DIR... [--out DIR]   (prints only, unless --out)
     bgd-report cost --results-dir results/cpu --bench-dir results/bench
     bgd-report ablation --results-dir A --against B [--labels a,b] [--out FILE]
 
@@ -108,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--format",
         choices=("md", "csv"),
-        default="md",
-        help="runs: the listing's format (with --out: written to runs.md / runs.csv)",
+        default=None,
+        help="runs: the listing's format (default: md, or the suffix of --out FILE); with "
+        "--out DIR it is written to DIR/runs.md or DIR/runs.csv",
     )
     parser.add_argument(
         "--lr-per-epoch",
@@ -156,8 +158,9 @@ def _ablation(results_dir: Path, against: Path | None, labels: str, out: Path | 
         print("bgd-report: ablation needs --against DIR and --labels A,B", file=sys.stderr)
         return 2
     for folder in (results_dir, against):
-        if not folder.is_dir():
-            print(f"bgd-report: results directory {folder} does not exist", file=sys.stderr)
+        problem = _folder_problem(folder)
+        if problem is not None:
+            print(f"bgd-report: {problem}", file=sys.stderr)
             return 2
     try:
         pairs = pair_runs(scan_runs(results_dir), scan_runs(against))
@@ -218,15 +221,41 @@ def _compare(folders: Sequence[Path], out: Path | None) -> int:
         return 2
     text = compare_markdown(runs)
     _show_markdown(text)
-    out_dir = out if out is not None else Path(".")
-    written = [out_dir / "compare.md"]
+    _warn_dirty("compare", runs)
+    if out is None:  # written only where asked
+        return 0
+    if out.is_file():
+        print(f"bgd-report: --out {out} is a file; compare writes into a folder", file=sys.stderr)
+        return 2
+    written = [out / "compare.md"]
     atomic_write_text(written[0], text)
-    written += plot_comparison(runs, out_dir / "compare")
+    written += plot_comparison(runs, out / "compare")
     print("Wrote:")
     for path in written:
         print(f"  {path}")
-    _warn_dirty("compare", runs)
     return 0
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be scanned as a results directory, or None."""
+    if folder.is_file():
+        return f"results directory {folder} is a file, not a folder (pass --results-dir DIR)"
+    if not folder.is_dir():
+        return (
+            f"results directory {folder} does not exist "
+            "(run the sweep first, or pass --results-dir)"
+        )
+    return None
+
+
+def _runs_listing_path(out: Path, fmt: str | None) -> tuple[Path, str]:
+    """Where ``runs --out`` writes, and in which format: a folder gets runs.<format>; a name
+    ending in .md or .csv is the file itself (its suffix gives the format unless --format)."""
+    suffix = out.suffix.lower().lstrip(".")
+    if not out.is_dir() and suffix in ("md", "csv"):
+        return out, fmt or suffix
+    fmt = fmt or "md"
+    return out / f"runs.{fmt}", fmt
 
 
 def _warn_dirty(what: str, runs: Sequence[RunRecord]) -> None:
@@ -279,15 +308,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bgd_experiments.reporting.cost import print_costs
 
         return print_costs(results_dir, args.bench_dir)
-    if not results_dir.is_dir():
-        print(
-            f"bgd-report: results directory {results_dir} does not exist "
-            "(run the sweep first, or pass --results-dir)",
-            file=sys.stderr,
-        )
+    problem = _folder_problem(results_dir)
+    if problem is not None:
+        print(f"bgd-report: {problem}", file=sys.stderr)
         return 2
     out_dir: Path = args.out if args.out is not None else results_dir
     runs = scan_runs(results_dir)
+    listing_path = None
+    if args.artefact == "runs":
+        if args.out is not None:
+            listing_path, args.format = _runs_listing_path(args.out, args.format)
+        args.format = args.format or "md"
     # A CSV listing on stdout stays pure CSV: the chatter goes to stderr.
     chatter = sys.stderr if args.artefact == "runs" and args.format == "csv" else sys.stdout
     print(f"Scanned {results_dir}: {len(runs)} run folders.", file=chatter)
@@ -304,10 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show_markdown(text)
         else:
             print(text, end="")
-        if args.out is not None:
-            path = args.out / f"runs.{args.format}"
-            atomic_write_text(path, text if text.endswith("\n") else text + "\n")
-            print(f"Wrote:\n  {path}", file=chatter)
+        if listing_path is not None:
+            atomic_write_text(listing_path, text if text.endswith("\n") else text + "\n")
+            print(f"Wrote:\n  {listing_path}", file=chatter)
         _warn_dirty(str(results_dir), runs)
         return 0
     written: list[Path] = []
