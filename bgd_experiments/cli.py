@@ -344,6 +344,10 @@ def _job_failure(cfg: DictConfig, kind: str, reason: str) -> Any:
     return record_failure(str(cfg.results_dir), overrides, kind, reason)
 
 
+# Jobs that began in this process (main tells the command line's errors from a job's by it).
+_JOBS_STARTED: list[str] = []
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _app(cfg: DictConfig) -> Any:
     """One job. Alone: a refusal exits 2 with one line. In a sweep, a refused or failed job
@@ -352,6 +356,7 @@ def _app(cfg: DictConfig) -> Any:
     from bgd_experiments.runfolder import CellHeld
     from bgd_experiments.sweeps import FAILED, REFUSED
 
+    _JOBS_STARTED.append(cfg.task)
     multirun = _in_multirun()
     try:
         # SLURM's preemption and time limit, and the local launcher's stop, send SIGTERM.
@@ -382,52 +387,55 @@ def _app(cfg: DictConfig) -> Any:
         return _job_failure(cfg, FAILED, f"{type(error).__name__}: {first_line}")
 
 
-def _composition_problem(overrides: list[str]) -> str | None:
-    """Why Hydra cannot compose the config from ``overrides`` (one line), or None.
-
-    Hydra reports an unknown key or a group option that does not exist in several lines and
-    exits 1; checked here first, the command line gets the one line and exit 2 of any other
-    refusal.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    except Exception as error:  # Hydra's override and composition errors share no base
-        lines = []
-        for line in str(error).splitlines():
-            if line.startswith("Config search path"):
-                break  # this machine's paths, not the user's mistake
-            if line.strip() and not line.strip().startswith("full_key:"):
-                lines.append(line.strip().rstrip(".:"))
-        return "; ".join(lines) or repr(error)
-    finally:
-        GlobalHydra.instance().clear()
-    return None
+def _one_line(error: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line composition messages as one line, without the
+    config search path (this machine's paths, not the user's mistake)."""
+    lines = []
+    for line in str(error).splitlines():
+        if line.startswith("Config search path"):
+            break
+        if line.strip() and not line.strip().startswith("full_key:"):
+            lines.append(line.strip().rstrip(".:"))
+    cause = error.__cause__
+    if cause is not None and str(cause).splitlines():
+        first = str(cause).splitlines()[0].strip().rstrip(".:")
+        if first and first not in lines:
+            lines.append(first)
+    return "; ".join(lines) or repr(error)
 
 
 def _error_line(message: str) -> None:
-    """One ERROR line in the format of the run's log, before Hydra has set logging up."""
+    """One ERROR line in the format of the run's log, where Hydra has set no logging up."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
-    handler.handle(record)
+    handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None))
 
 
 def main() -> None:
-    """Console entry point of ``bgd-run``."""
-    arguments = sys.argv[1:]
-    # A plain run's command line is checked before Hydra sees it; flags (-m, --help, --cfg)
-    # and sweeps are Hydra's.
-    if arguments and not any(argument.startswith("-") for argument in arguments):
-        problem = _composition_problem(arguments)
-        if problem is not None:
-            _error_line(f"invalid command line: {problem}")
-            sys.exit(2)
-    _app()
+    """Console entry point of ``bgd-run``.
+
+    Hydra reports a command line it cannot compose (an unknown key, a group option that does
+    not exist, a malformed override) in several lines and exits 1. Asked to raise instead
+    (HYDRA_FULL_ERROR), such an error reaches here before any job ran, and gets the one line
+    and exit status 2 of every other refusal.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _app()
+    except (HydraException, OmegaConfBaseException) as error:
+        if _JOBS_STARTED:  # a job's own error: not the command line's
+            raise
+        _error_line(f"invalid command line: {_one_line(error)}")
+        sys.exit(2)
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
 
 
 if __name__ == "__main__":
