@@ -152,6 +152,10 @@ tree_bytes=$(git ls-files -z --cached --others --exclude-standard \
     | xargs -0 -r stat -L --printf='%s\n' -- 2>/dev/null | awk '{s += $1} END {print s + 0}')
 bundle_bytes=$(du -sb "$WHEELS" "$DATA" | awk '{s += $1} END {print s}')
 total=$((tree_bytes + bundle_bytes))
+# A shared/ folder inside the checkout travels too, ignored or not (a link only as a link).
+if [ -d shared ] && [ ! -L shared ] && git check-ignore -q shared; then
+    total=$((total + $(du -sb shared | cut -f1)))
+fi
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 echo "device-bundle: .whl $(mib "$(du -sb "$WHEELS" | cut -f1)") ($(ls "$WHEELS"/*.whl | wc -l)" \
     "wheels), .data $(mib "$(du -sb "$DATA" | cut -f1)"): bundle $(mib "$bundle_bytes")"

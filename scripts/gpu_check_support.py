@@ -75,28 +75,31 @@ def _inside(path: str | None, folder: Path) -> bool:
     return path is not None and Path(path).resolve().is_relative_to(folder.resolve())
 
 
-def preflight(site: Path | None, device: str) -> int:
-    problems: list[str] = []
+def preflight(site: Path | None, device: str, strict: bool) -> int:
+    """Fatal: a module that does not import, no CUDA where CUDA is asked for. The rest only
+    warns unless ``strict`` (the dry run), so a GPU run still runs the steps they spare."""
+    fatal: list[str] = []
     for module, _ in CARRIED + IMAGE + [("bgd_experiments", "")]:
         try:
             importlib.import_module(module)
         except Exception as error:  # every missing module at once, not the first
-            problems.append(f"import {module}: {type(error).__name__}: {error}")
-    if problems:
-        print("\n".join(problems), file=sys.stderr)
+            fatal.append(f"import {module}: {type(error).__name__}: {error}")
+    if fatal:
+        print("\n".join(f"preflight: {problem}" for problem in fatal), file=sys.stderr)
         return 1
     import bgd_experiments
 
+    warnings: list[str] = []
     print(f"bgd_experiments from {Path(bgd_experiments.__file__).parent}")
     if not _inside(bgd_experiments.__file__, ROOT):
-        problems.append(f"bgd_experiments is not the repository's: {bgd_experiments.__file__}")
+        warnings.append(f"bgd_experiments is not the repository's: {bgd_experiments.__file__}")
     if site is not None:
         for module, _ in CARRIED:
             where = sys.modules[module].__file__
             if not _inside(where, site):
-                problems.append(f"{module} comes from {where}, not from the wheels in {site}")
+                warnings.append(f"{module} comes from {where}, not from the wheels in {site}")
     if _inside(sys.prefix, ROOT / ".venv"):
-        problems.append(f"{sys.executable} is the project's .venv, not the machine's Python")
+        warnings.append(f"{sys.executable} is the project's .venv, not the machine's Python")
 
     from hydra.core.plugins import Plugins
     from hydra.plugins.launcher import Launcher
@@ -109,7 +112,7 @@ def preflight(site: Path | None, device: str) -> int:
     }
     for name, module in PLUGINS.items():
         if not found.get(name, "").startswith(module):
-            problems.append(f"Hydra does not find the plugin {name} ({module})")
+            warnings.append(f"Hydra does not find the plugin {name} ({module})")
     print("Hydra plugins: " + ", ".join(f"{n} ({found.get(n)})" for n in PLUGINS))
 
     import torch
@@ -119,10 +122,12 @@ def preflight(site: Path | None, device: str) -> int:
         if torch.cuda.is_available():
             print(f"GPU: {torch.cuda.get_device_name()}")
         else:
-            problems.append("no CUDA device here (torch.cuda.is_available() is False)")
-    for problem in problems:
+            fatal.append("no CUDA device here (torch.cuda.is_available() is False)")
+    for problem in warnings:
+        print(f"preflight: {'' if strict else 'WARNING: '}{problem}", file=sys.stderr)
+    for problem in fatal:
         print(f"preflight: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return 1 if fatal or (strict and warnings) else 0
 
 
 # ------------------------------------------------------------------------ the summary
@@ -334,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("preflight")
     check.add_argument("--site", type=Path, default=None, help="where the wheels went")
     check.add_argument("--device", default="cuda")
+    check.add_argument("--strict", action="store_true", help="warnings fail too")
     report = commands.add_parser("summary")
     report.add_argument("--out", type=Path, required=True)
     report.add_argument("--steps", type=Path, required=True)
@@ -350,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "requirements":
         return requirements()
     if args.command == "preflight":
-        return preflight(args.site, args.device)
+        return preflight(args.site, args.device, args.strict)
     return summary(args)
 
 
