@@ -149,7 +149,7 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def source(wheels: Path) -> dict[str, Any]:
+def source(stamp: Path) -> dict[str, Any]:
     """The commit that ran: from git where .git travelled, else from the bundle's stamp,
     trusted only if every tracked file still has the sum it had when stamped."""
     commit = _git("rev-parse", "HEAD")
@@ -157,8 +157,8 @@ def source(wheels: Path) -> dict[str, Any]:
         status = _git("status", "--porcelain", "--untracked-files=no")
         return {"commit": commit, "dirty": bool(status), "from": "git"}
     try:
-        stamp = json.loads((wheels / "source.json").read_text())
-        listing = (wheels / "tree.sha256").read_text().splitlines()
+        stamped = json.loads((stamp / "source.json").read_text())
+        listing = (stamp / "tree.sha256").read_text().splitlines()
     except (OSError, ValueError):
         return {"commit": None, "dirty": None, "from": "unknown (no git, no bundle stamp)"}
     changed = []
@@ -169,12 +169,12 @@ def source(wheels: Path) -> dict[str, Any]:
             changed.append(name)
     if changed:
         return {
-            "commit": stamp["commit"],
+            "commit": stamped["commit"],
             "dirty": True,
             "from": f"bundle stamp; {len(changed)} tracked files differ from it",
             "changed": changed[:20],
         }
-    return {"commit": stamp["commit"], "dirty": stamp["dirty"], "from": "bundle stamp"}
+    return {"commit": stamped["commit"], "dirty": stamped["dirty"], "from": "bundle stamp"}
 
 
 def data_record(data: Path) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def summary(args: argparse.Namespace) -> int:
         "started_utc": args.started,
         "seconds": args.seconds,
         "steps": read_steps(args.steps),
-        "source": source(args.wheels),
+        "source": source(args.stamp),
         "data": data_record(args.data),
         "machine": machine(),
         "versions": versions(),
@@ -343,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("summary")
     report.add_argument("--out", type=Path, required=True)
     report.add_argument("--steps", type=Path, required=True)
-    report.add_argument("--wheels", type=Path, default=ROOT / ".whl")
+    report.add_argument(
+        "--stamp", type=Path, default=ROOT / ".whl", help="folder of source.json, tree.sha256"
+    )
     report.add_argument("--data", type=Path, required=True)
     report.add_argument("--mode", default="gpu")
     report.add_argument("--device", default="cuda")
