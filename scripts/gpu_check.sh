@@ -155,7 +155,7 @@ if [ "$preflight_rc" -eq 0 ]; then
             size=(--counts 1,2 --width 0.0625 --images 400 --batch-size 50 --steps 3 --warmup 1
                 --precision fp32)
         else
-            size=(--counts 1,2,4,8 --steps 30 --warmup 10 --timeout 60)
+            size=(--counts 1,2,4,8 --steps 30 --warmup 10)
         fi
         step runs "$LIMIT_RUNS" "$PY" scripts/bench_runs_per_gpu.py --device "$DEVICE" \
             "${size[@]}" --out "$GPU_OUT"
