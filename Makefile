@@ -28,7 +28,7 @@ LAUNCHER ?=
 SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
 	trainer.progress=plain $(DOWNLOAD) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
 
-.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table2_plus table3 fig3 paper bench bench-epoch gpu-check clean
+.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table2_plus table3 fig3 paper bench bench-epoch gpu-check gpu-check-dry device-bundle clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -111,8 +111,23 @@ bench: $(STAMP) ## Benchmarks: MBT search vs the authors'-style one, MBT-NAG vs 
 bench-epoch: $(STAMP) ## Epochs: authors' DataLoader+PIL vs ours (fp32/bf16/compiled, NAG/MBT-NAG)
 	$(BIN)/python scripts/bench_epoch.py --data $(BGD_CIFAR10_ROOT) $(ARGS)
 
-gpu-check: $(STAMP) ## On a GPU: gpu tests, CUDA epoch bench, a smoke run (<= 8 min) -> results/bench
-	PY=$(BIN)/python scripts/gpu_check.sh
+# gpu-check writes into GPU_OUT. OFFLINE=1: a bare GPU machine without registries (docs/gpu.md):
+# the machine's PY (python3) with the wheels of .whl and the data of .data (make device-bundle).
+GPU_OUT ?= results/bench
+OFFLINE ?=
+OFFLINE_ON := $(filter 1 yes true,$(OFFLINE))
+PY ?= $(if $(OFFLINE_ON),python3,$(BIN)/python)
+
+gpu-check: $(if $(OFFLINE_ON),,$(STAMP)) ## On a GPU: gpu tests, smoke run, CUDA benches (~7 min); OFFLINE=1 PY=python3: docs/gpu.md
+	OFFLINE=$(if $(OFFLINE_ON),1,0) PY=$(PY) GPU_OUT=$(GPU_OUT) scripts/gpu_check.sh
+
+device-bundle: ## Wheels (.whl), CIFAR-10 (.data) for an offline GPU machine, and the dry run's stand-in
+	PYTHON=$(PYTHON) SHARED_DATA=$(SHARED_DATA) scripts/device_bundle.sh
+
+# The stand-in image's Python, its own wheels, no .venv and no registry: the GPU machine's path.
+gpu-check-dry: ## gpu-check's offline path on this CPU at toy size (after make device-bundle)
+	PIP_NO_INDEX=1 DRY=1 PY=.gpu-image/bin/python WHEELS=.gpu-image/whl \
+	  GPU_OUT=results/gpu-check-dry scripts/gpu_check.sh
 
 clean: ## Remove caches (not results, not .venv)
 	rm -rf .pytest_cache .ruff_cache

@@ -188,13 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     from bgd_experiments.training.provenance import git_state
 
     device = torch.device(args.device)
-    counts = []
-    for count in (int(value) for value in args.counts.split(",")):
-        entry = run_count(args, count)
-        counts.append(entry)
-        print(f"{count} runs: {entry['aggregate_images_per_s']} images/s", flush=True)
-        if entry["aggregate_images_per_s"] is None:
-            break  # more runs will not fit either (memory)
     state = git_state()
     commit = (state["git_commit"] or "unknown")[:10] + ("+dirty" if state["git_dirty"] else "")
     report = {
@@ -211,12 +204,20 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "warmup": args.warmup,
         "min_gain": args.min_gain,
-        "counts": counts,
-        "best": best_count(counts, args.min_gain),
+        "counts": [],
+        "best": 1,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "runs_per_gpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "runs_per_gpu.md").write_text(markdown(report))
+    for count in (int(value) for value in args.counts.split(",")):
+        entry = run_count(args, count)
+        report["counts"].append(entry)
+        report["best"] = best_count(report["counts"], args.min_gain)
+        # Written after each count, so a time limit later still leaves the counts done.
+        (args.out / "runs_per_gpu.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "runs_per_gpu.md").write_text(markdown(report))
+        print(f"{count} runs: {entry['aggregate_images_per_s']} images/s", flush=True)
+        if entry["aggregate_images_per_s"] is None:
+            break  # more runs will not fit either (memory)
     print(markdown(report))
     return 0
 

@@ -31,7 +31,8 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-BGD_RUN = Path(sys.executable).parent / "bgd-run"
+# As a module, so the test runs where no console script is installed (a bare GPU machine).
+BGD_RUN = [sys.executable, "-m", "bgd_experiments.cli"]
 
 
 @pytest.fixture(autouse=True)
@@ -151,7 +152,7 @@ def test_bgd_run_on_cuda_resumes_after_a_kill(tmp_path, tiny_cifar10_torchvision
     def run(results: Path, env: dict[str, str] | None = None):
         return subprocess.run(
             [
-                str(BGD_RUN), f"dataset.root={tiny_cifar10_torchvision}", "model.width=0.125",
+                *BGD_RUN, f"dataset.root={tiny_cifar10_torchvision}", "model.width=0.125",
                 "trainer.batch_size=25", "trainer.device=cuda", "trainer.progress=plain",
                 "optimizer=mbt_mmt", "optimizer.num_batches=2", "trainer.epochs=3",
                 f"results_dir={results}",
