@@ -419,15 +419,13 @@ def main() -> None:
     (HYDRA_FULL_ERROR), such an error reaches here before any job ran, and gets the one line
     and exit status 2 of every other refusal.
     """
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    jobs_before = len(_JOBS_STARTED)
     try:
         _app()
-    except (HydraException, OmegaConfBaseException) as error:
-        if _JOBS_STARTED:  # a job's own error: not the command line's
+    except Exception as error:  # Hydra raises ValueError too, for a group given a number
+        if len(_JOBS_STARTED) > jobs_before:  # a job's own error: not the command line's
             raise
         _error_line(f"invalid command line: {_one_line(error)}")
         sys.exit(2)

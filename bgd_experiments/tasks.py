@@ -35,6 +35,8 @@ OptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
 AUGMENTS = ("paper", "none", "flip_crop")
 PROTOCOLS = ("paper", "clean")
 PROGRESS_MODES = ("auto", "rich", "plain")
+# The paper trains 200 epochs; a count beyond this is a typo, not a budget.
+MAX_EPOCHS = 100_000
 
 
 class SettingsError(ValueError):
@@ -146,8 +148,8 @@ class TrainerSettings:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.eval_batch_size >= 1:
             problems.append(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
-        if not self.epochs >= 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            problems.append(f"epochs must be from 1 to {MAX_EPOCHS:,}, got {self.epochs}")
         device = str(self.device)
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             problems.append(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
