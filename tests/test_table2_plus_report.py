@@ -17,14 +17,12 @@ import yaml
 
 from bgd_experiments.reporting.cli import main
 from bgd_experiments.reporting.runs import read_run, scan_runs
+from bgd_experiments.reporting.stats import student_t_cdf, two_sided_t_p, welch_t_test
 from bgd_experiments.reporting.table2_plus import (
     build_table2_plus,
     default_target,
     read_default_lrs,
     render_markdown,
-    student_t_cdf,
-    two_sided_t_p,
-    welch_t_test,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,7 +280,16 @@ def test_accuracy_table(results: Path, tmp_path: Path, monkeypatch: pytest.Monke
     assert sgd["verdict"] == "MBT-NAG worse"
     assert float(sgd["paper"]) == 92.07  # the paper's Table 2, SGD at 0.1
     assert rows[("paper", "sls")]["welch_p"] == "1.0"
-    assert rows[("paper", "sls")]["verdict"].startswith("within noise")
+    assert rows[("paper", "sls")]["verdict"].startswith("not resolved at this n")
+    # Holm over the paper protocol's two comparisons (sgd p = 0.01, sls p = 1): 0.02 and 1.
+    assert float(sgd["p_holm"]) == pytest.approx(0.02, abs=2e-4)
+    assert float(rows[("paper", "sls")]["p_holm"]) == 1.0
+    assert sgd["lr_meaning"] == "constant rate"
+    assert rows[("paper", "mbt_nag")]["lr_meaning"] == "start rate of a search"
+    # The 95% interval of the shift: +-t_{0.975,4} standard errors (t = 2.776, se = sqrt(2/3)).
+    half = 2.7764451 * math.sqrt(2 / 3)
+    assert float(sgd["ci_low"]) == pytest.approx(SHIFT_P01 - half, abs=1e-5)
+    assert float(sgd["ci_high"]) == pytest.approx(SHIFT_P01 + half, abs=1e-5)
     assert rows[("paper", "sls")]["paper"] == ""  # not one of the paper's optimizers
     assert rows[("clean", "sgd")]["verdict"] == "MBT-NAG better"
     assert rows[("paper", "mbt_nag")]["verdict"] == "reference"
