@@ -27,6 +27,16 @@ from bgd_experiments.reporting.paper import (
     same_rate,
 )
 from bgd_experiments.reporting.runs import RunRecord
+from bgd_experiments.reporting.stats import (
+    BETTER,
+    NOT_RESOLVED,
+    WORSE,
+    Comparison,
+    compare,
+    holm_correct,
+    interval_text,
+    verdict_text,
+)
 from bgd_experiments.runfolder import RunStatus
 
 FINISHED = RunStatus.FINISHED.value
@@ -100,6 +110,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     spreads: list[dict[str, object]] = field(default_factory=list)  # Table 1 only
     noise: dict[str, Any] | None = None  # Table 1 only: the search's noise floor, if measured
+    sections: list[str] = field(default_factory=list)  # Markdown sections before the findings
+    protocol: list[str] = field(default_factory=list)  # what this table's runs did
 
     @property
     def runs(self) -> list[RunRecord]:
@@ -438,7 +450,8 @@ def build_table2(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Tab
     table = Table(
         2, "Best test accuracy (%) of ResNet18 on CIFAR-10", "best_test_acc", cells, findings=[]
     )
-    table.findings = table2_ranking(cells)
+    table.findings = table2_ranking(cells, runs)
+    table.sections = [_fair_section(fair_baselines(runs, cells))]
     table.notes = list(TABLE2_NOTES)
     return table
 
@@ -456,91 +469,251 @@ TABLE2_NOTES = (
 )
 
 
-def _describe_ranking(
-    who: str, cells: list[Cell], value: Callable[[Cell], float | None], ours: bool
-) -> tuple[str, str | None]:
-    """One sentence for ``who`` and its verdict: "both", "one", "neither" or None (unknown).
+@dataclass
+class FairBaseline:
+    """A baseline whose rate is chosen on the clean protocol's validation split (seed 0) and
+    scored by the test accuracy at the best validation epoch over the seeds of that rate."""
 
-    For our runs only ended cells count (an interrupted run's best-so-far is not a result);
-    the paper's values all count.
-    """
+    optimizer: str
+    rates_seen: int  # paper-grid rates with a finished seed-0 clean-protocol run
+    rates_total: int
+    lr: float | None = None  # the chosen rate (None: nothing to choose from)
+    val_acc: float | None = None  # its seed-0 best validation accuracy
+    scores: list[float] = field(default_factory=list)  # test_acc_at_best_val per seed
 
-    def usable(cell: Cell) -> bool:
-        return value(cell) is not None and (not ours or cell.status in (FINISHED, DIVERGED))
+    @property
+    def complete(self) -> bool:
+        return self.lr is not None and self.rates_seen == self.rates_total
 
-    baselines = [c for c in cells if c.optimizer in BASELINE_OPTIMIZERS and usable(c)]
-    best = max(baselines, key=lambda cell: value(cell) or 0.0) if baselines else None
-    mbt = {
-        cell.optimizer: cell
-        for cell in cells
-        if cell.optimizer in ("mbt_mmt", "mbt_nag") and usable(cell)
-    }
-    n_baselines = len(baselines)
-    total_baselines = sum(cell.optimizer in BASELINE_OPTIMIZERS for cell in cells)
-    with_noise = ours
-    if best is None:
-        return f"{who}: no finished baseline cell, the ranking cannot be judged.", None
-    best_value = value(best)
-    assert best_value is not None
-    text = (
-        f"{who}: best tuned baseline is {OPTIMIZER_LABELS[best.optimizer]} at lr "
-        f"{format_rate(best.start_lr)} with {_fmt_acc(best_value)}"
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.scores) if self.scores else None
+
+
+def _clean_runs(runs: Sequence[RunRecord], optimizer: str) -> list[RunRecord]:
+    return [
+        run
+        for run in runs
+        if not _is_search(run)
+        and run.protocol == "clean"
+        and run.dataset == "cifar10"
+        and run.model == "resnet18"
+        and run.optimizer == optimizer
+        and run.ended
+    ]
+
+
+def fair_baselines(runs: Sequence[RunRecord], cells: Sequence[Cell]) -> list[FairBaseline]:
+    """Per baseline of Table 2: the paper-grid rate with the best seed-0 validation accuracy
+    (clean protocol), scored by ``test_acc_at_best_val`` over the seeds run at that rate. The
+    test images never choose the rate."""
+    out = []
+    for optimizer in BASELINE_OPTIMIZERS:
+        grid = [cell.start_lr for cell in cells if cell.optimizer == optimizer]
+        clean = _clean_runs(runs, optimizer)
+        seed0 = {
+            rate: run
+            for rate in grid
+            for run in clean
+            if run.seed == 0 and same_rate(run.lr, rate) and run.best_val_acc is not None
+        }
+        fair = FairBaseline(optimizer, len(seed0), len(grid))
+        if seed0:
+            fair.lr = max(seed0, key=lambda rate: seed0[rate].best_val_acc or 0.0)
+            fair.val_acc = seed0[fair.lr].best_val_acc
+            fair.scores = [
+                run.test_acc_at_best_val
+                for run in sorted(clean, key=lambda run: run.seed or 0)
+                if same_rate(run.lr, fair.lr) and run.test_acc_at_best_val is not None
+            ]
+        out.append(fair)
+    return out
+
+
+def _mbt_clean_scores(runs: Sequence[RunRecord], optimizer: str, start: float) -> list[float]:
+    return [
+        run.test_acc_at_best_val
+        for run in _clean_runs(runs, optimizer)
+        if same_rate(run.lr, start) and run.test_acc_at_best_val is not None
+    ]
+
+
+def _verdict_word(comparisons: Sequence[Comparison | None]) -> str:
+    """AGREES only when both MBT rows are resolved better; DISAGREES only when both are
+    resolved worse; otherwise partly, or not resolved at this n."""
+    verdicts = [NOT_RESOLVED if c is None else c.verdict for c in comparisons]
+    if all(v == BETTER for v in verdicts):
+        return "AGREES with the paper's claim: MBT-MMT and MBT-NAG are both better"
+    if all(v == WORSE for v in verdicts):
+        return "DISAGREES with the paper's claim: MBT-MMT and MBT-NAG are both worse"
+    if WORSE in verdicts:
+        return "PARTLY DISAGREES with the paper's claim: one MBT row is worse, the other not"
+    if BETTER in verdicts:
+        return "PARTLY AGREES with the paper's claim: one MBT row is better, the other not"
+    return (
+        "does NOT RESOLVE the paper's claim at this n: neither MBT row is better or worse "
+        "beyond the Holm-corrected test"
     )
-    if with_noise and n_baselines < total_baselines:
-        text += f" (from {n_baselines} of {total_baselines} baseline cells)"
+
+
+def _comparison_parts(
+    named: Sequence[tuple[str, Sequence[float]]], baseline: Sequence[float]
+) -> tuple[list[str], list[Comparison | None]]:
+    comparisons = holm_correct([compare(values, baseline) for _, values in named])
     parts = []
-    winners = 0
-    for name in ("mbt_mmt", "mbt_nag"):
+    for (name, values), comparison in zip(named, comparisons, strict=True):
         label = OPTIMIZER_LABELS[name]
-        cell = mbt.get(name)
-        if cell is None:
+        if not values:
             parts.append(f"{label} has no result")
-            continue
-        mbt_value = value(cell)
-        assert mbt_value is not None
-        gap = mbt_value - best_value
-        winners += gap > 0
-        note = ""
-        if with_noise:
-            noise = math.hypot(cell.std or 0.0, best.std or 0.0)
-            if noise > 0 and abs(gap) <= noise:
-                note = ", within seed noise"
-        parts.append(f"{label} {_fmt_acc(mbt_value)} ({gap:+.2f}{note})")
-    text += "; " + ", ".join(parts) + "."
-    if len(mbt) < 2:
-        return text, None
-    return text, ("both" if winners == 2 else "one" if winners == 1 else "neither")
+        elif comparison is None:
+            gap = statistics.fmean(values) - statistics.fmean(baseline)
+            parts.append(
+                f"{label} {_fmt_acc(statistics.fmean(values))} ({gap:+.2f}; n = {len(values)} "
+                f"against {len(baseline)}: {NOT_RESOLVED}, a test needs 2 seeds per side)"
+            )
+        else:
+            parts.append(
+                f"{label} {_fmt_acc(statistics.fmean(values))} ({interval_text(comparison)}, "
+                f"{verdict_text(comparison)})"
+            )
+    return parts, comparisons
 
 
-def table2_ranking(cells: list[Cell]) -> list[str]:
-    """Plain statements: best baseline cell vs MBT-MMT/NAG, in the paper and in our runs."""
-    paper_text, paper_verdict = _describe_ranking(
-        "Paper", cells, lambda cell: cell.paper, ours=False
+def _paper_sentence(cells: list[Cell]) -> str:
+    baselines = [c for c in cells if c.optimizer in BASELINE_OPTIMIZERS and c.paper is not None]
+    if not baselines:
+        return "Paper: no baseline value."
+    best = max(baselines, key=lambda cell: cell.paper or 0.0)
+    assert best.paper is not None
+    parts = []
+    for name in ("mbt_mmt", "mbt_nag"):
+        cell = next((c for c in cells if c.optimizer == name and c.paper is not None), None)
+        if cell is not None and cell.paper is not None:
+            parts.append(
+                f"{OPTIMIZER_LABELS[name]} {cell.paper:.2f} ({cell.paper - best.paper:+.2f})"
+            )
+    return (
+        f"Paper (one run per cell): best tuned baseline is {OPTIMIZER_LABELS[best.optimizer]} "
+        f"at lr {format_rate(best.start_lr)} with {_fmt_acc(best.paper)}; " + ", ".join(parts) + "."
     )
-    ours_text, ours_verdict = _describe_ranking("Ours", cells, lambda cell: cell.ours, ours=True)
-    if ours_verdict is None:
-        conclusion = (
+
+
+def _max_sentence(cells: list[Cell]) -> tuple[str, list[Comparison | None] | None]:
+    """Our paper-protocol reading: the maximum of the baseline cell means (chosen on the test
+    images it is scored on, so it favours the baselines)."""
+    usable = [
+        c
+        for c in cells
+        if c.optimizer in BASELINE_OPTIMIZERS
+        and c.ours is not None
+        and c.status in (FINISHED, DIVERGED)
+    ]
+    if not usable:
+        return (
+            "Ours, paper protocol: no finished baseline cell, the ranking cannot be judged.",
+            None,
+        )
+    best = max(usable, key=lambda cell: cell.ours or 0.0)
+    baseline = [v for v in (_best_test_acc(r) for r in best.runs if r.ended) if v is not None]
+    named = []
+    for name in ("mbt_mmt", "mbt_nag"):
+        cell = next((c for c in cells if c.optimizer == name), None)
+        ended = cell is not None and cell.status in (FINISHED, DIVERGED)
+        values = (
+            []
+            if not ended
+            else [v for v in (_best_test_acc(r) for r in cell.runs if r.ended) if v is not None]
+        )
+        named.append((name, values))
+    parts, comparisons = _comparison_parts(named, baseline)
+    total = sum(cell.optimizer in BASELINE_OPTIMIZERS for cell in cells)
+    text = (
+        f"Ours, paper protocol (maximum of {len(usable)} of {total} baseline cell means, chosen "
+        f"on the test images it is scored on, which favours the baselines): "
+        f"{OPTIMIZER_LABELS[best.optimizer]} at lr {format_rate(best.start_lr)} with "
+        f"{_fmt_acc(best.ours or 0.0)}; " + ", ".join(parts) + "."
+    )
+    if any(not values for _, values in named):
+        return text, None
+    return text, comparisons
+
+
+def _fair_section(fair: list[FairBaseline]) -> str:
+    lines = [
+        "## Fair best baselines: rate chosen on validation (clean protocol)",
+        "",
+        "Per baseline, the paper-grid rate with the best seed-0 validation accuracy "
+        "(`best_val_acc`, clean protocol: the test images never choose it), scored by the test "
+        "accuracy at the best validation epoch (`test_acc_at_best_val`) over the seeds run at "
+        "that rate. rates seen: grid rates with a finished seed-0 clean run.",
+        "",
+        "| optimizer | rates seen | chosen lr | seed-0 val acc (%) | test acc at best val (%) "
+        "| n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for item in fair:
+        chosen = "selection pending" if item.lr is None else format_rate(item.lr)
+        if item.lr is not None and not item.complete:
+            chosen += " (selection pending)"
+        mean = "-" if item.mean is None else _fmt_acc(item.mean)
+        if len(item.scores) > 1:
+            mean += f" ± {statistics.stdev(item.scores):.2f}"
+        val = "-" if item.val_acc is None else _fmt_acc(item.val_acc)
+        lines.append(
+            f"| {OPTIMIZER_LABELS[item.optimizer]} | {item.rates_seen} of {item.rates_total} "
+            f"| {chosen} | {val} | {mean} | {len(item.scores)} |"
+        )
+    return "\n".join(lines)
+
+
+def _fair_sentence(
+    runs: Sequence[RunRecord], cells: list[Cell], fair: list[FairBaseline]
+) -> tuple[str, list[Comparison | None] | None]:
+    pending = [item for item in fair if not item.complete]
+    if pending:
+        seen = sum(item.rates_seen for item in fair)
+        total = sum(item.rates_total for item in fair)
+        return (
+            "Ours, fair (rate chosen on validation): selection pending, seed-0 clean-protocol "
+            f"runs cover {seen} of {total} baseline cells.",
+            None,
+        )
+    best = max(fair, key=lambda item: item.val_acc or 0.0)
+    mbt_start = next((c.start_lr for c in cells if c.optimizer == "mbt_nag"), 1e-2)
+    named = [(name, _mbt_clean_scores(runs, name, mbt_start)) for name in ("mbt_mmt", "mbt_nag")]
+    parts, comparisons = _comparison_parts(named, best.scores)
+    text = (
+        "Ours, fair (each baseline's rate and the best baseline chosen on seed-0 validation "
+        f"accuracy, clean protocol): {OPTIMIZER_LABELS[best.optimizer]} at lr "
+        f"{format_rate(best.lr or 0.0)} with {_fmt_acc(best.mean or 0.0)} (test accuracy at "
+        f"the best validation epoch, n = {len(best.scores)}); " + ", ".join(parts) + "."
+    )
+    if any(not values for _, values in named):
+        return text, None
+    return text, comparisons
+
+
+def table2_ranking(cells: list[Cell], runs: Sequence[RunRecord] = ()) -> list[str]:
+    """The paper's ranking, ours under the paper protocol (maximum of cell means) and the fair
+    one (rates chosen on validation); the conclusion comes from the fair one when its
+    selection is complete, else from the maximum, in the words of :mod:`.stats`."""
+    fair = fair_baselines(runs, cells)
+    max_text, max_comparisons = _max_sentence(cells)
+    fair_text, fair_comparisons = _fair_sentence(runs, cells, fair)
+    findings = [_paper_sentence(cells), max_text, fair_text]
+    if fair_comparisons is not None:
+        findings.append(f"The reduced run, fair comparison, {_verdict_word(fair_comparisons)}.")
+    elif max_comparisons is not None:
+        findings.append(
+            f"The reduced run, paper protocol (fair selection pending), "
+            f"{_verdict_word(max_comparisons)}."
+        )
+    else:
+        findings.append(
             "The paper's claim that MBT-MMT and MBT-NAG beat the best tuned baselines cannot "
             "be checked yet: a needed cell is missing, incomplete or has no accuracy."
         )
-    elif ours_verdict == paper_verdict == "both":
-        conclusion = (
-            "The reduced run AGREES with the paper's claim: MBT-MMT and MBT-NAG both beat the "
-            "best tuned baseline."
-        )
-    elif ours_verdict == "one":
-        conclusion = (
-            "The reduced run PARTLY DISAGREES with the paper's claim: only one of MBT-MMT / "
-            "MBT-NAG beats the best tuned baseline."
-        )
-    else:
-        conclusion = (
-            "The reduced run DISAGREES with the paper's claim: neither MBT-MMT nor MBT-NAG "
-            "beats the best tuned baseline."
-            if ours_verdict == "neither"
-            else "The reduced run and the paper rank the optimizers differently."
-        )
-    return [paper_text, ours_text, conclusion]
+    return findings
 
 
 # --------------------------------------------------------------------------- Table 3

@@ -441,6 +441,8 @@ def render_markdown(table: Table) -> str:
             "",
             _markdown_grid(_grid(table, lambda cell: ours_text(cell, clean=True))),
         ]
+    for section in table.sections:
+        parts += ["", section]
     if table.findings:
         parts += ["", "## Findings", "", *(f"- {finding}" for finding in table.findings)]
     if table.notes:
