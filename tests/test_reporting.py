@@ -370,6 +370,7 @@ def test_paper_ranking_does_not_depend_on_our_runs() -> None:
         value = next(v for k, v in paper.items() if k[0] == "2" and k[3] == name)
         assert f"{value:.2f} ({value - baselines[best_key]:+.2f})" in paper_text
     assert "cannot be judged" in ours_text and "cannot be checked" in conclusion
+    assert "selection pending" in fair_text and "0 of 72" in fair_text
 
 
 def test_seed_mix_of_finished_and_incomplete(runs: list[RunRecord]) -> None:
