@@ -673,17 +673,34 @@ def test_start_effect_test_tells_a_start_rate_effect_from_seed_noise() -> None:
     from bgd_experiments.reporting.tables import start_effect_p_value
 
     rng = random.Random(1)
-    # 9 starts x 3 seeds of log rates: noise of 5% around one level, or around a level that
-    # grows with the start rate by 30% a decade (an effect far above the noise).
-    noise_only = [[math.log(0.012) + rng.gauss(0, 0.05) for _ in range(3)] for _ in range(9)]
+    # 3 seeds (blocks) x 9 starts of log rates: noise of 5% around one level, or around a
+    # level that grows with the start rate by 30% a decade (an effect far above the noise).
+    noise_only = [[math.log(0.012) + rng.gauss(0, 0.05) for _ in range(9)] for _ in range(3)]
     with_effect = [
-        [math.log(0.012) + 0.3 * start + rng.gauss(0, 0.05) for _ in range(3)] for start in range(9)
+        [math.log(0.012) + 0.3 * start + rng.gauss(0, 0.05) for start in range(9)] for _ in range(3)
     ]
     assert start_effect_p_value(with_effect) < 0.01
     assert start_effect_p_value(noise_only) > 0.05
-    # Reproducible (fixed RNG), and undefined without seed-to-seed noise to compare against.
+    # Reproducible (fixed RNG), and undefined without two seeds of two starts.
     assert start_effect_p_value(noise_only) == start_effect_p_value(noise_only)
+    assert start_effect_p_value([[0.1, 0.2, 0.3]]) is None
     assert start_effect_p_value([[0.1], [0.2], [0.3]]) is None
+
+
+def test_start_effect_permutes_within_each_seed() -> None:
+    """Each seed is a block (same weights and batches for all starts): a large offset per
+    seed is no evidence against a start effect, which must still be found."""
+    from bgd_experiments.reporting.tables import start_effect_p_value
+
+    rng = random.Random(2)
+    offsets = (0.0, 0.8, -0.8)  # seed to seed, far above the start effect
+    blocks = [
+        [offset + 0.02 * start + rng.gauss(0, 0.005) for start in range(9)] for offset in offsets
+    ]
+    assert start_effect_p_value(blocks) < 0.01
+    # Without the start effect the same seed offsets give no signal.
+    flat = [[offset + rng.gauss(0, 0.005) for _ in range(9)] for offset in offsets]
+    assert start_effect_p_value(flat) > 0.05
 
 
 def test_table1_findings_judge_the_start_spread_against_seeds() -> None:
