@@ -334,7 +334,7 @@ def test_fair_baselines_choose_the_rate_on_validation(runs: list[RunRecord]) -> 
     table = build_table2([*runs, *clean[1:]])  # SGD misses its 100 cell: pending
     assert "selection pending" in table.findings[2]
     assert "8 of 9" not in table.findings[2] and "71 of 72" in table.findings[2]
-    assert "selection pending" in table.sections[0]
+    assert "selection pending" in table.sections[-1]
     fair = {item.optimizer: item for item in fair_baselines(clean, build_table2(runs).cells)}
     assert all(item.lr == 0.01 and item.complete for item in fair.values())
     assert fair["sgd"].scores == [35.0]
@@ -762,3 +762,21 @@ def test_the_clean_grid_shows_only_clean_protocol_runs():
     # SGD at 1e-1 and 10 has paper-protocol runs only: blank, not a status of theirs.
     assert rows["SGD"][3] == "" and rows["SGD"][1] == ""
     assert "no val data" not in clean and "diverged" not in clean
+
+
+def test_each_table_states_its_protocol(runs: list[RunRecord]) -> None:
+    from bgd_experiments.reporting.tables import build_table1, build_table3
+
+    table2 = build_table2(runs).sections[0]
+    assert table2.startswith("## Protocol of this table")
+    assert "sqrt(batch / N) (the training images): 1,000." in table2
+    assert "seeds 0, 1" in table2
+    searches = [run for run in runs if run.task == "search"]
+    full = [dataclasses.replace(run, train_subset=None) for run in searches]
+    assert "(the training images): 50,000." in build_table1(full).sections[0]
+    # The same paper cell in Table 2 (search from 1e-2) and Table 3 (from 100), said so.
+    table3 = build_table3(runs)
+    nag = next(r for r in runs if r.optimizer == "mbt_nag" and r.lr == 0.01)
+    said = [line for line in table3.findings if "is in Table 2 too" in line]
+    assert any(f"with {nag.best_test_acc:.2f} (n = 1)" in line for line in said)
+    assert all("from 100 in Table 3 and from 1e-2 in Table 2" in line for line in said)

@@ -54,6 +54,7 @@ START_EFFECT_PERMUTATIONS = 2000
 # Below this p-value the start rate is said to move the found rate beyond seed noise.
 START_EFFECT_ALPHA = 0.05
 CIFAR_TRAIN_SIZE = 50_000
+TABLE2_MBT_START = 1e-2  # the paper's Table 2 starts MBT's search here, its Table 3 from 100
 
 
 @dataclass
@@ -243,6 +244,35 @@ def _fmt_acc(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _join_numbers(values: Sequence[Any], fmt: Callable[[Any], str] = str) -> str:
+    return ", ".join(fmt(value) for value in values) if values else "none"
+
+
+def protocol_section(table: Table) -> str:
+    """What this table's runs did: N of the search's sqrt(batch / N) rescaling, the start
+    rates, the budget (images, epochs, width) and the seeds, read from the runs."""
+    runs = table.runs
+    subsets = sorted({run.train_subset or CIFAR_TRAIN_SIZE for run in runs})
+    starts = sorted({run.lr for run in runs if run.lr is not None}, reverse=True)
+    epochs = sorted({run.epochs for run in runs if run.epochs})
+    widths = sorted({run.width for run in runs if run.width is not None})
+    seeds = sorted({run.seed for run in runs if run.seed is not None})
+    budgets = sorted({run.budget for run in runs if run.budget})
+    lines = [
+        "## Protocol of this table",
+        "",
+        f"- N in the search's rescaling sqrt(batch / N) (the training images): "
+        f"{_join_numbers(subsets, lambda n: f'{n:,}')}.",
+        f"- Start rates of the runs: {_join_numbers(starts, format_rate)}"
+        + (" (MBT: the start of its search)." if table.number != 1 else "."),
+        f"- Budget: {_join_numbers(budgets)}; epochs "
+        f"{_join_numbers(epochs) if epochs else 'none (search only)'}; "
+        f"width {_join_numbers(widths, lambda w: f'{w:g}')}; seeds {_join_numbers(seeds)} "
+        f"({len(runs)} runs).",
+    ]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- Table 1
 
 
@@ -267,6 +297,7 @@ def build_table1(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Tab
     )
     table.spreads = _table1_spreads(cells)
     table.findings = _table1_findings(table)
+    table.sections = [protocol_section(table)]
     return table
 
 
@@ -500,7 +531,7 @@ def build_table2(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Tab
         2, "Best test accuracy (%) of ResNet18 on CIFAR-10", "best_test_acc", cells, findings=[]
     )
     table.findings = table2_ranking(cells, runs)
-    table.sections = [_fair_section(fair_baselines(runs, cells))]
+    table.sections = [protocol_section(table), _fair_section(fair_baselines(runs, cells))]
     table.notes = list(TABLE2_NOTES)
     return table
 
@@ -777,8 +808,80 @@ def build_table3(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Tab
         _fill_cell(cell, chosen, _best_test_acc)
         cells.append(cell)
     table = Table(3, "Best test accuracy (%) of MBT-MMT and MBT-NAG", "best_test_acc", cells)
-    table.findings = _table3_findings(cells)
+    table.findings = _table3_findings(cells) + _table3_tests(cells) + _table2_cell_here(runs, cells)
+    table.sections = [protocol_section(table)]
     return table
+
+
+def _values(cell: Cell) -> list[float]:
+    return [v for v in (_best_test_acc(run) for run in cell.runs if run.ended) if v is not None]
+
+
+def _table3_tests(cells: list[Cell]) -> list[str]:
+    """MBT-MMT against MBT-NAG per model/dataset, in the stats wording (Holm over pairs)."""
+    pairs = []
+    for mmt in (c for c in cells if c.optimizer == "mbt_mmt"):
+        nag = next(
+            (
+                c
+                for c in cells
+                if c.optimizer == "mbt_nag" and c.dataset == mmt.dataset and c.model == mmt.model
+            ),
+            None,
+        )
+        if nag is not None and _values(mmt) and _values(nag):
+            pairs.append((mmt, nag))
+    if not pairs:
+        return []
+    comparisons = holm_correct([compare(_values(mmt), _values(nag)) for mmt, nag in pairs])
+    tested = [(pair, c) for pair, c in zip(pairs, comparisons, strict=True) if c is not None]
+    if not tested:
+        seeds = max(len(_values(cell)) for pair in pairs for cell in pair)
+        return [
+            f"MBT-MMT against MBT-NAG: {seeds} seed per cell, so each of the {len(pairs)} "
+            f"orderings is {NOT_RESOLVED} (a Welch test needs 2 seeds per side); the "
+            "agreement count above compares point estimates only."
+        ]
+    parts = [
+        f"{mmt.model}/{mmt.dataset} {interval_text(c)} ({verdict_text(c)})"
+        for (mmt, _), c in tested
+    ]
+    return [
+        f"MBT-MMT minus MBT-NAG, Holm over {len(tested)} pairs with 2 seeds or more: "
+        + "; ".join(parts)
+        + "."
+    ]
+
+
+def _table2_cell_here(runs: Sequence[RunRecord], cells: list[Cell]) -> list[str]:
+    """Why Table 2 shows another value for the same paper cell (ResNet18, CIFAR-10,
+    MBT-MMT/NAG): the two tables start the search from different rates."""
+    out = []
+    for cell in cells:
+        if cell.model != "resnet18" or cell.dataset != "cifar10" or cell.ours is None:
+            continue
+        table2 = [
+            run.best_test_acc
+            for run in runs
+            if not _is_search(run)
+            and (run.dataset, run.model, run.optimizer)
+            == (cell.dataset, cell.model, cell.optimizer)
+            and run.protocol == "paper"
+            and run.ended
+            and same_rate(run.lr, TABLE2_MBT_START)
+            and run.best_test_acc is not None
+        ]
+        if not table2:
+            continue
+        out.append(
+            f"{OPTIMIZER_LABELS[cell.optimizer]} ResNet18/CIFAR-10 is in Table 2 too, with "
+            f"{statistics.fmean(table2):.2f} (n = {len(table2)}) against "
+            f"{cell.ours:.2f} here (n = {cell.n}): the paper searches from "
+            f"{format_rate(cell.start_lr)} in Table 3 and from {format_rate(TABLE2_MBT_START)} in "
+            "Table 2, and so do we: two runs of different start rates (and seeds), not one "
+            "value measured twice."
+        )
+    return out
 
 
 def _table3_findings(cells: list[Cell]) -> list[str]:
