@@ -742,7 +742,8 @@ def test_ablation_pairs_runs_by_cell_not_by_path(tmp_path: Path) -> None:
     assert pairs[0].acc_difference == pytest.approx(1.5)
     text = ablation_markdown(pairs, "carry_over", "restart")
     assert "0.34 → 0.5 | 0.34 → 29 |" in text
-    assert "+1.50 on average" in text and "carry_over ahead in 1, behind in 0" in text
+    assert "carry_over minus restart = +1.50 (one pair: no interval)" in text
+    assert "carry_over ahead in 1, behind in 0 of 1" in text
     with pytest.raises(ValueError, match="two runs of one cell"):
         pair_runs([*carried, run("c", 0, 1.0, [])], restarted)
 
@@ -780,3 +781,33 @@ def test_each_table_states_its_protocol(runs: list[RunRecord]) -> None:
     said = [line for line in table3.findings if "is in Table 2 too" in line]
     assert any(f"with {nag.best_test_acc:.2f} (n = 1)" in line for line in said)
     assert all("from 100 in Table 3 and from 1e-2 in Table 2" in line for line in said)
+
+
+def test_ablation_reports_each_dataset_apart_with_a_paired_interval(tmp_path: Path) -> None:
+    from bgd_experiments.reporting.ablation import ablation_markdown, pair_runs
+
+    def run(side: str, dataset: str, seed: int, acc: float) -> RunRecord:
+        return RunRecord(
+            path=tmp_path / side / dataset / str(seed),
+            task="train",
+            dataset=dataset,
+            model="resnet18",
+            optimizer="mbt_nag",
+            lr=100.0,
+            batch_size=200,
+            seed=seed,
+            status="finished",
+            best_test_acc=acc,
+        )
+
+    # CIFAR-10: carry-over behind by 1, 2, 3 points; CIFAR-100: at chance, ahead by 0.5.
+    a = [run("a", "cifar10", seed, 30.0 - gap) for seed, gap in enumerate((1.0, 2.0, 3.0))]
+    a += [run("a", "cifar100", seed, 1.5) for seed in range(3)]
+    b = [run("b", "cifar10", seed, 30.0) for seed in range(3)]
+    b += [run("b", "cifar100", seed, 1.0 + 0.1 * seed) for seed in range(3)]
+    text = ablation_markdown(pair_runs(a, b), "carry_over", "restart")
+    # Paired: mean -2, sd 1, se 1/sqrt(3), t_{0.975, 2} = 4.3027: -2 -+ 2.484.
+    assert "cifar10: 3 paired runs" in text and "= -2.00 [-4.48, +0.48]" in text
+    assert "cifar100: 3 paired runs" in text and "chance is 1%" in text
+    assert "behind in 3 of 3" in text
+    assert "-1.20" not in text  # no pooled mean of the six pairs

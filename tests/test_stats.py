@@ -12,6 +12,7 @@ from bgd_experiments.reporting.stats import (
     NOT_RESOLVED,
     WORSE,
     compare,
+    compare_paired,
     holm,
     holm_correct,
     minimum_detectable_difference,
@@ -85,3 +86,15 @@ def test_smallest_detectable_difference() -> None:
     assert comparison is not None and comparison.detectable == pytest.approx(expected, abs=1e-5)
     assert minimum_detectable_difference(0.0, None) is None
     assert statistics.stdev([0.0, 1.0, 2.0]) == 1.0
+
+
+def test_paired_interval_by_hand() -> None:
+    # Differences -1, -2, -3: mean -2, sd 1, se 1/sqrt(3), df 2, t_{0.975,2} = 4.302653.
+    comparison = compare_paired([-1.0, -2.0, -3.0])
+    assert comparison is not None
+    half = 4.302653 / math.sqrt(3)
+    assert (comparison.low, comparison.high) == pytest.approx((-2 - half, -2 + half), abs=1e-6)
+    t = 2 * math.sqrt(3)  # on 2 df the two-sided p is 1 - t / sqrt(2 + t^2) in closed form
+    assert comparison.p == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-10)
+    assert comparison.verdict == NOT_RESOLVED
+    assert compare_paired([1.0]) is None

@@ -27,7 +27,8 @@ POWER = 0.80  # of the smallest detectable difference
 BETTER, WORSE, NOT_RESOLVED = "better", "worse", "not resolved at this n"
 
 METHOD_TEXT = (
-    "Every comparison of two optimizers (Tables 2, 3 and 2+) reports the mean difference over "
+    "Every comparison of two optimizers (Tables 2, 3 and 2+; paired runs of one changed "
+    "setting use the paired form) reports the mean difference over "
     f"seeds with a {CONFIDENCE:.0%} confidence interval (Welch: unequal variances, "
     "Welch-Satterthwaite degrees of freedom) and a two-sided Welch t-test whose p-value is "
     "corrected for the number of comparisons in its table by Holm's step-down method "
@@ -216,6 +217,33 @@ def compare(a: Sequence[float], b: Sequence[float]) -> Comparison | None:
         len(a),
         len(b),
         detectable=minimum_detectable_difference(standard_error, test.df),
+    )
+
+
+def compare_paired(differences: Sequence[float]) -> Comparison | None:
+    """The same reading for paired runs (one setting changed, same seed and cell): the mean
+    of the per-pair differences with its t interval on n - 1 degrees of freedom (the paired
+    form of the Welch interval); None with fewer than 2 pairs."""
+    n = len(differences)
+    if n < 2:
+        return None
+    diff = statistics.fmean(differences)
+    standard_error = statistics.stdev(differences) / math.sqrt(n)
+    df = float(n - 1)
+    if standard_error == 0.0:
+        p = 1.0 if diff == 0 else 0.0
+        return Comparison(diff, diff, diff, 0.0, None, p, n, n)
+    half = student_t_quantile(1.0 - (1.0 - CONFIDENCE) / 2.0, df) * standard_error
+    return Comparison(
+        diff,
+        diff - half,
+        diff + half,
+        standard_error,
+        df,
+        two_sided_t_p(diff / standard_error, df),
+        n,
+        n,
+        detectable=minimum_detectable_difference(standard_error, df),
     )
 
 
