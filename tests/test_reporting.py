@@ -811,3 +811,43 @@ def test_ablation_reports_each_dataset_apart_with_a_paired_interval(tmp_path: Pa
     assert "cifar100: 3 paired runs" in text and "chance is 1%" in text
     assert "behind in 3 of 3" in text
     assert "-1.20" not in text  # no pooled mean of the six pairs
+
+
+def test_generated_readme_block_replaces_only_its_markers() -> None:
+    from bgd_experiments.reporting.readme import begin_marker, end_marker, replace_block
+
+    text = f"before 298\n{begin_marker('results')}\nold 308\n{end_marker('results')}\nafter\n"
+    new = replace_block(text, "results", "- 503 run folders")
+    assert new == f"before 298\n{begin_marker('results')}\n- 503 run folders\n" + (
+        f"{end_marker('results')}\nafter\n"
+    )
+    with pytest.raises(ValueError, match="no generated block"):
+        replace_block("no markers", "results", "x")
+
+
+def test_readme_numbers_match_the_committed_results() -> None:
+    """The numbers the READMEs quote about results/cpu are the ones its files give."""
+    from bgd_experiments.reporting.cli import config_dir
+    from bgd_experiments.reporting.cost import CONFIG_DIR
+    from bgd_experiments.reporting.readme import (
+        begin_marker,
+        cost_block,
+        end_marker,
+        results_block,
+    )
+
+    results = REPO / "results" / "cpu"
+    if not (results / "runs").is_dir():
+        pytest.skip("no committed results/cpu runs in this checkout")
+    assert config_dir() == Path(CONFIG_DIR) or "BGD_CONFIG_DIR" in __import__("os").environ
+
+    def block(path: Path, name: str) -> str:
+        text = path.read_text()
+        start = text.index(begin_marker(name)) + len(begin_marker(name)) + 1
+        return text[start : text.index(end_marker(name))].rstrip()
+
+    expected = results_block(results, Path(CONFIG_DIR))
+    assert block(REPO / "results" / "README.md", "results") == expected.rstrip()
+    assert "503" not in expected or "Run folders: 503" in expected
+    cost = cost_block(results, REPO / "results" / "bench")
+    assert block(REPO / "README.md", "cost") == cost.rstrip()

@@ -87,8 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "artefact",
-        choices=(*ARTEFACTS, TABLE2_PLUS, "all", "runs", "compare", "cost", "ablation"),
-        help="what to regenerate (table2_plus: experiment=table2_plus, both protocols, "
+        choices=(
+            *ARTEFACTS,
+            TABLE2_PLUS,
+            "all",
+            "runs",
+            "compare",
+            "cost",
+            "ablation",
+            "readme",
+        ),
+        help="what to regenerate (readme: the generated number blocks of results/README.md "
+        "and README.md, from --results-dir; table2_plus: experiment=table2_plus, both protocols, "
         "accuracy, cost to a target and curves; all: also table2_plus when its runs exist; "
         "runs: one line per run folder, for ad-hoc runs and demos; "
         "compare: the run folders given after it, side by side; "
@@ -279,6 +289,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bgd_experiments.reporting.cost import print_costs
 
         return print_costs(results_dir, args.bench_dir)
+    if args.artefact == "readme":
+        from bgd_experiments.reporting.readme import update_readmes
+
+        # results/<budget>/ -> results/README.md and the top README.md
+        results_readme = results_dir.resolve().parent / "README.md"
+        readme = results_dir.resolve().parent.parent / "README.md"
+        for path in update_readmes(
+            results_dir, results_readme, readme, args.bench_dir, config_dir()
+        ):
+            print(f"Rewrote the generated blocks of {path}")
+        return 0
     if not results_dir.is_dir():
         print(
             f"bgd-report: results directory {results_dir} does not exist "
