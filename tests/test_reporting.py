@@ -851,3 +851,27 @@ def test_readme_numbers_match_the_committed_results() -> None:
     assert "503" not in expected or "Run folders: 503" in expected
     cost = cost_block(results, REPO / "results" / "bench")
     assert block(REPO / "README.md", "cost") == cost.rstrip()
+
+
+def test_fig3_title_axis_and_chance_level() -> None:
+    from bgd_experiments.reporting.figures import LrCurve, _plot, budget_text
+
+    def curve(dataset: str, lrs: list[float], acc: float) -> LrCurve:
+        return LrCurve(dataset, "mbt_nag", 0, "finished", [1, 2, 3], lrs, [1e-4] * 3, [True] * 3,
+                       [], best_test_acc=acc)  # fmt: skip
+
+    figure = _plot(
+        [curve("cifar10", [0.036, 0.057, 0.05], 34.3), curve("cifar100", [0.3, 7.0, 20.0], 1.0)],
+        "resnet18 width 0.25, 2,000 training images, 4 epochs, seeds 0",
+    )
+    assert "2,000 training images, 4 epochs" in figure._suptitle.get_text()  # type: ignore[union-attr]
+    cifar10, cifar100 = figure.axes
+    # A 1.6x span is drawn linear from 0, a 67x span on a log axis; both say so.
+    assert cifar10.get_yscale() == "linear" and cifar10.get_ylim()[0] == 0.0
+    assert cifar100.get_yscale() == "log"
+    texts10 = " ".join(t.get_text() for t in cifar10.texts)
+    texts100 = " ".join(t.get_text() for t in cifar100.texts)
+    assert "linear from 0; rates 0.036-0.057" in texts10 and "at chance" not in texts10
+    assert "chance 1%" in texts100 and "the networks are at chance" in texts100
+    run = next(r for r in scan_runs(GOLDEN) if r.task == "train")
+    assert "training images" in budget_text([run]) and "seeds 0" in budget_text([run])
