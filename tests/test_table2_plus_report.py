@@ -398,3 +398,42 @@ def test_groups_of_mixed_settings_are_flagged(tmp_path: Path) -> None:
         )
     same = render_markdown(build_table2_plus(scan_runs(tmp_path / "same"), DEFAULT_LRS))
     assert "different settings" not in same
+
+
+def test_figure_is_small_multiples_with_every_run_and_the_budget(results: Path) -> None:
+    from bgd_experiments.reporting.table2_plus import plot_table2_plus
+
+    report = build_table2_plus(scan_runs(results), DEFAULT_LRS)
+    figure = plot_table2_plus(report)
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles[:3] == [
+        "paper baseline, paper protocol",
+        "MBT, paper protocol",
+        "modern, paper protocol",
+    ]
+    # The MBT panel of the paper protocol: one line per MBT-NAG run (3 seeds), no bands.
+    mbt = figure.axes[1]
+    assert len([line for line in mbt.get_lines() if line.get_linestyle() == "--"]) == 3
+    assert not mbt.collections  # no min-max fill
+    # Every panel carries MBT-NAG as the reference, and the chance level.
+    for axis in figure.axes:
+        assert any(line.get_label().startswith("MBT-NAG") for line in axis.get_lines())
+        assert any(list(line.get_ydata()) == [10.0, 10.0] for line in axis.get_lines())
+    assert "4 epochs" in figure._suptitle.get_text()  # type: ignore[union-attr]
+
+
+def test_cost_median_counts_censored_runs(results: Path) -> None:
+    report = build_table2_plus(scan_runs(results), DEFAULT_LRS, target=55.0)
+    for row in report.rows:
+        reached = [cost.passes for cost in row.reached]
+        if len(reached) * 2 <= len(row.costs):  # half or more never reached: beyond budget
+            assert row.median_to_target("passes") is None
+        else:
+            values = sorted(reached) + [math.inf] * (len(row.costs) - len(reached))
+            middle = len(values) // 2
+            expected = (
+                values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+            )
+            assert row.median_to_target("passes") == pytest.approx(expected)
+    assert any(row.median_to_target("passes") is None for row in report.rows)
+    assert any(row.median_to_target("passes") is not None for row in report.rows)
