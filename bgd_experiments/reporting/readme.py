@@ -23,6 +23,7 @@ from pathlib import Path
 from bgd_experiments.reporting.cost import cost_markdown, estimate_costs
 from bgd_experiments.reporting.paper import OPTIMIZER_LABELS, format_rate
 from bgd_experiments.reporting.runs import RunRecord, find_run_dirs, scan_runs
+from bgd_experiments.reporting.stats import METHOD_TEXT
 from bgd_experiments.reporting.tables import build_table1, build_table2, build_table3
 from bgd_experiments.reporting.writers import portable_source
 
@@ -149,6 +150,8 @@ def results_block(results_dir: Path, config_dir: Path | None = None) -> str:
     source_text = ", ".join(f"{n} {name}" for name, n in sorted(sources.items()))
     lines = [
         f"Generated from `{results_dir.name}/` by `bgd-report readme`; do not edit by hand.",
+        "",
+        f"How every comparison is judged (`bgd_experiments/reporting/stats.py`): {METHOD_TEXT}",
         "",
         f"- Run folders: {folders} ({len(runs)} readable); data archives recorded: {source_text}.",
         *_table1_lines(runs),
