@@ -17,14 +17,12 @@ import yaml
 
 from bgd_experiments.reporting.cli import main
 from bgd_experiments.reporting.runs import read_run, scan_runs
+from bgd_experiments.reporting.stats import student_t_cdf, two_sided_t_p, welch_t_test
 from bgd_experiments.reporting.table2_plus import (
     build_table2_plus,
     default_target,
     read_default_lrs,
     render_markdown,
-    student_t_cdf,
-    two_sided_t_p,
-    welch_t_test,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,7 +280,16 @@ def test_accuracy_table(results: Path, tmp_path: Path, monkeypatch: pytest.Monke
     assert sgd["verdict"] == "MBT-NAG worse"
     assert float(sgd["paper"]) == 92.07  # the paper's Table 2, SGD at 0.1
     assert rows[("paper", "sls")]["welch_p"] == "1.0"
-    assert rows[("paper", "sls")]["verdict"].startswith("within noise")
+    assert rows[("paper", "sls")]["verdict"].startswith("not resolved at this n")
+    # Holm over the paper protocol's two comparisons (sgd p = 0.01, sls p = 1): 0.02 and 1.
+    assert float(sgd["p_holm"]) == pytest.approx(0.02, abs=2e-4)
+    assert float(rows[("paper", "sls")]["p_holm"]) == 1.0
+    assert sgd["lr_meaning"] == "constant rate"
+    assert rows[("paper", "mbt_nag")]["lr_meaning"] == "start rate of a search"
+    # The 95% interval of the shift: +-t_{0.975,4} standard errors (t = 2.776, se = sqrt(2/3)).
+    half = 2.7764451 * math.sqrt(2 / 3)
+    assert float(sgd["ci_low"]) == pytest.approx(SHIFT_P01 - half, abs=1e-5)
+    assert float(sgd["ci_high"]) == pytest.approx(SHIFT_P01 + half, abs=1e-5)
     assert rows[("paper", "sls")]["paper"] == ""  # not one of the paper's optimizers
     assert rows[("clean", "sgd")]["verdict"] == "MBT-NAG better"
     assert rows[("paper", "mbt_nag")]["verdict"] == "reference"
@@ -391,3 +398,42 @@ def test_groups_of_mixed_settings_are_flagged(tmp_path: Path) -> None:
         )
     same = render_markdown(build_table2_plus(scan_runs(tmp_path / "same"), DEFAULT_LRS))
     assert "different settings" not in same
+
+
+def test_figure_is_small_multiples_with_every_run_and_the_budget(results: Path) -> None:
+    from bgd_experiments.reporting.table2_plus import plot_table2_plus
+
+    report = build_table2_plus(scan_runs(results), DEFAULT_LRS)
+    figure = plot_table2_plus(report)
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles[:3] == [
+        "paper baseline, paper protocol",
+        "MBT, paper protocol",
+        "modern, paper protocol",
+    ]
+    # The MBT panel of the paper protocol: one line per MBT-NAG run (3 seeds), no bands.
+    mbt = figure.axes[1]
+    assert len([line for line in mbt.get_lines() if line.get_linestyle() == "--"]) == 3
+    assert not mbt.collections  # no min-max fill
+    # Every panel carries MBT-NAG as the reference, and the chance level.
+    for axis in figure.axes:
+        assert any(line.get_label().startswith("MBT-NAG") for line in axis.get_lines())
+        assert any(list(line.get_ydata()) == [10.0, 10.0] for line in axis.get_lines())
+    assert "4 epochs" in figure._suptitle.get_text()  # type: ignore[union-attr]
+
+
+def test_cost_median_counts_censored_runs(results: Path) -> None:
+    report = build_table2_plus(scan_runs(results), DEFAULT_LRS, target=55.0)
+    for row in report.rows:
+        reached = [cost.passes for cost in row.reached]
+        if len(reached) * 2 <= len(row.costs):  # half or more never reached: beyond budget
+            assert row.median_to_target("passes") is None
+        else:
+            values = sorted(reached) + [math.inf] * (len(row.costs) - len(reached))
+            middle = len(values) // 2
+            expected = (
+                values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+            )
+            assert row.median_to_target("passes") == pytest.approx(expected)
+    assert any(row.median_to_target("passes") is None for row in report.rows)
+    assert any(row.median_to_target("passes") is not None for row in report.rows)

@@ -14,12 +14,30 @@ from dataclasses import dataclass
 
 from bgd_experiments.reporting.compare import last_lr
 from bgd_experiments.reporting.runs import RunRecord
+from bgd_experiments.reporting.stats import (
+    compare_paired,
+    holm_correct,
+    interval_text,
+    verdict_text,
+)
 
-PairKey = tuple[str, str | None, str | None, str | None, float | None, int | None, int | None]
+CHANCE = {"cifar10": 10.0, "cifar100": 1.0}  # % accuracy of a uniform guess
+
+PairKey = tuple[str, str, str | None, str | None, str | None, float | None, int | None, int | None]
 
 
 def _key(run: RunRecord) -> PairKey:
-    return (run.task, run.dataset, run.model, run.optimizer, run.lr, run.batch_size, run.seed)
+    # The protocol too: a folder may hold both protocols' runs of one cell.
+    return (
+        run.task,
+        run.protocol,
+        run.dataset,
+        run.model,
+        run.optimizer,
+        run.lr,
+        run.batch_size,
+        run.seed,
+    )
 
 
 @dataclass(frozen=True)
@@ -79,26 +97,57 @@ def ablation_markdown(pairs: Sequence[RunPair], label_a: str, label_b: str) -> s
             f"| {_acc(run.best_test_acc)} | {_acc(pair.b.best_test_acc)} "
             f"| {'-' if diff is None else f'{diff:+.2f}'} | {_rates(run)} | {_rates(pair.b)} |"
         )
-    diffs = [pair.acc_difference for pair in pairs if pair.acc_difference is not None]
-    if diffs:
+    lines += ["", *_summary_lines(pairs, label_a, label_b)]
+    return "\n".join(lines)
+
+
+def _summary_lines(pairs: Sequence[RunPair], label_a: str, label_b: str) -> list[str]:
+    """Per dataset (never pooled: a dataset whose networks sit at chance would drown the
+    other's effect): the paired mean difference with its 95% interval, Holm over datasets,
+    the mean accuracy against chance, ahead/behind counts and the last rates' ratio."""
+    datasets = sorted({pair.a.dataset or "unknown" for pair in pairs})
+    per_dataset = {
+        name: [
+            p for p in pairs if (p.a.dataset or "unknown") == name and p.acc_difference is not None
+        ]
+        for name in datasets
+    }
+    comparisons = holm_correct(
+        [compare_paired([p.acc_difference for p in per_dataset[name]]) for name in datasets]  # type: ignore[misc]
+    )
+    lines = []
+    for name, comparison in zip(datasets, comparisons, strict=True):
+        here = per_dataset[name]
+        if not here:
+            continue
+        diffs = [p.acc_difference for p in here if p.acc_difference is not None]
         ahead = sum(diff > 0 for diff in diffs)
         behind = sum(diff < 0 for diff in diffs)
-        spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-        lines += [
-            "",
-            f"{len(diffs)} paired runs: best test accuracy {label_a} minus {label_b} = "
-            f"{statistics.fmean(diffs):+.2f} on average (sample std {spread:.2f}, "
-            f"range {min(diffs):+.2f} to {max(diffs):+.2f}); {label_a} ahead in {ahead}, "
-            f"behind in {behind}.",
+        accuracies = [
+            acc for p in here for acc in (p.a.best_test_acc, p.b.best_test_acc) if acc is not None
         ]
-        ratios = [
-            last_lr(pair.a) / last_lr(pair.b)
-            for pair in pairs
-            if last_lr(pair.a) and last_lr(pair.b)
-        ]
+        chance = CHANCE.get(name)
+        level = "" if chance is None else f"; chance is {chance:g}%"
+        text = (
+            f"{name}: {len(diffs)} paired runs (mean best test accuracy "
+            f"{statistics.fmean(accuracies):.1f}%{level}): {label_a} minus {label_b} = "
+        )
+        if comparison is None:
+            text += f"{statistics.fmean(diffs):+.2f} (one pair: no interval)"
+        else:
+            text += f"{interval_text(comparison)} (95% interval; {verdict_text(comparison)})"
+        text += f"; {label_a} ahead in {ahead}, behind in {behind} of {len(diffs)}."
+        lines.append(text)
+        ratios = [last_lr(p.a) / last_lr(p.b) for p in here if last_lr(p.a) and last_lr(p.b)]
         if ratios:
             lines.append(
-                f"Last epoch's rate, {label_a} / {label_b}: median "
+                f"{name}: last epoch's rate, {label_a} / {label_b}: median "
                 f"{statistics.median(ratios):.3g} (range {min(ratios):.3g}-{max(ratios):.3g})."
             )
-    return "\n".join(lines)
+        lines.append("")
+    if lines:
+        lines.append(
+            "Holm over the datasets' tests; the paired differences share seed, cell and "
+            "initial weights. The datasets are never pooled."
+        )
+    return lines

@@ -33,7 +33,7 @@ from bgd_experiments.reporting.compare import (
     runs_csv,
 )
 from bgd_experiments.reporting.figures import fig3_curves, fig3_runs, write_fig3
-from bgd_experiments.reporting.noise import load_noise
+from bgd_experiments.reporting.noise import load_noise, per_seed_rows, write_noise
 from bgd_experiments.reporting.runs import RunRecord, scan_runs, settings_text
 from bgd_experiments.reporting.tables import TABLE_BUILDERS
 from bgd_experiments.reporting.writers import dirty_warning, render_markdown, write_table
@@ -88,8 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "artefact",
-        choices=(*ARTEFACTS, TABLE2_PLUS, "all", "runs", "compare", "cost", "ablation"),
-        help="what to regenerate (table2_plus: experiment=table2_plus, both protocols, "
+        choices=(
+            *ARTEFACTS,
+            TABLE2_PLUS,
+            "all",
+            "runs",
+            "compare",
+            "cost",
+            "ablation",
+            "readme",
+        ),
+        help="what to regenerate (readme: the generated number blocks of results/README.md "
+        "and README.md, from --results-dir; table2_plus: experiment=table2_plus, both protocols, "
         "accuracy, cost to a target and curves; all: also table2_plus when its runs exist; "
         "runs: one line per run folder, for ad-hoc runs and demos; "
         "compare: the run folders given after it, side by side; "
@@ -312,6 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         print(f"bgd-report: {problem}", file=sys.stderr)
         return 2
+    if args.artefact == "readme":
+        from bgd_experiments.reporting.readme import update_readmes
+
+        # results/<budget>/ -> results/README.md and the top README.md
+        results_readme = results_dir.resolve().parent / "README.md"
+        readme = results_dir.resolve().parent.parent / "README.md"
+        for path in update_readmes(
+            results_dir, results_readme, readme, args.bench_dir, config_dir()
+        ):
+            print(f"Rewrote the generated blocks of {path}")
+        return 0
     out_dir: Path = args.out if args.out is not None else results_dir
     runs = scan_runs(results_dir)
     listing_path = None
@@ -356,6 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = TABLE_BUILDERS[artefact](runs, args.paper_csv)
         if artefact == "table1":  # its noise floor, when scripts/search_noise.py measured it
             table.noise = load_noise(results_dir)
+            if table.noise is not None:  # its Table 1 spreads follow the committed runs
+                table.noise["table1_start_rate_spread"] = per_seed_rows(table.spreads)
+                written.append(write_noise(table.noise, out_dir))
         _show_markdown(render_markdown(table))
         written += write_table(table, out_dir)
         _warn_dirty(artefact, table.runs)

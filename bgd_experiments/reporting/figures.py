@@ -10,8 +10,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -56,6 +57,8 @@ class LrCurve:
     alphas: list[float | None]
     momentum: list[bool | None]
     switch_epochs: list[int]
+    best_test_acc: float | None = None  # % (for the panel's chance-level note)
+    run: RunRecord | None = field(default=None, repr=False, compare=False)  # for the budget
 
 
 def alpha_switch_epochs(epochs: Sequence[int], alphas: Sequence[float | None]) -> list[int]:
@@ -111,6 +114,8 @@ def fig3_curves(runs: Sequence[RunRecord], paper_csv: str | None = None) -> list
                         alphas=list(run.alpha_history),
                         momentum=list(run.momentum_history),
                         switch_epochs=alpha_switch_epochs(run.epoch_numbers, run.alpha_history),
+                        best_test_acc=run.best_test_acc,
+                        run=run,
                     )
                 )
     return curves
@@ -153,7 +158,42 @@ def _switch_label(curve: LrCurve, epoch: int) -> str:
     return "alpha switch"
 
 
-def _plot(curves: Sequence[LrCurve]) -> plt.Figure:
+# % accuracy of a uniform guess; a panel whose best run stays below CHANCE_FACTOR times it is
+# said to be at chance.
+CHANCE = {"cifar10": 10.0, "cifar100": 1.0}
+CHANCE_FACTOR = 2.0
+# A rate axis spanning less than this factor is drawn linear (a log axis would blow a small
+# wobble up to the full panel).
+LOG_AXIS_MIN_RATIO = 10.0
+
+
+def budget_text(runs: Sequence[RunRecord]) -> str:
+    """The budget of ``runs`` for a figure title: model and width, images, epochs, seeds."""
+
+    def join(values: set[Any], fmt: str = "{}") -> str:
+        ordered = sorted(values, key=lambda v: (v is None, v))
+        return ", ".join("all" if v is None else fmt.format(v) for v in ordered) or "?"
+
+    models = join({run.model for run in runs})
+    widths = join({run.width for run in runs if run.width is not None}, "{:g}")
+    images = join({run.train_subset for run in runs}, "{:,}")
+    epochs = join({run.epochs for run in runs if run.epochs})
+    seeds = join({run.seed for run in runs if run.seed is not None})
+    return f"{models} width {widths}, {images} training images, {epochs} epochs, seeds {seeds}"
+
+
+def _chance_note(panel: Sequence[LrCurve], dataset: str) -> str | None:
+    accuracies = [curve.best_test_acc for curve in panel if curve.best_test_acc is not None]
+    chance = CHANCE.get(dataset)
+    if not accuracies or chance is None:
+        return None
+    text = f"best test acc {min(accuracies):.1f}-{max(accuracies):.1f}% (chance {chance:g}%)"
+    if max(accuracies) < CHANCE_FACTOR * chance:
+        text += ": the networks are at chance"
+    return text
+
+
+def _plot(curves: Sequence[LrCurve], budget: str = "") -> plt.Figure:
     figure, axes = plt.subplots(1, len(FIG3_DATASETS), figsize=(10, 4), sharey=False)
     several_seeds = len({curve.seed for curve in curves}) > 1
     for axis, dataset in zip(axes, FIG3_DATASETS, strict=True):
@@ -190,7 +230,33 @@ def _plot(curves: Sequence[LrCurve]) -> plt.Figure:
                     label=None if switch_labelled else _switch_label(curve, epoch),
                 )
                 switch_labelled = True
-        axis.set_yscale("log")
+        rates = [lr for curve in panel for lr in curve.lrs if lr is not None and lr > 0]
+        if rates and max(rates) / min(rates) >= LOG_AXIS_MIN_RATIO:
+            axis.set_yscale("log")
+            scale = "log"
+        else:
+            axis.set_ylim(bottom=0.0)  # linear from 0: a +-20% wobble looks like one
+            scale = "linear from 0"
+        if rates:
+            axis.text(
+                0.02,
+                0.97,
+                f"{scale}; rates {min(rates):.3g}-{max(rates):.3g}",
+                transform=axis.transAxes,
+                fontsize=8,
+                va="top",
+            )
+        note = _chance_note(panel, dataset)
+        if note:
+            axis.text(
+                0.02,
+                0.89,
+                note,
+                transform=axis.transAxes,
+                fontsize=8,
+                va="top",
+                color="tab:red" if "at chance" in note else "black",
+            )
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         absent = [
             OPTIMIZER_LABELS[name]
@@ -221,7 +287,8 @@ def _plot(curves: Sequence[LrCurve]) -> plt.Figure:
                 ha="center",
                 va="center",
             )
-    figure.suptitle("Figure 3: learning rate per epoch of MBT-MMT and MBT-NAG")
+    title = "Figure 3: learning rate per epoch of MBT-MMT and MBT-NAG"
+    figure.suptitle(f"{title}\n{budget}" if budget else title, fontsize=10)
     figure.tight_layout()
     return figure
 
@@ -233,7 +300,8 @@ def write_fig3(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     curves = fig3_curves(runs, paper_csv)
-    written = save_figure_files(_plot(curves), out, "fig3")
+    plotted = [curve.run for curve in curves if curve.run is not None]
+    written = save_figure_files(_plot(curves, budget_text(plotted)), out, "fig3")
     csv_path = out / "fig3.csv"
     atomic_write_text(csv_path, render_fig3_csv(curves))
     written.append(csv_path)

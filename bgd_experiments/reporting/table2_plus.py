@@ -6,13 +6,14 @@ over seeds, under the paper's protocol (best test accuracy over epochs) and the 
 (test accuracy at the best validation epoch). Three products:
 
 * an accuracy table per protocol: mean ± std over seeds, the counts of diverged / stopped
-  runs, the difference to MBT-NAG with a two-sided Welch t-test, and the paper's Table 2 value;
+  runs, the difference to MBT-NAG with its 95% interval and Holm-corrected Welch test, and the
+  paper's Table 2 value;
 * a cost table per protocol: mini-batch passes and wall time until the accuracy curve (paper:
   test, clean: validation) first reaches a target, and the passes per training step;
 * a figure of those accuracy curves against cumulative passes and wall time.
 
-Plain Python (no scipy): the Student-t distribution comes from the regularized incomplete
-beta function, evaluated by its continued fraction.
+The differences to MBT-NAG are read by the one method of :mod:`.stats` (Welch interval,
+Holm over the protocol's comparisons).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ from bgd_experiments.reporting.paper import (
     same_rate,
 )
 from bgd_experiments.reporting.runs import RunRecord
+from bgd_experiments.reporting.stats import (
+    ALPHA,
+    NOT_RESOLVED,
+    Comparison,
+    WelchTest,
+    compare,
+    holm_correct,
+    interval_text,
+    welch_t_test,
+)
 from bgd_experiments.reporting.writers import (
     csv_number,
     dirty_warning,
@@ -58,13 +69,26 @@ BATCH_SIZE = 200
 PLUS_OPTIMIZERS: tuple[str, ...] = (*BASELINE_OPTIMIZERS, *MBT_OPTIMIZERS, *MODERN_OPTIMIZERS)
 REFERENCE_OPTIMIZER = "mbt_nag"
 PROTOCOLS: tuple[str, ...] = ("paper", "clean")
-SIGNIFICANCE = 0.05
+SIGNIFICANCE = ALPHA
 CIFAR_TRAIN_IMAGES = 50_000
 # The default target is this share of the protocol's best mean accuracy, rounded down to a
 # multiple of TARGET_STEP percentage points.
 TARGET_SHARE = 0.8
 TARGET_STEP = 5.0
-WITHIN_NOISE = f"within noise (Welch p >= {SIGNIFICANCE:g})"
+WITHIN_NOISE = f"{NOT_RESOLVED} (Holm p >= {SIGNIFICANCE:g})"
+# What the "lr" of each optimizer means: a constant rate, the start of a search, or a
+# multiplier of an estimated step (Prodigy, D-Adapt, DoG: 1.0 keeps their own estimate).
+LR_MEANING = {
+    "mbt_gd": "start rate of a search",
+    "mbt_mmt": "start rate of a search",
+    "mbt_nag": "start rate of a search",
+    "sls": "start rate of a search",
+    "prodigy": "multiplier",
+    "dadapt_sgd": "multiplier",
+    "dog": "multiplier",
+    "sgd_cosine": "peak of a schedule",
+}
+CONSTANT_RATE = "constant rate"
 
 ACCURACY_METRIC = {
     "paper": "best test accuracy over epochs",
@@ -84,6 +108,7 @@ CSV_COLUMNS = (
     "optimizer",
     "family",
     "lr",
+    "lr_meaning",
     "metric",
     "mean",
     "std",
@@ -98,6 +123,10 @@ CSV_COLUMNS = (
     "welch_t",
     "welch_df",
     "welch_p",
+    "p_holm",
+    "ci_low",
+    "ci_high",
+    "detectable",
     "verdict",
     "target",
     "n_reached",
@@ -105,6 +134,7 @@ CSV_COLUMNS = (
     "forward_to_target",
     "backward_to_target",
     "passes_to_target",
+    "median_passes_to_target_censored",
     "wall_time_to_target",
     "passes_per_step",
     "total_passes",
@@ -123,90 +153,6 @@ def family(optimizer: str) -> str:
     if optimizer in MBT_OPTIMIZERS:
         return "MBT"
     return "paper baseline" if optimizer in BASELINE_OPTIMIZERS else "modern"
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of I_x(a, b) (modified Lentz), valid for x < (a + 1) / (a + b + 2)."""
-    tiny, epsilon = 1e-300, 1e-15
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 10_000):
-        # The even step d_{2m}, then the odd step d_{2m+1} of the fraction.
-        for numerator in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < epsilon:
-            return result
-    return result
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """I_x(a, b), the CDF at ``x`` of a Beta(a, b) variable (a, b > 0, 0 <= x <= 1)."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must lie in [0, 1], got {x}")
-    if x in (0.0, 1.0):
-        return x
-    log_front = (
-        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    )
-    front = math.exp(log_front)
-    # The fraction converges fast on this side of the mean; the symmetry covers the other.
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
-
-
-def student_t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom."""
-    if df <= 0:
-        raise ValueError(f"degrees of freedom must be positive, got {df}")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def two_sided_t_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
-
-
-@dataclass(frozen=True)
-class WelchTest:
-    t: float  # (mean of a - mean of b) / its standard error
-    df: float | None  # Welch-Satterthwaite; None when both samples have no spread
-    p: float  # two-sided
-
-
-def welch_t_test(a: Sequence[float], b: Sequence[float]) -> WelchTest | None:
-    """Two-sided Welch t-test of equal means; None unless both samples have 2 values or more.
-
-    Two samples without any spread differ for sure (p = 0) unless their means are equal (p = 1).
-    """
-    if len(a) < 2 or len(b) < 2:
-        return None
-    mean_a, mean_b = statistics.fmean(a), statistics.fmean(b)
-    share_a, share_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    standard_error = math.sqrt(share_a + share_b)
-    if standard_error == 0.0:
-        if mean_a == mean_b:
-            return WelchTest(0.0, None, 1.0)
-        return WelchTest(math.copysign(math.inf, mean_a - mean_b), None, 0.0)
-    t = (mean_a - mean_b) / standard_error
-    df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
-    return WelchTest(t, df, two_sided_t_p(t, df))
 
 
 # --------------------------------------------------------------------------- default rates
@@ -361,6 +307,7 @@ class Row:
     values: list[float] = field(default_factory=list)  # per ended run, in seed order
     paper: float | None = None  # the paper's Table 2 value at this rate (its 11 optimizers)
     welch: WelchTest | None = None  # against MBT-NAG of the same protocol
+    comparison: Comparison | None = None  # the same, with its interval and Holm p
     diff: float | None = None  # mean - MBT-NAG's mean
     has_reference: bool = True  # False: no MBT-NAG run in this protocol to compare with
     target: float | None = None
@@ -399,15 +346,28 @@ class Row:
             return "reference"
         if not self.has_reference:
             return "n/a (no MBT-NAG run)"
-        if self.welch is None or self.diff is None:
+        if self.comparison is None or self.diff is None:
             return "n/a (needs 2 seeds or more on both sides)"
-        if self.welch.p >= SIGNIFICANCE:
+        if self.comparison.verdict == NOT_RESOLVED:
             return WITHIN_NOISE
         return "MBT-NAG better" if self.diff < 0 else "MBT-NAG worse"
 
     @property
     def reached(self) -> list[TargetCost]:
         return [cost for cost in self.costs if cost is not None]
+
+    def median_to_target(self, attribute: str) -> float | None:
+        """Median over all runs with a curve of one of TargetCost's quantities, a run that
+        never reached the target counting as censored (beyond its budget); None when half
+        of the runs or more never reached it (the median is then beyond the budget)."""
+        if not self.costs:
+            return None
+        values = sorted(
+            math.inf if cost is None else getattr(cost, attribute) for cost in self.costs
+        )
+        middle = len(values) // 2
+        median = values[middle] if len(values) % 2 else 0.5 * (values[middle - 1] + values[middle])
+        return None if math.isinf(median) else median
 
     def mean_to_target(self, attribute: str) -> float | None:
         """Mean over the runs that reached the target of one of TargetCost's quantities."""
@@ -519,6 +479,11 @@ def build_table2_plus(
             if row.mean is not None and reference.mean is not None:
                 row.diff = row.mean - reference.mean
             row.welch = welch_t_test(row.values, reference.values)
+            row.comparison = compare(row.values, reference.values)
+        # Holm over this protocol's comparisons with MBT-NAG.
+        corrected = holm_correct([row.comparison for row in protocol_rows])
+        for row, comparison in zip(protocol_rows, corrected, strict=True):
+            row.comparison = comparison
         means = [row.mean for row in protocol_rows if row.mean is not None]
         targets[protocol] = (
             target if target is not None else default_target(max(means) if means else None)
@@ -546,7 +511,26 @@ def _count(value: float | None) -> str:
 def _p_text(welch: WelchTest | None) -> str:
     if welch is None:
         return "—"
-    return f"{welch.p:.3g}" if welch.p >= 1e-4 else "<1e-4"
+    return _p_value_text(welch.p)
+
+
+def _p_value_text(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return f"{p:.3g}" if p >= 1e-4 else "<1e-4"
+
+
+def lr_meaning(optimizer: str) -> str:
+    """What the row's lr is: a constant rate, a search's start rate, a multiplier, a peak."""
+    return LR_MEANING.get(optimizer, CONSTANT_RATE)
+
+
+def _verdict_cell(row: Row) -> str:
+    """The verdict, with the smallest detectable difference when it is not resolved."""
+    comparison = row.comparison
+    if comparison is None or comparison.verdict != NOT_RESOLVED or comparison.detectable is None:
+        return row.verdict
+    return f"{NOT_RESOLVED} (detectable >= {comparison.detectable:.2f})"
 
 
 def _lr_text(rate: float | None) -> str:
@@ -618,8 +602,21 @@ def targets_text(report: Table2Plus) -> str:
     return (
         f"Targets: {', '.join(shown) if shown else 'none'} ({how}). Tests: two-sided Welch "
         f"t-test of each optimizer's per-seed accuracies against MBT-NAG's, same protocol, "
-        f"significance {SIGNIFICANCE:g}."
+        f"Holm-corrected over the protocol's comparisons (family-wise level {SIGNIFICANCE:g})."
     )
+
+
+def _median_text(row: Row) -> str:
+    if not row.costs:
+        return "—"
+    median = row.median_to_target("passes")
+    return "not reached (censored)" if median is None else _count(median)
+
+
+def _diff_text(row: Row) -> str:
+    if row.comparison is not None:
+        return interval_text(row.comparison)
+    return "—" if row.diff is None else f"{row.diff:+.2f}"
 
 
 def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
@@ -627,11 +624,13 @@ def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
         "optimizer",
         "family",
         "lr",
+        "lr meaning",
         "ours (%)",
         "n (ended/runs)",
         "paper Table 2 (%)",
-        "Δ vs MBT-NAG",
+        "Δ vs MBT-NAG [95% CI]",
         "Welch p",
+        "Holm p",
         "verdict",
     ]
     body = []
@@ -644,12 +643,14 @@ def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
                 label(row.optimizer),
                 family(row.optimizer),
                 _lr_text(row.lr),
+                lr_meaning(row.optimizer),
                 ours,
                 _runs_text(row),
                 _number(row.paper, ".2f"),
-                "—" if row.diff is None else f"{row.diff:+.2f}",
+                _diff_text(row),
                 _p_text(row.welch),
-                row.verdict,
+                _p_value_text(None if row.comparison is None else row.comparison.p_holm),
+                _verdict_cell(row),
             ]
         )
     return _markdown_table(header, body)
@@ -663,6 +664,7 @@ def _cost_lines(report: Table2Plus, protocol: str) -> list[str]:
         "forward",
         "backward",
         "forward+backward",
+        "median forward+backward, all runs",
         "wall time (s)",
         "passes per step",
         "total wall time (s)",
@@ -677,6 +679,7 @@ def _cost_lines(report: Table2Plus, protocol: str) -> list[str]:
                 _count(row.mean_to_target("forward")),
                 _count(row.mean_to_target("backward")),
                 _count(row.mean_to_target("passes")),
+                _median_text(row),
                 _number(row.mean_to_target("wall_time"), ".1f"),
                 _number(row.passes_per_step, ".2f"),
                 _number(row.total_wall_time, ".1f"),
@@ -703,8 +706,12 @@ def render_markdown(report: Table2Plus) -> str:
         "",
         "Ours: mean ± sample std over the ended runs' seeds (an interrupted run is counted in "
         "n but not averaged). Δ vs MBT-NAG = this optimizer's mean − MBT-NAG's (percentage "
-        f"points), judged {WITHIN_NOISE} or MBT-NAG better/worse. Paper: the published Table 2 "
-        "value at the same rate (its 11 optimizers only).",
+        "points) with its 95% Welch interval; Holm p corrects the Welch p for the protocol's "
+        f"comparisons; verdict MBT-NAG better/worse, or {WITHIN_NOISE} with the smallest "
+        "difference these seeds could detect at 80% power. lr meaning: a constant rate, the "
+        "start rate of a search (MBT, SLS), a multiplier of an estimated step (Prodigy, "
+        "D-Adapt SGD, DoG) or the peak of a schedule. Paper: the published Table 2 value at "
+        "the same rate (its 11 optimizers only).",
     ]
     if not report.rows:
         parts += ["", "No run of this experiment was found (experiment=table2_plus)."]
@@ -725,7 +732,9 @@ def render_markdown(report: Table2Plus) -> str:
             "included; evaluation passes not counted) and wall time (sum of epoch times: "
             "MBT's search and each epoch's evaluation included, the clean protocol's "
             "validation set being larger than the test set), mean over the runs that reached "
-            "it (`k of n`). Passes per step: the whole run's forward passes / training steps "
+            "it (`k of n`); the median column counts every run, a run that never reached the "
+            "target as censored (beyond its budget), and says not reached when half of them "
+            "or more never did. Passes per step: the whole run's forward passes / training steps "
             "(1.0: no overhead; steps as logged, else ceil(training images / batch) per "
             "epoch). Total wall time: the whole run, mean over runs. Passes are exact; wall "
             "times depend on what else the machine ran at the time, so compare them within "
@@ -748,6 +757,7 @@ def render_csv(report: Table2Plus) -> str:
                 row.optimizer,
                 family(row.optimizer),
                 csv_number(row.lr),
+                lr_meaning(row.optimizer),
                 "test_acc_at_best_val" if row.protocol == "clean" else "best_test_acc",
                 csv_number(row.mean),
                 csv_number(row.std),
@@ -762,6 +772,10 @@ def render_csv(report: Table2Plus) -> str:
                 "" if row.welch is None else repr(row.welch.t),
                 "" if row.welch is None or row.welch.df is None else repr(row.welch.df),
                 "" if row.welch is None else repr(row.welch.p),
+                csv_number(None if row.comparison is None else row.comparison.p_holm),
+                csv_number(None if row.comparison is None else row.comparison.low),
+                csv_number(None if row.comparison is None else row.comparison.high),
+                csv_number(None if row.comparison is None else row.comparison.detectable),
                 row.verdict,
                 csv_number(row.target),
                 len(row.reached),
@@ -769,6 +783,7 @@ def render_csv(report: Table2Plus) -> str:
                 csv_number(row.mean_to_target("forward")),
                 csv_number(row.mean_to_target("backward")),
                 csv_number(row.mean_to_target("passes")),
+                csv_number(row.median_to_target("passes")),
                 csv_number(row.mean_to_target("wall_time")),
                 csv_number(row.passes_per_step),
                 csv_number(row.total_passes),
@@ -860,63 +875,72 @@ _COLOURS = dict(
 LEGEND_LEFT = 0.8
 
 
+FAMILIES = ("paper baseline", "MBT", "modern")
+CHANCE_ACCURACY = 10.0  # % on CIFAR-10's 10 classes
+
+
 def plot_table2_plus(report: Table2Plus) -> Figure:
-    """rows = protocols, columns = x cumulative passes / x cumulative wall time."""
+    """Small multiples: a row per protocol, a column per optimizer family. Each run is its
+    own thin line (accuracy against cumulative training passes), MBT-NAG's runs in black in
+    every panel as the reference; the target and chance level are marked."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    curves = mean_curves(report)
+    from bgd_experiments.reporting.figures import budget_text
+
     protocols = [protocol for protocol in PROTOCOLS if report.protocol_rows(protocol)] or ["paper"]
     figure, axes = plt.subplots(
-        len(protocols), 2, figsize=(14, 4.2 * len(protocols)), squeeze=False
+        len(protocols),
+        len(FAMILIES),
+        figsize=(5.2 * len(FAMILIES), 4.2 * len(protocols)),
+        squeeze=False,
+        sharey=True,
     )
     for axis_row, protocol in zip(axes, protocols, strict=True):
-        panel = [curve for curve in curves if curve.protocol == protocol]
-        for axis, x_name in zip(axis_row, ("passes", "wall_time"), strict=True):
-            for curve in panel:
-                xs = getattr(curve, x_name)
-                colour = _COLOURS[curve.optimizer]
-                axis.plot(
-                    xs,
-                    curve.accuracy,
-                    color=colour,
-                    label=f"{label(curve.optimizer)} ({family(curve.optimizer)})",
-                    **_FAMILY_STYLE[family(curve.optimizer)],
-                )
-                if curve.n_seeds > 1:
-                    axis.fill_between(xs, curve.low, curve.high, color=colour, alpha=0.12)
+        rows = report.protocol_rows(protocol)
+        reference = next((row for row in rows if row.optimizer == REFERENCE_OPTIMIZER), None)
+        for axis, name in zip(axis_row, FAMILIES, strict=True):
+            members = [row for row in rows if family(row.optimizer) == name]
+            if reference is not None and reference not in members:
+                members = [reference, *members]
+            for row in members:
+                colour = "black" if row is reference else _COLOURS[row.optimizer]
+                for index, run in enumerate(row.ended_runs):
+                    points = _run_points(run)
+                    if not points:
+                        continue
+                    passes, _, accuracy = zip(*points, strict=True)
+                    axis.plot(
+                        passes,
+                        accuracy,
+                        color=colour,
+                        linewidth=1.0,
+                        marker=".",
+                        alpha=0.8,
+                        label=f"{label(row.optimizer)} (n = {row.n})" if index == 0 else None,
+                        **({"linestyle": "--"} if row is reference else {}),
+                    )
             target = report.targets.get(protocol)
-            if target is not None and panel:
+            if target is not None:
                 axis.axhline(target, color="grey", linewidth=0.8, linestyle="-.")
-            axis.set_xlabel(
-                "cumulative forward+backward mini-batch passes"
-                if x_name == "passes"
-                else "cumulative wall time (s)"
-            )
+            axis.axhline(CHANCE_ACCURACY, color="tab:red", linewidth=0.8, linestyle=":")
+            axis.set_xlabel("cumulative forward+backward training passes")
             axis.set_ylabel(f"{CURVE_METRIC[protocol]} (%)")
-            axis.set_title(f"{protocol} protocol")
+            axis.set_title(f"{name}, {protocol} protocol", fontsize=10)
             axis.grid(True, alpha=0.3)
-            if not panel:
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=7, loc="upper left")
+            else:
                 axis.text(0.5, 0.5, "no runs", transform=axis.transAxes, ha="center")
-    handles: dict[str, object] = {}
-    for axis in axes.flat:
-        for handle, text in zip(*axis.get_legend_handles_labels(), strict=True):
-            handles.setdefault(text, handle)
-    if handles:
-        figure.legend(
-            list(handles.values()),
-            list(handles),
-            loc="center left",
-            bbox_to_anchor=(LEGEND_LEFT, 0.5),
-            fontsize=8,
-            title="mean over seeds\nband: min-max over seeds",
-            title_fontsize=8,
-        )
-    figure.suptitle("Table 2 plus: ResNet18, CIFAR-10, batch 200 (evaluation passes not counted)")
-    # The legend sits right of the panels, inside the figure (savefig does not crop).
-    figure.tight_layout(rect=(0.0, 0.0, LEGEND_LEFT, 0.96))
+    figure.suptitle(
+        "Table 2 plus: one line per run (MBT-NAG dashed black in every panel); grey dash-dot: "
+        f"target, red dotted: chance ({CHANCE_ACCURACY:g}%)\nCIFAR-10, batch {BATCH_SIZE}, "
+        f"{budget_text(report.runs)}; evaluation passes not counted",
+        fontsize=10,
+    )
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.93))
     return figure
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -350,7 +351,16 @@ def _grid(table: Table, text_of: Callable[[Cell], str]) -> Grid:
 
 
 def _spread_grid(table: Table) -> Grid:
-    header = ["batch", "ours max/min", "ours CV", "paper max/min", "paper CV", "starts (ours)"]
+    header = [
+        "batch",
+        "ours per seed max/min (mean; range)",
+        "ours per seed CV (mean)",
+        "paper max/min (one run)",
+        "paper CV (one run)",
+        "ours max/min of seed means",
+        "ours CV of seed means",
+        "starts (ours/paper)",
+    ]
     # With several seeds: the seed-to-seed CV and the start rate's permutation-test p-value.
     seeded = any(spread.get("start_effect_p") is not None for spread in table.spreads)
     if seeded:
@@ -362,12 +372,19 @@ def _spread_grid(table: Table) -> Grid:
             value = spread.get(key)
             return "—" if value is None else format(value, fmt)  # type: ignore[arg-type]
 
+        ratios: list[float] = spread.get("per_seed_max_min") or []  # type: ignore[assignment]
+        cvs: list[float] = spread.get("per_seed_cv") or []  # type: ignore[assignment]
+        per_seed = "—"
+        if ratios:
+            per_seed = f"{statistics.fmean(ratios):.2f}; {min(ratios):.2f}-{max(ratios):.2f}"
         row = [
             str(spread["batch_size"]),
-            show("ours_max_min_ratio"),
-            show("ours_cv"),
+            per_seed,
+            f"{statistics.fmean(cvs):.3f}" if cvs else "—",
             show("paper_max_min_ratio"),
-            show("paper_cv"),
+            show("paper_cv", fmt=".3f"),
+            show("ours_max_min_ratio"),
+            show("ours_cv", fmt=".3f"),
             f"{spread['n_starts_ours']}/{spread['n_starts_paper']}",
         ]
         if seeded:
@@ -425,10 +442,14 @@ def render_markdown(table: Table) -> str:
             "",
             "## Spread of the found lr across the 9 start rates",
             "",
-            "max/min = largest found lr / smallest; CV = sample std / mean (of each start's "
-            "mean over seeds). With several seeds: seed CV = the seed-to-seed CV of one cell, "
-            "averaged over the row; start effect p = permutation F-test of log(found lr) on the "
-            "start rate (small p: the start rate matters beyond seed noise).",
+            "max/min = largest found lr / smallest across the 9 start rates; CV = sample std / "
+            "mean. Per seed: the spread of one seed's 9 searches (one run per start, as the "
+            "paper's), mean and range over seeds, beside the paper's single-run spreads. Of "
+            "seed means: the spread of each start's mean over seeds (averaging shrinks it). "
+            "seed CV = the seed-to-seed CV of one cell, averaged over the row; start effect p "
+            "= permutation test of log(found lr) on the start rate that shuffles the start "
+            "labels within each seed (a seed shares its weights and batches across the nine "
+            "starts); small p: the start rate matters beyond seed noise.",
             "",
             _markdown_grid(_spread_grid(table)),
         ]
@@ -441,6 +462,8 @@ def render_markdown(table: Table) -> str:
             "",
             _markdown_grid(_grid(table, lambda cell: ours_text(cell, clean=True))),
         ]
+    for section in table.sections:
+        parts += ["", section]
     if table.findings:
         parts += ["", "## Findings", "", *(f"- {finding}" for finding in table.findings)]
     if table.notes:
