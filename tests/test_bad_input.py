@@ -205,3 +205,47 @@ def test_ctrl_c_stops_in_one_line_and_keeps_finished_epochs(tmp_path, tiny_root)
     assert torch.load(checkpoint, weights_only=True)["epoch"] >= 1
     assert not list(results.rglob("*.lock")) and not list(results.rglob(SUMMARY_FILE))
     assert os.path.exists(checkpoint)
+
+
+# ------------------------------------------------------------------------------------------
+# Damaged archives and an unwritable cache: one line, and no results_dir
+
+
+def _damaged(tmp_path: Path, kind: str) -> Path:
+    from datagen import write_image_folder_targz
+
+    archive = write_image_folder_targz(
+        tmp_path / "cifar10-png.tar.gz", "cifar10", 2, 1, seed=0, top_folder="cifar10"
+    )
+    data = bytearray(archive.read_bytes())
+    if kind == "truncated":
+        data = data[: len(data) // 2]
+    else:  # bit flips in the middle of the compressed stream
+        for offset in range(len(data) // 2, len(data) // 2 + 8):
+            data[offset] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    return archive
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped"])
+def test_a_damaged_archive_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, kind):
+    results = tmp_path / "results"
+    archive = _damaged(tmp_path, kind)
+    status, output = bgd_run_in_process(
+        monkeypatch, capsys, *TINY, f"dataset.root={archive}", f"results_dir={results}"
+    )
+    assert_refused_in_one_line(status, output, str(archive))
+    assert not results.exists()
+
+
+def test_an_unwritable_data_cache_is_one_line(tmp_path, tiny_root, monkeypatch, capsys):
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("BGD_CACHE_DIR", str(not_a_folder / "cache"))
+    results = tmp_path / "results"
+    status, output = bgd_run_in_process(
+        monkeypatch, capsys, *TINY, f"dataset.root={tiny_root}", f"results_dir={results}"
+    )
+    assert_refused_in_one_line(status, output, "the data cache")
+    assert "set BGD_CACHE_DIR to a folder you can write" in output
+    assert not results.exists()
