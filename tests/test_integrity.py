@@ -55,7 +55,8 @@ def _plant(path: Path, marker: Path) -> None:
 # No code runs from a checkpoint or a CIFAR pickle
 
 
-def test_planted_checkpoint_is_refused_and_never_runs(tmp_path, monkeypatch, capsys):
+def _finished_run(tmp_path: Path, monkeypatch, capsys) -> tuple[list[str], Path]:
+    """A one-epoch SGD run on tiny data: the command line and its run folder."""
     root = tmp_path / "data"
     write_torchvision_cifar(root, "cifar10", 4, 2, seed=0)
     results = tmp_path / "results"
@@ -64,8 +65,13 @@ def test_planted_checkpoint_is_refused_and_never_runs(tmp_path, monkeypatch, cap
     assert status == 0, output
     (summary,) = results.rglob(SUMMARY_FILE)
     run_dir = summary.parent
+    return arguments, run_dir
+
+
+def test_planted_checkpoint_is_refused_and_never_runs(tmp_path, monkeypatch, capsys):
+    arguments, run_dir = _finished_run(tmp_path, monkeypatch, capsys)
     # An interrupted run (no summary yet) whose checkpoint was swapped for a crafted pickle.
-    summary.unlink()
+    (run_dir / SUMMARY_FILE).unlink()
     checkpoint = run_dir / CHECKPOINT_FILE
     marker = tmp_path / "planted-code-ran"
     _plant(checkpoint, marker)
@@ -283,14 +289,7 @@ def test_pickle_larger_than_any_cifar_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_full_disk_during_a_checkpoint_write_is_one_line(tmp_path, monkeypatch, capsys):
-    root = tmp_path / "data"
-    write_torchvision_cifar(root, "cifar10", 4, 2, seed=0)
-    results = tmp_path / "results"
-    arguments = [*TINY, f"dataset.root={root}", f"results_dir={results}", "optimizer=sgd"]
-    status, output = bgd_run_in_process(monkeypatch, capsys, *arguments)
-    assert status == 0, output
-    (summary,) = results.rglob(SUMMARY_FILE)
-    run_dir = summary.parent
+    arguments, run_dir = _finished_run(tmp_path, monkeypatch, capsys)
     before = (run_dir / CHECKPOINT_FILE).read_bytes()
 
     real_save = torch.save
