@@ -63,18 +63,29 @@ def _trainer(cfg: DictConfig) -> tasks.TrainerSettings:
     return tasks.TrainerSettings(**_plain(cfg.trainer))
 
 
-def _check_model(cfg: DictConfig) -> None:
-    from bgd_experiments.models._common import MAX_WIDTH, MIN_WIDTH, validate_builder_args
+# A run's model width: below 1/64 the paper's narrowest layers (64 channels in ResNet18's
+# stem) collapse to one channel; above 8 a ResNet18 has over 700M parameters. The builders
+# themselves take any width > 0 (a library user may want a toy model).
+MIN_WIDTH = 1 / 64
+MAX_WIDTH = 8.0
 
+
+def _check_model(cfg: DictConfig) -> None:
+    from bgd_experiments.models._common import validate_builder_args
+
+    width = cfg.model.width
     try:
-        validate_builder_args(cfg.dataset.num_classes, cfg.model.width)
+        validate_builder_args(cfg.dataset.num_classes, width)
+        in_range = MIN_WIDTH <= width <= MAX_WIDTH
     except ValueError:
+        in_range = False
+    if not in_range:
         raise tasks.SettingsError(
             [
                 f"width must be > 0, from {MIN_WIDTH:g} to {MAX_WIDTH:g} (1.0 = the paper's "
-                f"model), got {cfg.model.width!r}"
+                f"model), got {width!r}"
             ]
-        ) from None
+        )
 
 
 # Seeds reach torch, numpy and Python's generators; numpy's legacy seeding takes 32 bits.
@@ -97,11 +108,18 @@ def _top_level_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+# Settings for which infinity is a meaningful value (D-Adaptation's unbounded growth rate).
+INFINITY_ALLOWED = frozenset({"growth_rate"})
+
+
 def _non_finite(name: str, value: Any) -> list[str]:
-    """Every float of an optimizer setting (betas included) that is NaN or infinite."""
+    """Every float of an optimizer setting (betas included) that is NaN, or infinite where
+    infinity means nothing."""
     if isinstance(value, list | tuple):
         return [problem for item in value for problem in _non_finite(name, item)]
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and (
+        math.isnan(value) or (math.isinf(value) and name not in INFINITY_ALLOWED)
+    ):
         return [f"{name} must be a finite number, got {value}"]
     return []
 

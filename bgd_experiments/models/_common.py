@@ -9,11 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Below 1/64 the paper's narrowest layers (64 channels in ResNet18's stem) collapse to one
-# channel; above 8 a ResNet18 has over 700M parameters.
-MIN_WIDTH = 1 / 64
-MAX_WIDTH = 8.0
-
 
 def validate_builder_args(num_classes: object, width: object) -> tuple[int, float]:
     """Check builder arguments and return them as ``(int, float)``.
@@ -38,11 +33,6 @@ def validate_builder_args(num_classes: object, width: object) -> tuple[int, floa
     if not math.isfinite(float(width)) or width <= 0:
         raise ValueError(
             f"width must be a finite number > 0 (1.0 = the paper's model), got {width}"
-        )
-    if not MIN_WIDTH <= width <= MAX_WIDTH:
-        raise ValueError(
-            f"width must be a finite number > 0 from {MIN_WIDTH:g} to {MAX_WIDTH:g} (1.0 = the "
-            f"paper's model; narrower collapses layers to one channel), got {width}"
         )
     return int(num_classes), float(width)
 
