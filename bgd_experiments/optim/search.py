@@ -34,6 +34,7 @@ from ._common import (
     running_stats_frozen,
     search_mode,
     snapshot_buffers,
+    split_batch,
     trainable_parameters,
 )
 
@@ -158,11 +159,15 @@ def mbt_search(
         try:
             for index, batch in enumerate(itertools.islice(batches, s.num_batches)):
                 # Several processes: each holds a shard of B_i; its share weighs its means.
-                local_size = batch_size_of(batch) if compute_loss else len(batch[1])
+                if compute_loss is None:
+                    inputs, targets = split_batch(batch, device)  # refuses other shapes
+                    local_size = len(targets)
+                else:
+                    local_size = batch_size_of(batch)
                 global_size = local_size if reducer is None else reducer.total(local_size)
                 share = local_size / global_size
                 if compute_loss is None:
-                    inputs, targets = tally.take_batch(index, batch, device, s, global_size)
+                    tally.count_batch(index, local_size, s, global_size)
                     evaluate = _pair_loss(model, loss_fn, inputs, targets)
                 else:
                     tally.count_batch(index, local_size, s, global_size)
