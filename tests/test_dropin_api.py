@@ -198,3 +198,18 @@ def test_linesearch_refuses_a_non_callable_naming_the_wrapper() -> None:
 
     with pytest.raises(TypeError, match="objective_from_function"):
         backtracking_gd(42, [0.0])  # type: ignore[arg-type]
+
+
+def test_momentum_guard_scales_the_found_rate_and_is_off_by_default() -> None:
+    loss_fn = nn.CrossEntropyLoss()
+    model, batches = _setup()
+    faithful = MBTSGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, num_batches=4)
+    found = faithful.search(model, loss_fn, batches, num_samples=40).lr
+    assert faithful.param_groups[0]["lr"] == found
+    guarded = MBTSGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, num_batches=4,
+        momentum_guard=True,
+    )  # fmt: skip
+    result = guarded.search(model, loss_fn, batches, num_samples=40)
+    assert result.lr == found
+    assert guarded.param_groups[0]["lr"] == pytest.approx(found * 0.1)

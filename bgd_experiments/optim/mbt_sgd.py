@@ -79,6 +79,9 @@ class MBTSGD(torch.optim.SGD):
     condition sees that loss only). Param groups may differ in anything but ``lr``: one
     searched rate is set on every group, so different group rates are refused.
     ``step()`` before the first search trains at ``lr`` and warns once.
+    ``momentum_guard`` (a deviation, default off): train at the found rate times
+    (1 - momentum), so that a momentum step's effective rate is the one searched
+    (docs/stability.md).
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class MBTSGD(torch.optim.SGD):
         min_decrease: float = 1e-7,
         implementation: str = "fast",
         weight_decay: float = 0.0,
+        momentum_guard: bool = False,
     ) -> None:
         check_search_arguments(
             start_lr=lr,
@@ -153,6 +157,12 @@ class MBTSGD(torch.optim.SGD):
                 "scale, run one MBTSGD per group of layers"
             )
         self._warned_unsearched_step = False
+        if not isinstance(momentum_guard, bool):
+            raise ValueError(f"momentum_guard must be a bool, got {momentum_guard!r}")
+        # Deviation, off by default: the rate is searched for plain gradient steps, while a
+        # momentum step's effective rate is about lr / (1 - momentum); scaling by
+        # (1 - momentum) trains at the searched effective rate.
+        self.momentum_guard = momentum_guard
         self._search_defaults = {
             "start_lr": float(lr),
             "search_every_epoch": search_every_epoch,
@@ -308,6 +318,9 @@ class MBTSGD(torch.optim.SGD):
             **extra,
         )
         self.state.clear()  # momentum buffers start afresh after every search
+        if self.momentum_guard and result.sigmas:
+            for group in self.param_groups:
+                group["lr"] = result.lr * (1.0 - group["momentum"])
         self.num_searches += 1
         self.last_result = result
         if result.sigmas:
