@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .armijo import armijo_holds, direction_condition_holds
-from .objectives import Objective, Point
+from .objectives import Objective, Point, objective_from_function
 
 # Stop reasons. "line_search_failed": no step on the grid passed Armijo within max_backtracks
 # halvings (only possible through rounding, e.g. when x - sigma*g == x in floating point).
@@ -411,10 +411,44 @@ def _split(options: Options) -> tuple[ArmijoGrid, Stopping]:
     return ArmijoGrid(**grid), Stopping(**stop)
 
 
+def as_point(x0: Any) -> Point:
+    """A tensor (or list of tensors) as it is; a numpy array, number sequence or scalar as a
+    float tensor (float64 unless it already is a floating array)."""
+    if isinstance(x0, Tensor):
+        return x0
+    if isinstance(x0, list | tuple) and x0 and all(isinstance(t, Tensor) for t in x0):
+        return list(x0)
+    try:
+        x = torch.as_tensor(x0)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"x0 must be a tensor, a list of tensors, a numpy array or numbers, got "
+            f"{type(x0).__name__}"
+        ) from error
+    return x if x.is_floating_point() else x.to(torch.float64)
+
+
+def as_objective(objective: Any) -> Objective:
+    """An :class:`Objective` as it is; a plain callable f(x) -> scalar tensor wrapped by
+    :func:`objective_from_function` (gradients by autograd)."""
+    if hasattr(objective, "value_and_grad") and hasattr(objective, "value"):
+        return objective
+    if callable(objective):
+        return objective_from_function(objective, getattr(objective, "__name__", "function"))
+    raise TypeError(
+        f"objective must be an Objective or a callable f(x) -> scalar tensor, got "
+        f"{type(objective).__name__}; see objective_from_function / objective_from_analytic"
+    )
+
+
 def minimize(objective: Objective, x0: Point, rule: StepRule, stop: Stopping) -> RunResult:
-    """Run ``rule`` from ``x0`` until ``stop`` says so: the one driver of every method."""
-    counter = _CountingObjective(objective)
-    x = _copy_point(x0)
+    """Run ``rule`` from ``x0`` until ``stop`` says so: the one driver of every method.
+
+    ``objective``: an :class:`Objective` or a plain torch function f(x) -> scalar tensor;
+    ``x0``: a tensor, a list of tensors, a numpy array or a list of numbers.
+    """
+    counter = _CountingObjective(as_objective(objective))
+    x = _copy_point(as_point(x0))
     dimension = _numel(x)
     record_points = stop.record_points
     if record_points is None:

@@ -212,14 +212,58 @@ def mean_of(sigmas: Sequence[float]) -> float:
     return float(np.mean(sigmas))
 
 
+# compute_loss(model, batch) -> scalar loss: how a search reads batches of any shape.
+ComputeLoss = Callable[[nn.Module, Any], torch.Tensor]
+
+
 def split_batch(batch: object, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets) of a batch, moved to the model's device when needed."""
-    inputs, targets = batch  # type: ignore[misc]
+    if not (isinstance(batch, tuple | list) and len(batch) == 2):
+        keys = f" with keys {list(batch)}" if isinstance(batch, dict) else ""
+        raise TypeError(
+            f"the search reads a batch as (inputs, targets), got {type(batch).__name__}{keys}"
+            "; pass compute_loss=lambda model, batch: <scalar loss> to search other batches"
+        )
+    inputs, targets = batch
     if inputs.device != device:
         inputs = inputs.to(device, non_blocking=True)
     if targets.device != device:
         targets = targets.to(device, non_blocking=True)
     return inputs, targets
+
+
+def batch_size_of(batch: object) -> int:
+    """Leading dimension of the first tensor found in a batch (tensor, sequence or dict)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else 1
+    items = batch.values() if isinstance(batch, dict) else batch
+    if isinstance(items, tuple | list) or isinstance(batch, dict):
+        for item in items:
+            try:
+                return batch_size_of(item)
+            except TypeError:
+                continue
+    raise TypeError(f"cannot find a tensor (to count the batch size) in a {type(batch).__name__}")
+
+
+def batch_to(batch: Any, device: torch.device) -> Any:
+    """The batch with every tensor in it (nested in dicts, lists, tuples) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: batch_to(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(batch_to(value, device) for value in batch)
+    return batch
+
+
+def check_sgd(optimizer: torch.optim.Optimizer) -> None:
+    """The search sets a rate for plain gradient steps; only SGD's lr means that rate."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        raise TypeError(
+            f"the MBT search sets the lr of an SGD optimizer (torch.optim.SGD or MBTSGD), got "
+            f"{type(optimizer).__name__}: its lr would not be a gradient step's rate"
+        )
 
 
 @contextmanager
@@ -366,12 +410,23 @@ class SearchTally:
         """Count batch ``index`` and split it; the first batch fixes the batch size (the
         global one, ``global_size``, when each process holds a shard) and the ratio
         sqrt(batch_size / num_samples)."""
-        self.processed = index + 1
         inputs, targets = split_batch(batch, device)
-        if index == 0:
-            self.batch_size = int(global_size if global_size is not None else inputs.shape[0])
-            self.ratio = rescale_ratio(self.batch_size, settings.num_samples, settings.rescale)
+        self.count_batch(index, int(inputs.shape[0]), settings, global_size)
         return inputs, targets
+
+    def count_batch(
+        self, index: int, size: int, settings: SearchSettings, global_size: int | None = None
+    ) -> None:
+        """Count batch ``index`` of ``size`` samples (see :meth:`take_batch`)."""
+        self.processed = index + 1
+        if index == 0:
+            self.batch_size = int(global_size if global_size is not None else size)
+            if self.batch_size > settings.num_samples:
+                raise ValueError(
+                    f"num_samples ({settings.num_samples}) is smaller than one search batch "
+                    f"({self.batch_size}): pass the size of the training set, len(train_set)"
+                )
+            self.ratio = rescale_ratio(self.batch_size, settings.num_samples, settings.rescale)
 
     def batch_done(self) -> None:
         if self.progress is not None:

@@ -4,6 +4,8 @@ paper's per-epoch schedule and the plateau switch (alpha 1e-4 -> 0.5, momentum o
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
@@ -13,7 +15,7 @@ from torch import nn
 
 from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart
 
-from ._common import ProgressFn, Reducer, SearchResult, check_search_arguments
+from ._common import ComputeLoss, ProgressFn, Reducer, SearchResult, check_search_arguments
 from .plateau import PLATEAU_RULES, MBTPlateau
 from .reference import mbt_search_reference
 from .search import LossFn, mbt_search
@@ -72,8 +74,14 @@ class MBTSGD(torch.optim.SGD):
     * ``keep_search_steps``: keep the search's k SGD steps as training (deviation; see
       ``mbt_search``). ``implementation``: "fast" (default) or "reference".
 
-    The search ignores weight decay (the paper uses none): the trial direction is the raw
-    gradient of ``loss_fn``.
+    ``weight_decay`` is SGD's (default 0, as in the paper): the training steps apply it, the
+    search does not (its trial direction is the raw gradient of ``loss_fn``, and Armijo's
+    condition sees that loss only). Param groups may differ in anything but ``lr``: one
+    searched rate is set on every group, so different group rates are refused.
+    ``step()`` before the first search trains at ``lr`` and warns once.
+    ``momentum_guard`` (a deviation, default off): train at the found rate times
+    (1 - momentum), so that a momentum step's effective rate is the one searched
+    (docs/stability.md).
     """
 
     def __init__(
@@ -98,6 +106,8 @@ class MBTSGD(torch.optim.SGD):
         lr_max: float = 100.0,
         min_decrease: float = 1e-7,
         implementation: str = "fast",
+        weight_decay: float = 0.0,
+        momentum_guard: bool = False,
     ) -> None:
         check_search_arguments(
             start_lr=lr,
@@ -136,7 +146,23 @@ class MBTSGD(torch.optim.SGD):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
 
-        super().__init__(params, lr=lr, momentum=momentum, nesterov=nesterov)
+        super().__init__(
+            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
+        group_lrs = {group["lr"] for group in self.param_groups}
+        if len(group_lrs) > 1:
+            raise ValueError(
+                f"param groups with different lr {sorted(group_lrs)}: the search sets one rate "
+                "on every group; give the groups the same lr (or none) and, for a per-layer "
+                "scale, run one MBTSGD per group of layers"
+            )
+        self._warned_unsearched_step = False
+        if not isinstance(momentum_guard, bool):
+            raise ValueError(f"momentum_guard must be a bool, got {momentum_guard!r}")
+        # Deviation, off by default: the rate is searched for plain gradient steps, while a
+        # momentum step's effective rate is about lr / (1 - momentum); scaling by
+        # (1 - momentum) trains at the searched effective rate.
+        self.momentum_guard = momentum_guard
         self._search_defaults = {
             "start_lr": float(lr),
             "search_every_epoch": search_every_epoch,
@@ -233,17 +259,44 @@ class MBTSGD(torch.optim.SGD):
             return float(self.settings["start_lr"])
         return min(lr_max, max(lr_min, start))
 
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """SGD's step at the rate the last search set."""
+        if self.num_searches == 0 and not self._warned_unsearched_step:
+            self._warned_unsearched_step = True
+            warnings.warn(
+                "MBTSGD.step() before any search: training at the start rate lr="
+                f"{self.param_groups[0]['lr']:g}; call opt.search(...) before each epoch "
+                "(opt.needs_search(epoch) says when)",
+                stacklevel=2,
+            )
+        return super().step(closure)
+
     def search(
         self,
         model: nn.Module,
-        loss_fn: LossFn,
-        batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+        loss_fn: LossFn | None,
+        batches: Iterable[Any],
         num_samples: int,
         progress: ProgressFn | None = None,
+        *,
+        compute_loss: ComputeLoss | None = None,
     ) -> SearchResult:
         """Run the MBT search (contract: ``mbt_search``), set the found lr on all param
-        groups and reset the momentum buffers."""
+        groups and reset the momentum buffers.
+
+        ``batches``: any iterable of training batches (e.g. the training DataLoader: only
+        its first ``num_batches`` are read); ``num_samples``: the training set's size.
+        With gradient accumulation, hand batches of the accumulated size: the rate is
+        rescaled by sqrt(batch / num_samples) of the batches searched. For batches that are
+        not ``(inputs, targets)`` pass ``loss_fn=None, compute_loss=fn(model, batch)``.
+        """
         settings = self.settings
+        extra: dict[str, Any] = {}
+        if compute_loss is not None:
+            if settings["implementation"] != "fast":
+                raise ValueError("compute_loss needs implementation='fast'")
+            extra["compute_loss"] = compute_loss
         search_function = _in_search_precision(IMPLEMENTATIONS[settings["implementation"]])
         result = search_function(
             model,
@@ -262,8 +315,12 @@ class MBTSGD(torch.optim.SGD):
             min_decrease=settings["min_decrease"],
             progress=progress,
             reducer=self.reducer,
+            **extra,
         )
         self.state.clear()  # momentum buffers start afresh after every search
+        if self.momentum_guard and result.sigmas:
+            for group in self.param_groups:
+                group["lr"] = result.lr * (1.0 - group["momentum"])
         self.num_searches += 1
         self.last_result = result
         if result.sigmas:
@@ -273,8 +330,17 @@ class MBTSGD(torch.optim.SGD):
         return result
 
     def end_epoch(self, train_loss: float, test_acc: float) -> bool:
-        """The plateau rule after an epoch (:meth:`MBTPlateau.step`); True: stop early."""
-        return self.plateau.step(train_loss, test_acc)
+        """The plateau rule after an epoch (:meth:`MBTPlateau.step`); True: stop early.
+
+        ``train_loss``: the epoch's mean training loss. ``test_acc``: an accuracy in percent
+        (0-100, as the paper's runs record it) or as a fraction, the same scale every epoch;
+        only improvements over its best count. Without a test set pass a validation
+        accuracy, or the training accuracy.
+        """
+        acc = float(test_acc)
+        if not (math.isfinite(acc) and 0.0 <= acc <= 100.0):
+            raise ValueError(f"test_acc is an accuracy in [0, 100] (or [0, 1]), got {test_acc!r}")
+        return self.plateau.step(train_loss, acc)
 
     # ------------------------------------------------------------ loop hooks
     def before_epoch(self, start: EpochStart) -> EpochReport:

@@ -11,24 +11,30 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from ._common import (
+    ComputeLoss,
     Guards,
+    ProgressFn,
     Reducer,
     SearchResult,
     SearchSettings,
     SearchTally,
     batch_norm_layers,
+    batch_size_of,
+    batch_to,
+    check_sgd,
     mean_of,
     restore_buffers,
     running_stats_frozen,
     search_mode,
     snapshot_buffers,
+    split_batch,
     trainable_parameters,
 )
 
@@ -37,12 +43,40 @@ LossFn = torch.nn.Module | object  # any callable (outputs, targets) -> scalar l
 
 def mbt_search(
     model: nn.Module,
-    loss_fn: LossFn,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: LossFn | None,
+    batches: Iterable[Any],
     optimizer: torch.optim.Optimizer,
-    **settings: Any,
+    *,
+    start_lr: float,
+    num_samples: int,
+    alpha: float = 1e-4,
+    beta: float = 0.5,
+    num_batches: int = 20,
+    rescale: bool = True,
+    keep_search_steps: bool = False,
+    lr_min: float = 1e-6,
+    lr_max: float = 100.0,
+    min_decrease: float = 1e-7,
+    progress: ProgressFn | None = None,
+    reducer: Reducer | None = None,
+    compute_loss: ComputeLoss | None = None,
 ) -> SearchResult:
     """Find a learning rate by two-way backtracking on mini-batches and set it on ``optimizer``.
+
+    Example (any loop; ``batches`` may be the training loader: the first ``num_batches`` are
+    read)::
+
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        result = mbt_search(model, nn.CrossEntropyLoss(), loader, opt,
+                            start_lr=0.01, num_samples=len(train_set))
+        print(result.lr)  # now set on every param group of opt
+
+    Batches other than ``(inputs, targets)`` (dicts, several inputs): pass
+    ``loss_fn=None, compute_loss=lambda model, batch: <scalar loss>``; the batch size is the
+    leading dimension of the first tensor in the batch. ``optimizer`` must be SGD (or
+    :class:`MBTSGD`): the rate found is one for plain gradient steps. ``num_samples`` is the
+    training set's size. The loss searched is ``loss_fn``'s (or ``compute_loss``'s) only:
+    an optimizer's ``weight_decay`` is not part of Armijo's condition.
 
     Contract:
 
@@ -87,7 +121,23 @@ def mbt_search(
       A search whose batches all stop on a guard, or that only ever accepts ``start_lr``,
       has status "saturated".
     """
-    s = SearchSettings(**settings)
+    check_sgd(optimizer)
+    if (loss_fn is None) == (compute_loss is None):
+        raise TypeError("pass exactly one of loss_fn (outputs, targets) or compute_loss")
+    s = SearchSettings(
+        start_lr=start_lr,
+        num_samples=num_samples,
+        alpha=alpha,
+        beta=beta,
+        num_batches=num_batches,
+        rescale=rescale,
+        keep_search_steps=keep_search_steps,
+        lr_min=lr_min,
+        lr_max=lr_max,
+        min_decrease=min_decrease,
+        progress=progress,
+        reducer=reducer,
+    )
     tally = SearchTally(
         start_lr=s.start_lr, alpha=s.alpha, num_batches=s.num_batches, progress=s.progress
     )
@@ -109,14 +159,23 @@ def mbt_search(
         try:
             for index, batch in enumerate(itertools.islice(batches, s.num_batches)):
                 # Several processes: each holds a shard of B_i; its share weighs its means.
-                local_size = len(batch[1])
+                if compute_loss is None:
+                    inputs, targets = split_batch(batch, device)  # refuses other shapes
+                    local_size = len(targets)
+                else:
+                    local_size = batch_size_of(batch)
                 global_size = local_size if reducer is None else reducer.total(local_size)
                 share = local_size / global_size
-                inputs, targets = tally.take_batch(index, batch, device, s, global_size)
+                if compute_loss is None:
+                    tally.count_batch(index, local_size, s, global_size)
+                    evaluate = _pair_loss(model, loss_fn, inputs, targets)
+                else:
+                    tally.count_batch(index, local_size, s, global_size)
+                    evaluate = _batch_loss(model, compute_loss, batch_to(batch, device))
 
                 optimizer.zero_grad(set_to_none=True)
                 with torch.enable_grad(), running_stats_frozen(bn_layers, not s.keep_search_steps):
-                    loss = loss_fn(model(inputs), targets)
+                    loss = evaluate()
                     loss.backward()
                 tally.gradient_passes += 1
 
@@ -162,7 +221,7 @@ def mbt_search(
                     break
 
                 torch._foreach_copy_(saved, stepped)
-                trial = _TrialPoint(model, loss_fn, bn_layers, (inputs, targets), reducer, share)
+                trial = _TrialPoint(evaluate, bn_layers, reducer, share)
                 trial.set_point(stepped, grads, saved)
                 trial.set_reference(loss_value, norm_sq, s.alpha)
 
@@ -207,6 +266,18 @@ def mbt_search(
     )
 
 
+def _pair_loss(
+    model: nn.Module, loss_fn: Any, inputs: torch.Tensor, targets: torch.Tensor
+) -> Callable[[], torch.Tensor]:
+    return lambda: loss_fn(model(inputs), targets)
+
+
+def _batch_loss(
+    model: nn.Module, compute_loss: ComputeLoss, batch: Any
+) -> Callable[[], torch.Tensor]:
+    return lambda: compute_loss(model, batch)
+
+
 class _TrialPoint:
     """The trial points x_i - sigma*g of one search batch, written in place into the weights.
 
@@ -217,16 +288,13 @@ class _TrialPoint:
 
     def __init__(
         self,
-        model: nn.Module,
-        loss_fn: LossFn,
+        evaluate: Callable[[], torch.Tensor],
         bn_layers: list[nn.Module],
-        batch: tuple[torch.Tensor, torch.Tensor],
         reducer: Reducer | None = None,
         share: float = 1.0,
     ) -> None:
-        self.model, self.loss_fn, self.bn_layers = model, loss_fn, bn_layers
+        self.evaluate, self.bn_layers = evaluate, bn_layers
         self.reducer, self.share = reducer, share
-        self.inputs, self.targets = batch
         self.params: list[torch.Tensor] = []
         self.grads: list[torch.Tensor] = []
         self.saved_point: list[torch.Tensor] = []
@@ -258,7 +326,7 @@ class _TrialPoint:
         self.move_to(sigma)
         # inference_mode, not just no_grad: no version counters or view tracking either.
         with torch.inference_mode(), running_stats_frozen(self.bn_layers):
-            trial_loss_tensor = self.loss_fn(self.model(self.inputs), self.targets)
+            trial_loss_tensor = self.evaluate()
         if self.reducer is not None:  # the global batch's loss: the same on every process
             trial_loss_tensor = trial_loss_tensor.clone()
             self.reducer.weighted_mean_([trial_loss_tensor], self.share)
