@@ -104,7 +104,7 @@ def _top_level_problems(cfg: DictConfig) -> list[str]:
     if not isinstance(results_dir, str) or not results_dir.strip():
         problems.append(f"results_dir must be a folder path, got {results_dir!r}")
     elif Path(results_dir).expanduser().is_file():
-        problems.append(f"results_dir={results_dir} is a file, not a folder")
+        problems.append(f"results_dir is a file, not a folder: {results_dir}")
     return problems
 
 
