@@ -128,7 +128,7 @@ def test_sigterm_gives_the_cell_back_and_still_kills(tmp_path):
     assert not lock_path(run_dir).exists()
 
 
-@pytest.mark.parametrize("content", ["", "{\"user\": \"half"])
+@pytest.mark.parametrize("content", ["", '{"user": "half'])
 def test_a_torn_lock_is_broken_once_nobody_can_be_writing_it(tmp_path, content):
     path = lock_path(tmp_path / "cell")
     path.write_text(content)
