@@ -179,7 +179,9 @@ class TrialTimer:
             loss = self.loss_fn(self.fast_model(self.inputs), self.targets)
             loss.backward()
         layers = batch_norm_layers(self.fast_model)
-        self.point = _TrialPoint(self.fast_model, self.loss_fn, layers, batch)
+        self.point = _TrialPoint(
+            lambda: self.loss_fn(self.fast_model(self.inputs), self.targets), layers
+        )
         self.point.set_point(params, [p.grad for p in params], [p.detach().clone() for p in params])
         self.point.set_reference(loss.item(), 1.0, 1e-4)
         # Authors' style: reload the state dict, SGD step, autograd-on forward, .item().
