@@ -2,7 +2,7 @@
 """Benchmark the MBT search against an authors-style implementation, and MBT-NAG against NAG.
 
 Everything is measured side by side in one process, on the same model, initial weights and
-batches (issue 4, item 8):
+batches:
 
 (a) the search's wall time, fast path vs ``naive_search`` below (written the way the
     authors' published code works: a state_dict deep copy per batch and a state_dict

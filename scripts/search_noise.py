@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The noise floor of the MBT search: how far the found lr moves under float-level changes.
 
-Issue 11, item 4. The search halves or doubles sigma on the sign of a loss difference, so a
+The search halves or doubles sigma on the sign of a loss difference, so a
 change that only alters float rounding can flip a decision and move the found lr. From one
 baseline (Table 1's setting: MBT-GD, k = 20, the paper's augmentation, N = 50,000, init and
 loader seed 0, NCHW, the fast search) this runs the same search under

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How far bf16 autocast moves the MBT search's found rate, against its noise floor.
 
-Issue 13, item 1. The search decides on the sign of L_B(x - sigma*g) - L_B(x) +
+The search decides on the sign of L_B(x - sigma*g) - L_B(x) +
 alpha*sigma*||g||^2, so lower precision in the forwards can flip decisions. This runs
 Table 1's search (MBT-GD, k = 20, batch 200, the paper's augmentation, N = 50,000, init and
 loader seed 0, NCHW, the fast search) once in fp32 and once with the model under bf16

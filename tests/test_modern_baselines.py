@@ -1,4 +1,4 @@
-"""Today's baselines (issue 15): each trains through the real CLI, SLS agrees with a plain
+"""Today's baselines: each trains through the real CLI, SLS agrees with a plain
 reference on a quadratic, schedule-free evaluates x with recomputed BatchNorm statistics,
 DoG evaluates its averaged weights, and SLS's trial forward passes are counted."""
 

@@ -1,4 +1,4 @@
-"""trainer.precision and trainer.compile (issue 13): bf16 trains and keeps the MBT search
+"""trainer.precision and trainer.compile: bf16 trains and keeps the MBT search
 working, compile keeps the search's sigmas and does not recompile per trial, checkpoints
 resume across compile on/off, and the GPU path reads the device once per epoch."""
 

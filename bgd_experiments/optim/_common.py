@@ -336,7 +336,7 @@ def classify(
     num_batches: int,
     nonfinite_message: str | None,
 ) -> tuple[str, str]:
-    """Status and message of a finished search (issue item 7)."""
+    """Status and message of a finished search."""
     if nonfinite_message is not None:
         return "nonfinite", nonfinite_message
     if guard_hits == num_batches:

@@ -1,4 +1,4 @@
-"""The MBT search's noise floor beside Table 1 (issue 11, item 4).
+"""The MBT search's noise floor beside Table 1.
 
 The search takes discrete decisions (halve or double sigma) on loss differences, so
 float-level details (memory layout, autograd vs no-grad trials, a 1e-7 relative change of the

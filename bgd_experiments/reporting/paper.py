@@ -29,7 +29,7 @@ BASELINE_OPTIMIZERS: tuple[str, ...] = (
     "adamax",
 )
 MBT_OPTIMIZERS: tuple[str, ...] = ("mbt_gd", "mbt_mmt", "mbt_nag")
-# Beyond the paper (issue 15): today's learning-rate-free optimizers, the SLS line search
+# Beyond the paper: today's learning-rate-free optimizers, the SLS line search
 # and the practitioner's hand-tuned SGD with a cosine schedule.
 MODERN_OPTIMIZERS: tuple[str, ...] = ("prodigy", "dadapt_sgd", "sf_sgd", "dog", "sls", "sgd_cosine")
 TABLE3_MODELS: tuple[str, ...] = (

@@ -123,7 +123,7 @@ def train_one_epoch(
     totals = _Totals(next(model.parameters()).device, ranks)
     steps = trials = 0
     # SLS-style optimizers re-evaluate the mini-batch loss at trial points: they get a
-    # closure, and its forward passes are counted (issue 15 compares costs).
+    # closure, and its forward passes are counted (Table 2+ compares costs).
     wants_closure = getattr(optimizer, "wants_closure", False)
     for steps, (inputs, targets, last) in enumerate(_flag_last(batches, ranks.active), start=1):
         optimizer.zero_grad(set_to_none=True)
