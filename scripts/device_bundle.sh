@@ -120,13 +120,27 @@ echo "$ARCHIVE_SHA256  $ARCHIVE" >"$DATA/SHA256SUMS"
     || { echo "device-bundle: $DATA/$ARCHIVE is not the expected archive" >&2; rm -f "$DATA/$ARCHIVE"; exit 1; }
 
 # ------------------------------------------------------------------ stand-in GPU image
-# Rebuilt only when the list above changes. No package of ours goes into it.
+# Rebuilt only when the list above changes. No package of ours goes into it. Made from
+# .venv's site-packages by hard links (torch alone is over 5 GB, so a second install could
+# fill a CI machine's disk), then pruned to the dependency closure of the image's packages:
+# hydra, omegaconf and the rest must come from the wheels, as on the GPU machine.
+VENV_PYTHON=${VENV_PYTHON:-.venv/bin/python}
 image_key=$(printf '%s\n' "$("$PYTHON" -V 2>&1)" "${IMAGE_PACKAGES[@]}" | sha256sum | cut -c1-16)
 if [ "$(cat "$IMAGE/.installed" 2>/dev/null)" != "$image_key" ]; then
-    echo "device-bundle: building the stand-in GPU image $IMAGE (a minute or two)"
+    echo "device-bundle: building the stand-in GPU image $IMAGE"
     rm -rf "$IMAGE"
-    "$PYTHON" -m venv "$IMAGE"
-    pip_with "$IMAGE/bin/python" install -q "${IMAGE_PACKAGES[@]}"
+    "$PYTHON" -m venv --without-pip "$IMAGE"
+    source_site=$("$VENV_PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    image_site=$("$IMAGE/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    if [ -x "$VENV_PYTHON" ] && "$VENV_PYTHON" -c 'import torch, torchvision' 2>/dev/null \
+        && [ "$("$VENV_PYTHON" -V 2>&1)" = "$("$PYTHON" -V 2>&1)" ]; then
+        rmdir "$image_site" 2>/dev/null || rm -rf "$image_site"
+        cp -al "$source_site" "$image_site" 2>/dev/null || cp -a "$source_site" "$image_site"
+        "$IMAGE/bin/python" scripts/gpu_check_support.py prune-image "${IMAGE_PACKAGES[@]%%==*}"
+    else
+        "$IMAGE/bin/python" -m ensurepip -q
+        pip_with "$IMAGE/bin/python" install -q "${IMAGE_PACKAGES[@]}"
+    fi
     echo "$image_key" >"$IMAGE/.installed"
 fi
 # The same wheels for the stand-in's Python: pure ones as they are, others fetched for it.

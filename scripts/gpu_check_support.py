@@ -7,6 +7,8 @@ each part runs before the wheels are known to work.
     preflight               every module imports, from where it should; Hydra finds our plugins
     summary                 gpu-check.json, provenance under each bench table, the out folder
                             checked against what a device call brings back
+    prune-image NAME...     (stand-in image only) delete every installed distribution
+                            outside the dependency closure of NAME... (pip kept)
 """
 
 from __future__ import annotations
@@ -332,6 +334,70 @@ def summary(args: argparse.Namespace) -> int:
     return 3 if problems and args.strict else 0
 
 
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _runtime_requirements(
+    dist: metadata.Distribution, extras: frozenset[str]
+) -> list[tuple[str, frozenset[str]]]:
+    """(name, extras) a distribution needs on this interpreter, with `extras` asked of it."""
+    from packaging.requirements import Requirement  # in every image: pip's and torch's
+
+    needed = []
+    for line in dist.requires or []:
+        requirement = Requirement(line)
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({"extra": e}) for e in ["", *extras]):
+            needed.append((_canonical(requirement.name), frozenset(requirement.extras)))
+    return needed
+
+
+def prune_image(roots: list[str]) -> int:
+    """Leave only `roots`, what they need, and pip: the stand-in is made from a full venv."""
+    installed = {_canonical(d.metadata["Name"]): d for d in metadata.distributions()}
+    keep: set[str] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    queue = [(_canonical(name), frozenset()) for name in [*roots, "pip"]]
+    while queue:
+        item = queue.pop()
+        name, extras = item
+        if item in seen or name not in installed:
+            continue
+        seen.add(item)
+        keep.add(name)
+        queue.extend(_runtime_requirements(installed[name], extras))
+    missing = sorted({_canonical(name) for name in roots} - keep)
+    if missing:
+        print(f"prune-image: not installed: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    site = Path(sysconfig_purelib())
+    for name, dist in sorted(installed.items()):
+        if name in keep:
+            continue
+        for file in dist.files or []:
+            path = Path(dist.locate_file(file)).resolve()
+            if path.is_relative_to(site) and (path.is_file() or path.is_symlink()):
+                path.unlink()
+        info = Path(dist._path)  # type: ignore[attr-defined]  # the .dist-info folder
+        if info.is_dir():
+            for child in sorted(info.rglob("*"), reverse=True):
+                child.rmdir() if child.is_dir() else child.unlink()
+            info.rmdir()
+    # Folders the deleted files leave empty (packages of the removed distributions).
+    for folder in sorted((p for p in site.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    print(f"prune-image: kept {len(keep)} of {len(installed)} distributions")
+    return 0
+
+
+def sysconfig_purelib() -> str:
+    import sysconfig
+
+    return sysconfig.get_paths()["purelib"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -340,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--site", type=Path, default=None, help="where the wheels went")
     check.add_argument("--device", default="cuda")
     check.add_argument("--strict", action="store_true", help="warnings fail too")
+    prune = commands.add_parser("prune-image")
+    prune.add_argument("names", nargs="+")
     report = commands.add_parser("summary")
     report.add_argument("--out", type=Path, required=True)
     report.add_argument("--steps", type=Path, required=True)
@@ -359,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         return requirements()
     if args.command == "preflight":
         return preflight(args.site, args.device, args.strict)
+    if args.command == "prune-image":
+        return prune_image(args.names)
     return summary(args)
 
 
