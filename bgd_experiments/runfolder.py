@@ -45,11 +45,12 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bgd_experiments.records import RunStatus, RunSummary
 
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -58,19 +59,6 @@ METRICS_FILE = "metrics.jsonl"
 # The files that make a folder a run folder (the checkpoint alone does not: it is in one of
 # them, and the report reads none of it).
 RUN_FILES = (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE)
-
-
-class RunStatus(StrEnum):
-    """A run's status: the first three are written into summary.json when the run ends."""
-
-    FINISHED = "finished"
-    STOPPED_EARLY = "stopped_early"
-    DIVERGED = "diverged"
-    INCOMPLETE = "incomplete"  # no summary yet: interrupted, or still running
-
-    @property
-    def ended(self) -> bool:
-        return self is not RunStatus.INCOMPLETE
 
 
 # Keys that may change between an interrupted run and its resumption without changing
@@ -140,12 +128,6 @@ IDENTITY_EXCLUDED_KEYS = RESUMABLE_DIFFERENCES | PATH_KEYS
 # data and identity blocks are derived (the data enters as DATA_HASH_SETTING); hydra.* is
 # Hydra's own node, never part of a run's config.
 IDENTITY_EXCLUDED_PREFIXES = ("budget.", f"{DATA_KEY}.", f"{IDENTITY_KEY}.", "hydra.")
-
-
-class RunState(Enum):
-    NEW = "new"
-    INTERRUPTED = "interrupted"
-    FINISHED = "finished"
 
 
 def lr_tag(lr: float) -> str:
@@ -291,7 +273,7 @@ def find_finished_run(
     wanted = {key: value for key, value in settings.items() if key != DATA_HASH_SETTING}
     found = []
     for candidate in sorted(readable.glob(f"{CFG_PREFIX}*")):
-        if run_state(candidate) is not RunState.FINISHED:
+        if not run_state(candidate).ended:
             continue
         config = read_config(candidate / CONFIG_FILE)
         recorded = dict((config.get(IDENTITY_KEY) or {}).get("settings") or {})
@@ -304,12 +286,17 @@ def find_finished_run(
     return found[0] if len(found) == 1 else None
 
 
-def run_state(run_dir: Path) -> RunState:
+def run_state(run_dir: Path) -> RunStatus:
+    """NEW, INCOMPLETE (a checkpoint, no summary) or the status its summary records (an
+    unreadable summary counts as FINISHED: reading it later says what is wrong)."""
     if (run_dir / SUMMARY_FILE).exists():
-        return RunState.FINISHED
+        try:
+            return RunSummary.read(run_dir / SUMMARY_FILE).status
+        except (OSError, ValueError, TypeError):
+            return RunStatus.FINISHED
     if (run_dir / CHECKPOINT_FILE).exists():
-        return RunState.INTERRUPTED
-    return RunState.NEW
+        return RunStatus.INCOMPLETE
+    return RunStatus.NEW
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -371,15 +358,15 @@ def with_data_identity(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, DATA_KEY: identity}
 
 
-def check_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) -> RunState:
+def check_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) -> RunStatus:
     """The folder's state for a run of ``config``, without writing anything: NEW when
     ``force`` discards it. A folder written by a different configuration is refused
     (:class:`RunFolderConflict`, unless ``force``) instead of being mixed with this run."""
     state = run_state(run_dir)
     if force:
-        return RunState.NEW
+        return RunStatus.NEW
     config_path = run_dir / CONFIG_FILE
-    if state is not RunState.NEW and config_path.exists():
+    if state is not RunStatus.NEW and config_path.exists():
         old = yaml.safe_load(config_path.read_text()) or {}
         differences = config_differences(old, config)
         if differences:
@@ -393,7 +380,7 @@ def check_run_folder(run_dir: Path, config: dict[str, Any], *, force: bool) -> R
 
 def prepare_run_folder(
     run_dir: Path, config: dict[str, Any], *, force: bool, extend: bool = False
-) -> RunState:
+) -> RunStatus:
     """Decide between skip / resume / fresh start, and record the config of this run.
 
     ``extend``: a finished run is to train more epochs; its summary goes, so that the folder
@@ -402,12 +389,12 @@ def prepare_run_folder(
     state = check_run_folder(run_dir, config, force=force)
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
-    if state is RunState.FINISHED:
+    if state.ended:
         if not extend:
             return state
         (run_dir / SUMMARY_FILE).unlink()
-        state = RunState.INTERRUPTED
-    if state is RunState.NEW and run_dir.exists():
+        state = RunStatus.INCOMPLETE
+    if state is RunStatus.NEW and run_dir.exists():
         # Leftovers of a run killed before its first checkpoint: nothing worth keeping.
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

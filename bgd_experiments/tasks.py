@@ -482,7 +482,7 @@ def _open_run(request: RunRequest, named: _NamedRun):
     distributed run rank 0 alone reads and writes the folder, the others follow it."""
     from bgd_experiments import data as cifar
     from bgd_experiments.runfolder import (
-        RunState,
+        RunStatus,
         check_run_folder,
         prepare_run_folder,
         run_state,
@@ -494,20 +494,20 @@ def _open_run(request: RunRequest, named: _NamedRun):
 
     def decide() -> tuple[bool, bool]:
         """(whether there is work to do, whether it extends a finished run)."""
-        state = RunState.NEW if request.force else run_state(run_dir)
+        state = RunStatus.NEW if request.force else run_state(run_dir)
         extend = (
-            state is RunState.FINISHED
+            state.ended
             and named.identity.task == "train"
             and _extends_finished_run(run_dir, int(trainer.epochs))
         )
-        has_work = state is not RunState.FINISHED or extend
+        has_work = not state.ended or extend
         if has_work:
             # Cheap checks of the data source before any model is built or any folder is
             # written, so a missing dataset leaves nothing behind. Finished runs skip them:
             # an uncached archive takes ~2 s to list, per job of a sweep.
             cifar.check_dataset_source(data.name, data.root, download=data.download)
         check_run_folder(run_dir, recorded, force=request.force)
-        if has_work and (state is RunState.INTERRUPTED or extend):
+        if has_work and (state is RunStatus.INCOMPLETE or extend):
             done = int(_read_checkpoint(run_dir)["epoch"])
             if named.identity.task == "train":
                 _refuse_fewer_epochs(run_dir, done, int(trainer.epochs))
@@ -557,7 +557,7 @@ def _open_run(request: RunRequest, named: _NamedRun):
     if extend:
         log.info("extending %s to %d epochs", run_dir, int(trainer.epochs))
     else:
-        log.info("%s run in %s", "resuming" if state is RunState.INTERRUPTED else "new", run_dir)
+        log.info("%s run in %s", "resuming" if state is RunStatus.INCOMPLETE else "new", run_dir)
 
     def eval_batches(dataset):
         return cifar.EvalBatches(

@@ -17,7 +17,7 @@ from bgd_experiments.runfolder import config_differences
 from bgd_experiments.training import (
     RunFolderConflict,
     RunIdentity,
-    RunState,
+    RunStatus,
     fit,
     lr_tag,
     prepare_run_folder,
@@ -109,15 +109,15 @@ def test_config_differences_ignore_where_it_runs_but_not_what_it_computes():
 def test_prepare_run_folder_resumes_skips_and_refuses_other_configs(tmp_path):
     run_dir = tmp_path / "run"
     config = {"optimizer": {"lr": 0.1}}
-    assert prepare_run_folder(run_dir, config, force=False) is RunState.NEW
+    assert prepare_run_folder(run_dir, config, force=False) is RunStatus.NEW
     assert yaml.safe_load((run_dir / "config.yaml").read_text()) == config
     (run_dir / "checkpoint.pt").write_bytes(b"x")
-    assert prepare_run_folder(run_dir, config, force=False) is RunState.INTERRUPTED
+    assert prepare_run_folder(run_dir, config, force=False) is RunStatus.INCOMPLETE
     (run_dir / "summary.json").write_text("{}")
-    assert prepare_run_folder(run_dir, config, force=False) is RunState.FINISHED
+    assert prepare_run_folder(run_dir, config, force=False) is RunStatus.FINISHED
     with pytest.raises(RunFolderConflict, match=re.escape("optimizer.lr: 0.1 -> 0.2")):
         prepare_run_folder(run_dir, {"optimizer": {"lr": 0.2}}, force=False)
-    assert prepare_run_folder(run_dir, {"optimizer": {"lr": 0.2}}, force=True) is RunState.NEW
+    assert prepare_run_folder(run_dir, {"optimizer": {"lr": 0.2}}, force=True) is RunStatus.NEW
     assert not (run_dir / "summary.json").exists()
 
 

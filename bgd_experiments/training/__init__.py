@@ -3,7 +3,7 @@
 from bgd_experiments.runfolder import (
     RunFolderConflict,
     RunIdentity,
-    RunState,
+    RunStatus,
     discard_run_folder,
     lr_tag,
     prepare_run_folder,
@@ -16,7 +16,7 @@ from bgd_experiments.training.protocol import SealedTestSet, TestSetSealed
 __all__ = [
     "RunFolderConflict",
     "RunIdentity",
-    "RunState",
+    "RunStatus",
     "SealedTestSet",
     "TestSetSealed",
     "discard_run_folder",

@@ -22,19 +22,13 @@ import torch
 from torch import nn
 
 from bgd_experiments.distributed import SINGLE, Ranks
-from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart, MiniBatchLoss, call_hooks
-from bgd_experiments.io import atomic_torch_save, atomic_write_json
+from bgd_experiments.hooks import EpochEnd, EpochStart, MiniBatchLoss, call_hooks
 from bgd_experiments.optim import PatienceStop
-from bgd_experiments.runfolder import (
-    CHECKPOINT_FILE,
-    CHECKPOINT_FORMAT,
-    SUMMARY_FILE,
-    RunIdentity,
-    RunStatus,
-    read_checkpoint,
-)
-from bgd_experiments.training.protocol import SealedTestSet
+from bgd_experiments.records import EpochRecord, RunStatus, summarize_epochs
+from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity
+from bgd_experiments.training.protocol import CleanProtocol, PaperProtocol
 from bgd_experiments.training.provenance import provenance
+from bgd_experiments.training.state import Checkpoint, TrainingState
 from bgd_experiments.training.tracking import RunTracker
 
 log = logging.getLogger("bgd_experiments.training")
@@ -211,17 +205,22 @@ def search_batches(loader: Batches, epoch: int) -> Iterator[tuple[torch.Tensor, 
     )
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+@dataclass
+class _Run:
+    """What every epoch of one ``fit`` call uses."""
 
-
-def _restore_rng(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+    model: nn.Module
+    train_model: nn.Module  # ``model``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    train_loader: Batches
+    protocol: PaperProtocol | CleanProtocol
+    participants: list[Any]
+    tracker: RunTracker | _SilentTracker
+    ranks: Ranks
+    # On an accelerator no step waits for the host: loss and accuracy are read once per
+    # epoch, so a diverged epoch runs to its end there (on CPU a read costs nothing).
+    check_every: int | None
 
 
 def fit(
@@ -248,12 +247,13 @@ def fit(
     stop); e.g. :class:`~bgd_experiments.optim.MBTSGD` searches its rate before an epoch and
     its plateau rule may stop the run.
 
-    Two protocols. Without ``val_loader`` (the paper's), the test set is evaluated after
-    every epoch and drives the plateau rules; the summary reports the best test accuracy.
-    With ``val_loader`` (the clean protocol), the validation set is evaluated after every
-    epoch and drives them, the weights of the best validation epoch are kept (in the
-    checkpoint too), and the test set is read once, after the last epoch, on those weights:
-    ``test_loader`` is sealed (:class:`SealedTestSet`) until then, so nothing reads it early.
+    Two protocols (:mod:`bgd_experiments.training.protocol`). Without ``val_loader`` (the
+    paper's), the test set is evaluated after every epoch and drives the plateau rules; the
+    summary reports the best test accuracy. With ``val_loader`` (the clean protocol), the
+    validation set is evaluated after every epoch and drives them, the weights of the best
+    validation epoch are kept (in the checkpoint too), and the test set is read once, after
+    the last epoch, on those weights: ``test_loader`` is sealed (:class:`SealedTestSet`)
+    until then, so nothing reads it early.
 
     An optimizer without a stop rule of its own (a baseline) stops early as the authors'
     ``op_main.py`` stops it when ``baseline_stop_patience`` is set (None or 0: never): one
@@ -269,225 +269,204 @@ def fit(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    baseline_limit = baseline_stop_patience or 0
-    if baseline_limit < 0:
-        raise ValueError(f"baseline_stop_patience must be >= 0, got {baseline_stop_patience}")
-    participants: list[Any] = [optimizer, *callbacks]
-    if baseline_limit and not any(hasattr(p, "should_stop") for p in participants):
-        participants.append(PatienceStop(baseline_limit))  # e.g. MBT has its own
-    stateful = [p for p in participants if hasattr(p, "checkpoint_key")]
+    participants = _participants(optimizer, callbacks, baseline_stop_patience)
     if ranks.active and hasattr(optimizer, "reducer"):
         optimizer.reducer = ranks.reducer()  # an MBT search decides on global batches
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
     device = next(model.parameters()).device
-    clean = val_loader is not None
-    if clean and not isinstance(test_loader, SealedTestSet):
-        test_loader = SealedTestSet(test_loader)
-    # Clean protocol: {"epoch", "acc", "model"} of the best validation epoch so far.
-    best_val: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    elapsed_before = 0.0
-    # {"status": ..., "epoch": ...} once the run stopped early or diverged: recorded in the
-    # checkpoint, so that a resumed run whose summary was lost trains no further.
-    stopped: dict[str, Any] | None = None
-    checkpoint_path = run_dir / CHECKPOINT_FILE
-    if checkpoint_path.exists():
-        checkpoint = read_checkpoint(checkpoint_path, map_location=device)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        _restore_rng(checkpoint["rng"], device)
-        history = checkpoint["history"]
-        start_epoch = checkpoint["epoch"]
-        for participant in stateful:
-            if checkpoint.get(participant.checkpoint_key) is not None:
-                participant.load_state_dict(checkpoint[participant.checkpoint_key])
-        elapsed_before = checkpoint["wall_time"]
-        stopped = checkpoint.get("stopped")
-        best_val = checkpoint.get("best_val")
-        if stopped is not None:
-            log.info(
-                "%s %s at epoch %d (its checkpoint says): nothing left to train",
-                run_dir,
-                stopped["status"],
-                stopped["epoch"],
-            )
-        else:
-            log.info("resuming %s from epoch %d", run_dir, start_epoch)
-
-    train_model = _wrap_for_training(model, ranks)
-    tracker: RunTracker | _SilentTracker = (
-        RunTracker(
-            run_dir,
-            total_epochs=epochs,
-            steps_per_epoch=len(train_loader),
-            history=history,
-            progress=progress,
-            tensorboard=tensorboard,
-            title=f"{identity.model}/{identity.optimizer} lr={identity.lr:g}",
-        )
-        if ranks.is_main
-        else _SilentTracker()
+    stateful = [p for p in participants if hasattr(p, "checkpoint_key")]
+    checkpoint = Checkpoint(run_dir / CHECKPOINT_FILE, model, optimizer, stateful, device)
+    state = checkpoint.resume() or TrainingState()
+    _log_resume(run_dir, state)
+    run = _Run(
+        model=model,
+        train_model=_wrap_for_training(model, ranks),
+        optimizer=optimizer,
+        loss_fn=loss_fn or nn.CrossEntropyLoss(),
+        train_loader=train_loader,
+        protocol=PaperProtocol(test_loader)
+        if val_loader is None
+        else CleanProtocol(val_loader, test_loader),
+        participants=participants,
+        tracker=_tracker(
+            run_dir, identity, epochs, len(train_loader), state, progress, tensorboard, ranks
+        ),
+        ranks=ranks,
+        check_every=1 if device.type == "cpu" else None,
     )
-    # On an accelerator no step waits for the host: loss and accuracy are read once per
-    # epoch, so a diverged epoch runs to its end there (on CPU a read costs nothing).
-    check_every = 1 if device.type == "cpu" else None
-    started = time.perf_counter()
-    status = RunStatus.FINISHED if stopped is None else RunStatus(stopped["status"])
-
-    def save_checkpoint(epochs_done: int) -> None:
-        if not ranks.is_main:  # rank 0 alone writes the run folder
-            return
-        atomic_torch_save(
-            checkpoint_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(device),
-                "history": history,
-                "epoch": epochs_done,
-                "wall_time": elapsed_before + time.perf_counter() - started,
-                "baseline_patience": None,  # the key of older checkpoints
-                "stopped": stopped,
-                "best_val": best_val,
-                **{p.checkpoint_key: p.state_dict() for p in stateful},
-            },
-        )
-
+    save = checkpoint.save if ranks.is_main else lambda *_: None  # rank 0 writes the folder
+    test_at_best_val = None
     try:
-        for epoch in range(start_epoch, epochs if stopped is None else start_epoch):
-            tracker.start_epoch(epoch + 1)
-            epoch_started = time.perf_counter()
-            batches = train_loader.epoch(epoch)
-            start = EpochStart(
-                epoch=epoch,
-                model=model,
-                loss_fn=loss_fn,
-                batches=batches,
-                fresh_batches=lambda epoch=epoch: search_batches(train_loader, epoch),
-                num_samples=train_loader.num_samples,
-                progress=tracker.search_progress,
-            )
-            reports: list[EpochReport] = [
-                report for report in call_hooks(participants, "before_epoch", start) if report
-            ]
-            for report in reports:
-                if report.note:
-                    tracker.note(report.note)
-            call_hooks(participants, "train")
-            stats = train_one_epoch(
-                train_model,
-                optimizer,
-                loss_fn,
-                batches,
-                check_every=check_every,
-                on_step=tracker.advance,
-                ranks=ranks,
-            )
-            ranks.sync_buffers(model)
-            if stats.diverged:
-                status = RunStatus.DIVERGED
-                # The weights are the diverged ones; nothing trains from them again.
-                stopped = {"status": status.value, "epoch": epoch + 1}
-                save_checkpoint(epoch)
-                tracker.note(
-                    f"epoch {epoch + 1}: training loss became {stats.loss} after "
-                    f"{stats.steps} steps; the run diverged and stops here"
-                )
+        for epoch in state.epochs_left(epochs):
+            record = _train_epoch(run, state, epoch)
+            if record is None:  # diverged: the weights are those of the diverged epoch
+                state.stop(RunStatus.DIVERGED, epoch + 1)
+                save(state, epoch)
                 break
-            call_hooks(participants, "eval")
-            reports += filter(
-                None, call_hooks(participants, "before_evaluation", model, start.fresh_batches())
-            )
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "train_loss": stats.loss,
-                "train_acc": stats.accuracy,
-            }
-            if clean:
-                val_loss, plateau_acc, eval_forwards = evaluate(model, loss_fn, val_loader, ranks)
-                record.update(val_loss=val_loss, val_acc=plateau_acc)
-                if best_val is None or plateau_acc > best_val["acc"]:
-                    # The weights just evaluated (after the eval hooks: e.g. schedule-free's
-                    # averaged weights with recomputed BatchNorm statistics).
-                    best_val = {"epoch": epoch + 1, "acc": plateau_acc, "model": _copy(model)}
-            else:
-                test_loss, plateau_acc, eval_forwards = evaluate(model, loss_fn, test_loader, ranks)
-                record.update(test_loss=test_loss, test_acc=plateau_acc)
-            record.update(
-                lr=optimizer.param_groups[0]["lr"],
-                epoch_time=time.perf_counter() - epoch_started,
-                forward_passes=stats.steps
-                + stats.trial_forward_passes
-                + sum(report.forward_passes for report in reports),
-                backward_passes=stats.steps + sum(report.backward_passes for report in reports),
-                eval_forward_passes=eval_forwards,
-            )
-            for report in reports:
-                record.update(report.record)
-            end = EpochEnd(
-                epoch=epoch, train_loss=stats.loss, plateau_acc=plateau_acc, record=record
-            )
-            call_hooks(participants, "after_epoch", end)
             stop_early = any(call_hooks(participants, "should_stop"))
-            history.append(record)
+            state.history.append(record)
             if stop_early:
-                stopped = {"status": RunStatus.STOPPED_EARLY.value, "epoch": epoch + 1}
-            save_checkpoint(epoch + 1)
-            tracker.log_epoch(record)
+                state.stop(RunStatus.STOPPED_EARLY, epoch + 1)
+            save(state, epoch + 1)
+            run.tracker.log_epoch(record.to_json())
             if stop_early:
-                status = RunStatus.STOPPED_EARLY
-                tracker.note(f"epoch {epoch + 1}: patience exhausted, stopping early")
+                run.tracker.note(f"epoch {epoch + 1}: patience exhausted, stopping early")
                 break
-        test_at_best_val = None
-        if clean and best_val is not None:
-            test_at_best_val = _final_test(model, loss_fn, test_loader, best_val["model"], ranks)
-            tracker.note(
-                f"test accuracy at the best validation epoch ({best_val['epoch']}, val acc "
-                f"{best_val['acc']:.2f}%): {test_at_best_val[1]:.2f}% (the one test read)"
+        test_at_best_val = run.protocol.final_read(model, run.loss_fn, state, ranks)
+        if test_at_best_val is not None:
+            run.tracker.note(
+                f"test accuracy at the best validation epoch ({state.best_val['epoch']}, val "
+                f"acc {state.best_val['acc']:.2f}%): {test_at_best_val[1]:.2f}% (the one test "
+                "read)"
             )
     finally:
-        tracker.close()
+        run.tracker.close()
+    return _finish(run_dir, identity, state, epochs, test_at_best_val, device, ranks)
 
-    summary = summarize(
-        history, status=status, identity=identity, test_at_best_val=test_at_best_val
+
+def _participants(
+    optimizer: torch.optim.Optimizer, callbacks: Sequence[Any], patience: int | None
+) -> list[Any]:
+    """The optimizer, the callbacks, and the baselines' early stop where none has a rule."""
+    limit = patience or 0
+    if limit < 0:
+        raise ValueError(f"baseline_stop_patience must be >= 0, got {patience}")
+    participants: list[Any] = [optimizer, *callbacks]
+    if limit and not any(hasattr(p, "should_stop") for p in participants):
+        participants.append(PatienceStop(limit))  # e.g. MBT has its own
+    return participants
+
+
+def _log_resume(run_dir: Path, state: TrainingState) -> None:
+    if state.stopped is not None:
+        log.info(
+            "%s %s at epoch %d (its checkpoint says): nothing left to train",
+            run_dir,
+            state.stopped["status"],
+            state.stopped["epoch"],
+        )
+    elif state.epochs_done:
+        log.info("resuming %s from epoch %d", run_dir, state.epochs_done)
+
+
+def _tracker(
+    run_dir: Path,
+    identity: RunIdentity,
+    epochs: int,
+    steps_per_epoch: int,
+    state: TrainingState,
+    progress: str,
+    tensorboard: bool,
+    ranks: Ranks,
+) -> RunTracker | _SilentTracker:
+    if not ranks.is_main:
+        return _SilentTracker()
+    return RunTracker(
+        run_dir,
+        total_epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        history=[record.to_json() for record in state.history],
+        progress=progress,
+        tensorboard=tensorboard,
+        title=f"{identity.model}/{identity.optimizer} lr={identity.lr:g}",
     )
-    summary["epochs_requested"] = epochs
-    summary["wall_time"] = elapsed_before + time.perf_counter() - started
-    summary.update(provenance(device))
+
+
+def _train_epoch(run: _Run, state: TrainingState, epoch: int) -> EpochRecord | None:
+    """One epoch: the hooks before it, training, evaluation, the hooks after it; its record,
+    or None if the training loss became non-finite (the run diverged)."""
+    tracker, participants = run.tracker, run.participants
+    tracker.start_epoch(epoch + 1)
+    epoch_started = time.perf_counter()
+    batches = run.train_loader.epoch(epoch)
+    start = EpochStart(
+        epoch=epoch,
+        model=run.model,
+        loss_fn=run.loss_fn,
+        batches=batches,
+        fresh_batches=lambda: search_batches(run.train_loader, epoch),
+        num_samples=run.train_loader.num_samples,
+        progress=tracker.search_progress,
+    )
+    reports = [report for report in call_hooks(participants, "before_epoch", start) if report]
+    for report in reports:
+        if report.note:
+            tracker.note(report.note)
+    call_hooks(participants, "train")
+    stats = train_one_epoch(
+        run.train_model,
+        run.optimizer,
+        run.loss_fn,
+        batches,
+        check_every=run.check_every,
+        on_step=tracker.advance,
+        ranks=run.ranks,
+    )
+    run.ranks.sync_buffers(run.model)
+    if stats.diverged:
+        tracker.note(
+            f"epoch {epoch + 1}: training loss became {stats.loss} after "
+            f"{stats.steps} steps; the run diverged and stops here"
+        )
+        return None
+    call_hooks(participants, "eval")
+    reports += filter(
+        None, call_hooks(participants, "before_evaluation", run.model, start.fresh_batches())
+    )
+    evaluated, plateau_acc, eval_forwards = run.protocol.evaluate(
+        run.model, run.loss_fn, run.ranks, state, epoch + 1
+    )
+    record = EpochRecord(epoch=epoch + 1, train_loss=stats.loss, train_acc=stats.accuracy)
+    for key, value in evaluated.items():
+        record.set(key, value)
+    record.lr = run.optimizer.param_groups[0]["lr"]
+    record.epoch_time = time.perf_counter() - epoch_started
+    record.forward_passes = (
+        stats.steps + stats.trial_forward_passes + sum(r.forward_passes for r in reports)
+    )
+    record.backward_passes = stats.steps + sum(r.backward_passes for r in reports)
+    record.eval_forward_passes = eval_forwards
+    for report in reports:
+        for key, value in report.record.items():
+            record.set(key, value)
+    end = EpochEnd(
+        epoch=epoch, train_loss=stats.loss, plateau_acc=plateau_acc, record=record.to_json()
+    )
+    call_hooks(participants, "after_epoch", end)
+    return record
+
+
+def _finish(
+    run_dir: Path,
+    identity: RunIdentity,
+    state: TrainingState,
+    epochs: int,
+    test_at_best_val: tuple[float, float] | None,
+    device: torch.device,
+    ranks: Ranks,
+) -> dict[str, Any]:
+    """The run's summary with its provenance, written last: its presence marks the run as
+    ended. The checkpoint stays as the final weights (a later, longer run extends it)."""
+    summary = summarize_epochs(
+        state.history,
+        status=state.status,
+        run=asdict(identity),
+        test_at_best_val=test_at_best_val,
+    )
+    summary.epochs_requested = epochs
+    summary.wall_time = state.wall_time()
+    for key, value in provenance(device).items():
+        summary.set(key, value)
     if ranks.active:
-        summary["distributed"] = {"world_size": ranks.world_size, "backend": ranks.backend}
-    # Written last: its presence is what marks the run as finished. The checkpoint stays as
-    # the final weights (and lets a later, longer run extend this one).
+        summary.distributed = {"world_size": ranks.world_size, "backend": ranks.backend}
     if ranks.is_main:
-        atomic_write_json(run_dir / SUMMARY_FILE, summary)
+        summary.write(run_dir / SUMMARY_FILE)
     ranks.barrier()  # no rank returns before the run folder is complete
-    return summary
+    return summary.to_json()
 
 
-def _copy(model: nn.Module) -> dict[str, torch.Tensor]:
+def weights_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's weights and buffers, copied where they are (no host transfer)."""
     return {key: value.detach().clone() for key, value in model.state_dict().items()}
-
-
-def _final_test(
-    model: nn.Module,
-    loss_fn: nn.Module,
-    test_set: SealedTestSet,
-    best_weights: dict[str, torch.Tensor],
-    ranks: Ranks,
-) -> tuple[float, float]:
-    """The clean protocol's one test read: (loss, accuracy) of ``best_weights``. The model
-    is left with its final weights (those of the checkpoint)."""
-    final_weights = _copy(model)
-    model.load_state_dict(best_weights)
-    test_set.unseal()
-    try:
-        test_loss, test_acc, _ = evaluate(model, loss_fn, test_set, ranks)
-    finally:
-        model.load_state_dict(final_weights)
-    return test_loss, test_acc
 
 
 def _wrap_for_training(model: nn.Module, ranks: Ranks) -> nn.Module:
@@ -531,40 +510,10 @@ def summarize(
     identity: RunIdentity,
     test_at_best_val: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """The summary fields the report step reads, computed from the per-epoch records.
-
-    Paper protocol: the best and the final test accuracy over the epochs. Clean protocol
-    (records with ``val_acc``): the best validation epoch and ``test_at_best_val``, the
-    (loss, accuracy) of the one test read on its weights; records of older clean runs,
-    which hold a test accuracy per epoch, give it from the best validation epoch's record.
-    """
-    summary: dict[str, Any] = {"status": RunStatus(status).value, "run": asdict(identity)}
-    clean = any("val_acc" in record for record in history) or test_at_best_val is not None
-    summary["protocol"] = "clean" if clean else "paper"
-    tested = [record for record in history if record.get("test_acc") is not None]
-    if tested:
-        best = max(tested, key=lambda record: record["test_acc"])
-        summary.update(
-            best_test_acc=best["test_acc"],
-            best_epoch=best["epoch"],
-            final_test_acc=history[-1].get("test_acc"),
-        )
-    else:
-        summary.update(best_test_acc=None, best_epoch=None, final_test_acc=None)
-    if history:
-        summary["final_train_loss"] = history[-1]["train_loss"]
-    validated = [record for record in history if record.get("val_acc") is not None]
-    if validated:
-        best_val = max(validated, key=lambda record: record["val_acc"])
-        test_loss, test_acc = test_at_best_val or (
-            best_val.get("test_loss"),
-            best_val.get("test_acc"),
-        )
-        summary.update(
-            best_val_acc=best_val["val_acc"],
-            best_val_epoch=best_val["epoch"],
-            test_acc_at_best_val=test_acc,
-            test_loss_at_best_val=test_loss,
-        )
-    summary["epochs_completed"] = len(history)
-    return summary
+    """:func:`bgd_experiments.records.summarize_epochs` of plain per-epoch records."""
+    return summarize_epochs(
+        [EpochRecord.from_json(record) for record in history],
+        status=status,
+        run=asdict(identity),
+        test_at_best_val=test_at_best_val,
+    ).to_json()
