@@ -15,6 +15,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,19 @@ def _check_optimizer(cfg: DictConfig) -> None:
     _optimizer_factory(cfg)([torch.zeros(1, requires_grad=True)])
 
 
-def validate(cfg: DictConfig) -> None:
+@dataclass(frozen=True)
+class Settings:
+    """The data and trainer settings of a validated config (None for task=functions)."""
+
+    data: tasks.DataSettings | None = None
+    trainer: tasks.TrainerSettings | None = None
+
+
+def validate(cfg: DictConfig) -> Settings:
     """Build every component the task needs once, and refuse the config with one message
-    naming every value that a component rejected."""
+    naming every value that a component rejected; the settings built, for the task."""
     problems: list[str] = _top_level_problems(cfg)
+    data = trainer = None
     if cfg.task not in TASKS:
         problems.append(f"task={cfg.task!r} is not one of {', '.join(TASKS)}")
     elif cfg.task != "functions":
@@ -170,6 +180,7 @@ def validate(cfg: DictConfig) -> None:
             _bind("optimizer", lambda: _check_optimizer(cfg), problems)
     if problems:
         raise ConfigError("; ".join(problems))
+    return Settings(data, trainer)
 
 
 def budget_label(cfg: DictConfig) -> str:
@@ -262,11 +273,14 @@ def identity_settings(cfg: DictConfig) -> dict[str, Any]:
     return differing(run_config(cfg), reference)
 
 
-def _run_request(cfg: DictConfig, ranks: Ranks = SINGLE) -> tasks.RunRequest:
-    return tasks.RunRequest(
+def _run_spec(
+    cfg: DictConfig, ranks: Ranks = SINGLE, settings: Settings | None = None
+) -> tasks.RunSpec:
+    settings = settings or Settings(_data(cfg), _trainer(cfg))
+    return tasks.RunSpec(
         results_dir=str(cfg.results_dir),
-        data=_data(cfg),
-        trainer=_trainer(cfg),
+        data=settings.data,
+        trainer=settings.trainer,
         make_model=_model_factory(cfg),
         make_optimizer=_optimizer_factory(cfg),
         model_name=str(cfg.model.name),
@@ -282,13 +296,13 @@ def _run_request(cfg: DictConfig, ranks: Ranks = SINGLE) -> tasks.RunRequest:
     )
 
 
-def _fig2(cfg: DictConfig) -> dict[str, Any]:
+def _fig2(cfg: DictConfig, settings: Settings) -> dict[str, Any]:
     return tasks.fig2(
         cfg.results_dir,
         _plain(cfg.functions),
         _plain(cfg.fig2b),
-        data=_data(cfg),
-        trainer=_trainer(cfg),
+        data=settings.data,
+        trainer=settings.trainer,
         make_model=_model_factory(cfg),
         model_config=_plain(cfg.model),
         seed=int(cfg.seed),
@@ -296,23 +310,23 @@ def _fig2(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def _on_ranks(name: str) -> Callable[[DictConfig], Any]:
+def _on_ranks(name: str) -> Callable[[DictConfig, Settings], Any]:
     """The task ``tasks.<name>``, which may run as one of several processes (``torchrun``):
     it joins their process group (trainer.distributed; once per process, kept for a
     sweep's next job). Looked up when called, so a test can stand in for it."""
 
-    def run_task(cfg: DictConfig) -> Any:
-        trainer = _trainer(cfg)
+    def run_task(cfg: DictConfig, settings: Settings) -> Any:
+        trainer = settings.trainer
         ranks = distributed.start(trainer.distributed, trainer.torch_device)
-        return getattr(tasks, name)(_run_request(cfg, ranks))
+        return getattr(tasks, name)(_run_spec(cfg, ranks, settings))
 
     return run_task
 
 
-TASKS: dict[str, Callable[[DictConfig], Any]] = {
+TASKS: dict[str, Callable[[DictConfig, Settings], Any]] = {
     "train": _on_ranks("train"),
     "search": _on_ranks("search"),
-    "functions": lambda cfg: tasks.functions(
+    "functions": lambda cfg, _: tasks.functions(
         cfg.results_dir, _plain(cfg.functions), bool(cfg.force)
     ),
     "fig2": _fig2,
@@ -321,11 +335,11 @@ TASKS: dict[str, Callable[[DictConfig], Any]] = {
 
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Execute one job of the composed config; returns the task's result (None if skipped)."""
-    validate(cfg)
+    settings = validate(cfg)
     if cfg.trainer.get("num_threads") and cfg.task != "functions":
         torch.set_num_threads(int(cfg.trainer.num_threads))
     try:
-        return TASKS[cfg.task](cfg)
+        return TASKS[cfg.task](cfg, settings)
     except tasks.SettingsError as error:
         raise ConfigError(str(error)) from error
 

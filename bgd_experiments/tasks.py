@@ -17,6 +17,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -305,8 +306,11 @@ def build_model(make_model: ModelFactory, seed: int, device: torch.device, chann
 
 
 @dataclass(frozen=True)
-class RunRequest:
-    """Everything that names and configures one run folder (training or search)."""
+class RunSpec:
+    """Everything that names and configures one run folder (training or search), validated
+    when built. The CLI builds one from the composed config; a notebook or a script can
+    build one by hand (``config`` and ``settings`` may then stay None: config.yaml records
+    the spec's own fields, and the folder is named by the path's settings alone)."""
 
     results_dir: str
     data: DataSettings
@@ -325,6 +329,30 @@ class RunRequest:
     # bgd_experiments.runfolder.identity_settings): with the data's hash, the folder's digest.
     settings: dict[str, Any] | None = None
     ranks: Ranks = SINGLE  # this process's place in a distributed run (torchrun)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (_is_integer(self.seed) and 0 <= self.seed < 2**32):
+            problems.append(f"seed must be an integer from 0 to 2^32-1, got {self.seed!r}")
+        if not (isinstance(self.model_width, int | float) and self.model_width > 0):
+            problems.append(f"model_width must be > 0, got {self.model_width!r}")
+        _raise_if(problems)
+        self.trainer.check_with(self.data)
+
+    def recorded_config(self) -> dict[str, Any]:
+        """What config.yaml records: the resolved config, or the spec's own fields."""
+        if self.config is not None:
+            return self.config
+        return {
+            "task": "train",
+            "dataset": asdict(self.data),
+            "model": {"name": self.model_name, "width": self.model_width},
+            "optimizer": {"name": self.optimizer_name, "lr": self.lr},
+            "trainer": asdict(self.trainer),
+            "seed": self.seed,
+        }
 
 
 def _record_config(
@@ -364,7 +392,7 @@ class _NamedRun:
     settings: dict[str, Any]  # the digest input: non-default settings + the data's hash
 
 
-def _name_run(request: RunRequest, task: str) -> _NamedRun:
+def _name_run(request: RunSpec, task: str) -> _NamedRun:
     """The run's identity and its folder, named by its settings and its data's content."""
     from bgd_experiments import data as cifar
     from bgd_experiments.runfolder import (
@@ -454,12 +482,12 @@ def _refuse_fewer_epochs(run_dir: Path, done: int, asked: int) -> None:
 def _extends_finished_run(run_dir: Path, epochs: int) -> bool:
     """Whether a finished training run is to train more epochs (a run that stopped early or
     diverged never is); refuses a run that trained more epochs than ``epochs``."""
-    from bgd_experiments.io import read_json
-    from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunFolderError, RunStatus
+    from bgd_experiments.records import RunStatus, RunSummary
+    from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunFolderError
 
     try:
-        summary = read_json(run_dir / SUMMARY_FILE)
-        done, status = int(summary["epochs_completed"]), RunStatus(summary["status"])
+        summary = RunSummary.read(run_dir / SUMMARY_FILE)
+        done, status = int(summary.epochs_completed), summary.status
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunFolderError(
             f"{run_dir / SUMMARY_FILE} cannot be read ({error}); rerun with force=true to "
@@ -476,7 +504,21 @@ def _extends_finished_run(run_dir: Path, epochs: int) -> bool:
     return True
 
 
-def _open_run(request: RunRequest, named: _NamedRun):
+@dataclass
+class OpenedRun:
+    """A run ready to train or search: its folder claimed and prepared, everything built."""
+
+    run_dir: Path
+    identity: RunIdentity  # with the data source filled in
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    train_batches: Any  # a DeviceLoader over the training set
+    eval_batches: Callable[[Any], Any]  # dataset -> its evaluation batches
+    val_set: Any
+    test_set: Any
+
+
+def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
     """Check the data, the folder and everything the run needs, then prepare its folder (the
     first write); None when it is finished already. The caller holds the cell's lock; in a
     distributed run rank 0 alone reads and writes the folder, the others follow it."""
@@ -490,7 +532,7 @@ def _open_run(request: RunRequest, named: _NamedRun):
 
     data, trainer, ranks = request.data, request.trainer, request.ranks
     run_dir, data_id = named.run_dir, named.data_id
-    recorded = _record_config(request.config or {}, data_id, named.settings)
+    recorded = _record_config(request.recorded_config(), data_id, named.settings)
 
     def decide() -> tuple[bool, bool]:
         """(whether there is work to do, whether it extends a finished run)."""
@@ -573,38 +615,38 @@ def _open_run(request: RunRequest, named: _NamedRun):
             )
         )
 
-    return identity, model, optimizer, loader, eval_batches, (val_set, test_set)
+    return OpenedRun(
+        named.run_dir, identity, model, optimizer, loader, eval_batches, val_set, test_set
+    )
 
 
 @contextlib.contextmanager
-def _opened_run(request: RunRequest, task: str) -> Iterator[tuple[_NamedRun, Any]]:
-    """The run named, its cell claimed (held until the block ends) and opened: what
-    :func:`_open_run` returns, or None when another process holds the cell or the run is
-    finished."""
+def _opened_run(request: RunSpec, task: str) -> Iterator[OpenedRun | None]:
+    """The run named, its cell claimed (held until the block ends) and opened, or None when
+    another process holds the cell or the run is finished."""
     named = _name_run(request, task)
     with _claimed_cell(named.run_dir, request.results_dir, request.ranks, request.force) as owned:
-        yield named, (_open_run(request, named) if owned else None)
+        yield _open_run(request, named) if owned else None
 
 
-def train(request: RunRequest) -> dict[str, Any] | None:
+def train(request: RunSpec) -> dict[str, Any] | None:
     """Train one run (resuming / extending / skipping as its folder says); its summary, None
     if skipped (finished, or another process holds the cell)."""
     from bgd_experiments.training import fit
 
-    with _opened_run(request, "train") as (named, opened):
-        if opened is None:
+    with _opened_run(request, "train") as run:
+        if run is None:
             return None
-        identity, model, optimizer, loader, eval_batches, (val_set, test_set) = opened
         trainer = request.trainer
         return fit(
-            model,
-            optimizer,
-            loader,
-            eval_batches(test_set),
-            val_loader=eval_batches(val_set) if val_set is not None else None,
+            run.model,
+            run.optimizer,
+            run.train_batches,
+            run.eval_batches(run.test_set),
+            val_loader=run.eval_batches(run.val_set) if run.val_set is not None else None,
             epochs=int(trainer.epochs),
-            run_dir=named.run_dir,
-            identity=identity,
+            run_dir=run.run_dir,
+            identity=run.identity,
             progress=trainer.progress,
             tensorboard=bool(trainer.tensorboard),
             baseline_stop_patience=trainer.baseline_stop_patience,
@@ -612,23 +654,22 @@ def train(request: RunRequest) -> dict[str, Any] | None:
         )
 
 
-def search(request: RunRequest) -> dict[str, Any] | None:
+def search(request: RunSpec) -> dict[str, Any] | None:
     """One MBT search from ``request.lr`` on the training set, no training (Table 1); writes
     the run folder's summary with the found rate. None if the run is finished already."""
-    with _opened_run(request, "search") as (named, opened):
-        if opened is None:
+    with _opened_run(request, "search") as run:
+        if run is None:
             return None
-        identity, model, optimizer, loader, _, _ = opened
-        return _search_in(named.run_dir, identity, model, optimizer, loader, request.ranks)
+        return _search_in(run, request.ranks)
 
 
-def _search_in(
-    run_dir: Path, identity: RunIdentity, model, optimizer, loader, ranks: Ranks = SINGLE
-) -> dict[str, Any]:
-    from bgd_experiments.io import atomic_write_json
-    from bgd_experiments.runfolder import SUMMARY_FILE, RunStatus
+def _search_in(run: OpenedRun, ranks: Ranks = SINGLE) -> dict[str, Any]:
+    from bgd_experiments.records import RunStatus, RunSummary
+    from bgd_experiments.runfolder import SUMMARY_FILE
     from bgd_experiments.training.loop import search_batches
     from bgd_experiments.training.provenance import provenance
+
+    identity, model, optimizer, loader = run.identity, run.model, run.optimizer, run.train_batches
 
     optimizer.reducer = ranks.reducer()  # None on one process
     result = optimizer.search(
@@ -643,20 +684,21 @@ def _search_in(
         result.status,
     )
     status = RunStatus.DIVERGED if result.status == "nonfinite" else RunStatus.FINISHED
-    summary = {
-        "status": status.value,
-        "run": asdict(identity),
-        "found_lr": result.lr,
-        "search": asdict(result),
-        "wall_time": result.wall_time,
-        **provenance(loader.device),
-    }
+    summary = RunSummary(
+        status=status,
+        run=asdict(identity),
+        found_lr=result.lr,
+        search=asdict(result),
+        wall_time=result.wall_time,
+    )
+    for key, value in provenance(loader.device).items():
+        summary.set(key, value)
     if ranks.active:
-        summary["distributed"] = {"world_size": ranks.world_size, "backend": ranks.backend}
+        summary.distributed = {"world_size": ranks.world_size, "backend": ranks.backend}
     if ranks.is_main:
-        atomic_write_json(run_dir / SUMMARY_FILE, summary)
+        summary.write(run.run_dir / SUMMARY_FILE)
     ranks.barrier()
-    return summary
+    return summary.to_json()
 
 
 def functions(out_dir: str | Path, settings: dict[str, Any], force: bool = False):

@@ -149,7 +149,7 @@ def _hold_the_cell(overrides: list[str]) -> Path:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(cli.CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    run_dir = tasks._name_run(cli._run_request(cfg), "train").run_dir
+    run_dir = tasks._name_run(cli._run_spec(cfg), "train").run_dir
     holder = LockOwner("someone", "node-7", 4242, "then")
     lock_path(run_dir).parent.mkdir(parents=True)
     lock_path(run_dir).write_text(json.dumps(asdict(holder)))

@@ -159,7 +159,7 @@ def test_a_cell_held_by_another_process_is_refused_untouched(
     ]
     with initialize_config_dir(config_dir=str(cli.CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
-    request = cli._run_request(cfg)
+    request = cli._run_spec(cfg)
     run_dir = tasks._name_run(request, task).run_dir
     # A live owner on another host (fresh heartbeat); its half-made folder must survive.
     holder = LockOwner("someone", "node-7", 4242, "then")
