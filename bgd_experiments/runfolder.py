@@ -429,19 +429,6 @@ def check_results_dir(results_dir: str | Path) -> None:
         ) from None
 
 
-def discard_run_folder(run_dir: Path, results_dir: str | Path) -> None:
-    """Remove a run folder in which nothing ran, and the parents it leaves empty."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    top = Path(results_dir).resolve()
-    parent = run_dir.resolve().parent
-    while parent != top and top in parent.parents:
-        try:
-            parent.rmdir()  # only succeeds on an empty folder
-        except OSError:
-            break
-        parent = parent.parent
-
-
 class RunFolderError(RuntimeError):
     """A run folder (or its results_dir) that this run cannot use as it stands."""
 

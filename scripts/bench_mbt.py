@@ -40,7 +40,7 @@ from torch import nn
 
 from bgd_experiments.optim import MBTSGD, mbt_search
 from bgd_experiments.optim._common import batch_norm_layers, search_mode
-from bgd_experiments.optim.search import _TrialPoint
+from bgd_experiments.optim.search import TrialPoint
 from bgd_experiments.timing import timed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -179,7 +179,7 @@ class TrialTimer:
             loss = self.loss_fn(self.fast_model(self.inputs), self.targets)
             loss.backward()
         layers = batch_norm_layers(self.fast_model)
-        self.point = _TrialPoint(
+        self.point = TrialPoint(
             lambda: self.loss_fn(self.fast_model(self.inputs), self.targets), layers
         )
         self.point.set_point(params, [p.grad for p in params], [p.detach().clone() for p in params])

@@ -10,8 +10,8 @@ that is taken is never overwritten (the folder stays, and the exit code is 1). T
 re-places folders after a default in conf/ changed. Keys that a config.yaml lacks count as at
 their default (they were added to conf after the run).
 
-The data's hash comes from config.yaml's ``data`` block; folders that name their data by a
-machine path only need ``scripts/migrate_data_provenance.py`` first. Usage::
+The data's hash comes from config.yaml's ``data`` block (folders without one are left as
+they are and listed). Usage::
 
     python scripts/migrate_run_folders.py results/cpu --dry-run
     python scripts/migrate_run_folders.py results/cpu
@@ -63,7 +63,7 @@ def place(results_dir: Path, config: dict[str, Any]) -> tuple[Path, dict[str, An
     data = config.get(DATA_KEY) or {}
     if data.get("sha256") is None:
         raise ValueError(
-            "its data has no recorded hash (run scripts/migrate_data_provenance.py first)"
+            "its data has no recorded hash (config.yaml has no data.sha256)"
         )
     try:
         reference = reference_for(config)

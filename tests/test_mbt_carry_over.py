@@ -126,13 +126,13 @@ def test_carry_over_matches_the_authors_finder_over_two_searches(
 
     tried: list[float] = []  # sigmas whose Armijo check our fast path evaluated
     search_module = importlib.import_module("bgd_experiments.optim.search")
-    check = search_module._TrialPoint.armijo_check
+    check = search_module.TrialPoint.armijo_check
 
     def recording_check(self, sigma: float) -> float:
         tried.append(sigma)
         return check(self, sigma)
 
-    monkeypatch.setattr(search_module._TrialPoint, "armijo_check", recording_check)
+    monkeypatch.setattr(search_module.TrialPoint, "armijo_check", recording_check)
 
     carried = None
     for number, chunk in enumerate((batches[0:4], batches[8:12])):

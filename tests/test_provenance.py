@@ -6,11 +6,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
-
-import yaml
 
 from bgd_experiments.data import cifar, data_identity, describe_data, same_data
 from bgd_experiments.reporting import (
@@ -170,44 +166,6 @@ def test_written_tables_hold_no_absolute_path(tmp_path):
 
 
 # --------------------------------------------------------------------------- migration
-
-
-def _legacy_run(folder: Path, archive: Path) -> None:
-    folder.mkdir(parents=True)
-    config = {"dataset": {"name": "cifar10", "root": str(archive), "download": False}, "seed": 0}
-    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    summary = {"status": "finished", "run": {"dataset": "cifar10"}, "git_dirty": False}
-    summary["run"]["data_source"] = f"cifar10 from {archive}"
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def test_migration_rewrites_paths_into_name_and_hash(tmp_path, tiny_cifar10_targz):
-    identity = data_identity("cifar10", tiny_cifar10_targz)
-    results = tmp_path / "results"
-    # One run recorded the archive where it still is, one at a path that no longer exists
-    # (found by name under --data-dir).
-    _legacy_run(results / "runs" / "a", tiny_cifar10_targz)
-    _legacy_run(results / "runs" / "b", Path("/gone/machine/cifar10-jpeg.tar.gz"))
-    command = [
-        sys.executable,
-        str(REPO / "scripts" / "migrate_data_provenance.py"),
-        str(results),
-        "--data-dir",
-        str(tiny_cifar10_targz.parent),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 config.yaml migrated" in done.stdout and "2 summary.json migrated" in done.stdout
-    for name in ("a", "b"):
-        folder = results / "runs" / name
-        config = yaml.safe_load((folder / "config.yaml").read_text())
-        assert config["data"] == identity and config["dataset"]["root"] == identity["name"]
-        run = json.loads((folder / "summary.json").read_text())["run"]
-        assert run["data"] == identity
-        assert run["data_source"] == describe_data("cifar10", identity)
-        assert "/" not in (folder / "config.yaml").read_text().replace(": ", "")
-    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    assert again.returncode == 0 and "migrated" not in again.stdout  # idempotent
 
 
 def test_run_identity_carries_the_data_block():

@@ -65,23 +65,6 @@ class SearchResult:
     restored: bool = True  # weights/buffers restored to their pre-search values
     dropped_sigmas: list[float] = field(default_factory=list)  # sigmas excluded (nonfinite)
 
-    def as_metrics(self, prefix: str = "search/") -> dict[str, float | int | str]:
-        """Flat scalar view for metrics files (lists are summarised, not dumped)."""
-        return {
-            f"{prefix}lr": self.lr,
-            f"{prefix}mean_sigma": self.mean_sigma,
-            f"{prefix}start_lr": self.start_lr,
-            f"{prefix}alpha": self.alpha,
-            f"{prefix}trials": self.trials,
-            f"{prefix}forward_passes": self.forward_passes,
-            f"{prefix}backward_passes": self.backward_passes,
-            f"{prefix}wall_time": self.wall_time,
-            f"{prefix}status": self.status,
-            f"{prefix}num_batches": self.num_batches,
-            f"{prefix}guard_hits": self.guard_hits,
-            f"{prefix}trials_skipped": self.trials_skipped,
-        }
-
 
 @dataclass(frozen=True)
 class Guards:

@@ -221,7 +221,7 @@ def mbt_search(
                     break
 
                 torch._foreach_copy_(saved, stepped)
-                trial = _TrialPoint(evaluate, bn_layers, reducer, share)
+                trial = TrialPoint(evaluate, bn_layers, reducer, share)
                 trial.set_point(stepped, grads, saved)
                 trial.set_reference(loss_value, norm_sq, s.alpha)
 
@@ -278,7 +278,7 @@ def _batch_loss(
     return lambda: compute_loss(model, batch)
 
 
-class _TrialPoint:
+class TrialPoint:
     """The trial points x_i - sigma*g of one search batch, written in place into the weights.
 
     Every trial starts from the saved copy of x_i (a memory copy, bit-exact) rather than
@@ -336,7 +336,7 @@ class _TrialPoint:
 
 
 def _two_way_backtracking(
-    trial: _TrialPoint, start: float, beta: float, guards: Guards
+    trial: TrialPoint, start: float, beta: float, guards: Guards
 ) -> tuple[float, bool]:
     """(accepted sigma, whether a guard ended the search) for one batch.
 

@@ -127,10 +127,3 @@ def prepare_model(
     return RunModel(
         network, precision=precision, compile=compile, search_precision=search_precision
     )
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a :class:`RunModel` (or a torch.compile wrapper), else ``model``."""
-    if isinstance(model, RunModel):
-        return model.network
-    return getattr(model, "_orig_mod", model)
