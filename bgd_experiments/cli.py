@@ -257,7 +257,7 @@ def _group_choices(cfg: DictConfig) -> tuple[str, str, str]:
     return dataset, model, optimizer
 
 
-def identity_settings(cfg: DictConfig) -> dict[str, Any]:
+def differing_settings(cfg: DictConfig) -> dict[str, Any]:
     """The run's result-changing settings that differ from its reference config."""
     from bgd_experiments.runfolder import identity_settings as differing
 
@@ -291,7 +291,7 @@ def _run_spec(
         budget=budget_label(cfg),
         config=run_config(cfg),
         force=bool(cfg.force),
-        settings=identity_settings(cfg),
+        settings=differing_settings(cfg),
         ranks=ranks,
     )
 

@@ -39,6 +39,7 @@ again with the summary (its ``run`` block); :func:`read_identity` reads it back 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -50,7 +51,8 @@ from typing import Any
 
 import yaml
 
-from bgd_experiments.records import RunStatus, RunSummary
+from bgd_experiments.io import iter_jsonl, json_line
+from bgd_experiments.records import EpochRecord, RunStatus, RunSummary
 
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -535,3 +537,79 @@ def read_config(path: Path) -> dict[str, Any]:
     except (OSError, yaml.YAMLError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """One run's folder: its files, and how each is read and written (typed records)."""
+
+    path: Path
+
+    @classmethod
+    def named(
+        cls,
+        results_dir: str | Path,
+        identity: RunIdentity,
+        settings: Mapping[str, Any] | None = None,
+    ) -> RunFolder:
+        """The folder of the run ``identity`` under ``results_dir`` (see :func:`run_folder`)."""
+        return cls(run_folder(results_dir, identity, settings))
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    def status(self) -> RunStatus:
+        return run_state(self.path)
+
+    def claim(self) -> contextlib.AbstractContextManager[Any]:
+        """``with folder.claim() as held:`` the cell's lock while this process owns it, else
+        who holds it (:func:`bgd_experiments.locks.claim`)."""
+        from bgd_experiments.locks import claim
+
+        return claim(self.path)
+
+    def read_summary(self) -> RunSummary | None:
+        """The summary, None when the run has not ended; a malformed one raises ValueError."""
+        if not self.summary_file.exists():
+            return None
+        return RunSummary.read(self.summary_file)
+
+    def write_summary(self, summary: RunSummary) -> None:
+        summary.write(self.summary_file)
+
+    def read_metrics(self) -> list[EpochRecord]:
+        """One record per epoch, in epoch order (a resumed run may log an epoch twice: the
+        last record wins); a torn last line is ignored."""
+        if not self.metrics_file.exists():
+            return []
+        by_epoch: dict[int, EpochRecord] = {}
+        for line, record in enumerate(iter_jsonl(self.metrics_file), start=1):
+            try:
+                parsed = EpochRecord.from_json(record)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{self.metrics_file}, line {line}: {error}") from None
+            by_epoch[parsed.epoch] = parsed
+        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+    def append_metrics(self, record: EpochRecord) -> None:
+        with open(self.metrics_file, "a") as handle:
+            handle.write(json_line(record.to_json()))
+
+    def read_config(self) -> dict[str, Any]:
+        return read_config(self.config_file)
+
+    def read_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
+        return read_checkpoint(self.checkpoint_file, map_location)

@@ -27,7 +27,25 @@ import torch
 from torch import nn
 
 from bgd_experiments.distributed import DISTRIBUTED_MODES, SINGLE, Ranks, launched_world_size
-from bgd_experiments.runfolder import RunIdentity
+from bgd_experiments.records import RunStatus, RunSummary
+from bgd_experiments.runfolder import (
+    DATA_KEY,
+    IDENTITY_KEY,
+    SUMMARY_FILE,
+    CellHeld,
+    RunFolder,
+    RunFolderError,
+    RunIdentity,
+    check_results_dir,
+    check_run_folder,
+    find_finished_run,
+    identity_block,
+    prepare_run_folder,
+    readable_run_folder,
+    run_folder,
+    run_state,
+    with_data_hash,
+)
 
 log = logging.getLogger("bgd_experiments")
 
@@ -297,7 +315,7 @@ def load_data(data: DataSettings, trainer: TrainerSettings, seed: int):
     return train, val, test
 
 
-def build_model(make_model: ModelFactory, seed: int, device: torch.device, channels_last: bool):
+def seeded_model(make_model: ModelFactory, seed: int, device: torch.device, channels_last: bool):
     # Seeded right before construction: every optimizer of a comparison (same seed) starts
     # from the same initial weights.
     torch.manual_seed(seed)
@@ -360,7 +378,6 @@ def _record_config(
 ) -> dict[str, Any]:
     # The data by name and hash, dataset.root by name only: a committed config.yaml names
     # no path of the machine it ran on. The identity block: what the folder's digest stands for.
-    from bgd_experiments.runfolder import DATA_KEY, IDENTITY_KEY, identity_block
 
     plain = copy.deepcopy(config)
     plain["dataset"]["root"] = data["name"]
@@ -395,12 +412,6 @@ class _NamedRun:
 def _name_run(request: RunSpec, task: str) -> _NamedRun:
     """The run's identity and its folder, named by its settings and its data's content."""
     from bgd_experiments import data as cifar
-    from bgd_experiments.runfolder import (
-        find_finished_run,
-        readable_run_folder,
-        run_folder,
-        with_data_hash,
-    )
 
     data, trainer = request.data, request.trainer
     identity = RunIdentity(
@@ -436,11 +447,10 @@ def _name_run(request: RunSpec, task: str) -> _NamedRun:
 
 @contextlib.contextmanager
 def _claim(run_dir: Path, results_dir: str, force: bool = False) -> Iterator[bool]:
-    from bgd_experiments.locks import CellLock, claim, lock_path
-    from bgd_experiments.runfolder import CellHeld, check_results_dir
+    from bgd_experiments.locks import CellLock, lock_path
 
     check_results_dir(results_dir)
-    with claim(run_dir) as held:
+    with RunFolder(run_dir).claim() as held:
         if not isinstance(held, CellLock):
             who = held.describe() if held is not None else "a process still writing its lock"
             raise CellHeld(
@@ -462,15 +472,7 @@ def _claimed_cell(
         yield ranks.on_main(lambda: stack.enter_context(_claim(run_dir, results_dir, force)))
 
 
-def _read_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """The run's checkpoint, read on the CPU; a damaged one is refused with what to do."""
-    from bgd_experiments.runfolder import CHECKPOINT_FILE, read_checkpoint
-
-    return read_checkpoint(run_dir / CHECKPOINT_FILE)
-
-
 def _refuse_fewer_epochs(run_dir: Path, done: int, asked: int) -> None:
-    from bgd_experiments.runfolder import RunFolderError
 
     if done > asked:
         raise RunFolderError(
@@ -482,12 +484,11 @@ def _refuse_fewer_epochs(run_dir: Path, done: int, asked: int) -> None:
 def _extends_finished_run(run_dir: Path, epochs: int) -> bool:
     """Whether a finished training run is to train more epochs (a run that stopped early or
     diverged never is); refuses a run that trained more epochs than ``epochs``."""
-    from bgd_experiments.records import RunStatus, RunSummary
-    from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunFolderError
 
+    folder = RunFolder(run_dir)
     try:
-        summary = RunSummary.read(run_dir / SUMMARY_FILE)
-        done, status = int(summary.epochs_completed), summary.status
+        summary = folder.read_summary()
+        done, status = int(summary.epochs_completed), summary.status  # type: ignore[union-attr]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunFolderError(
             f"{run_dir / SUMMARY_FILE} cannot be read ({error}); rerun with force=true to "
@@ -496,7 +497,7 @@ def _extends_finished_run(run_dir: Path, epochs: int) -> bool:
     _refuse_fewer_epochs(run_dir, done, epochs)
     if status is not RunStatus.FINISHED or done == epochs:
         return False
-    if not (run_dir / CHECKPOINT_FILE).exists():
+    if not folder.checkpoint_file.exists():
         raise RunFolderError(
             f"{run_dir} finished {done} epochs but has no checkpoint to train on from: "
             f"rerun with force=true to train all {epochs} epochs again"
@@ -523,12 +524,6 @@ def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
     first write); None when it is finished already. The caller holds the cell's lock; in a
     distributed run rank 0 alone reads and writes the folder, the others follow it."""
     from bgd_experiments import data as cifar
-    from bgd_experiments.runfolder import (
-        RunStatus,
-        check_run_folder,
-        prepare_run_folder,
-        run_state,
-    )
 
     data, trainer, ranks = request.data, request.trainer, request.ranks
     run_dir, data_id = named.run_dir, named.data_id
@@ -550,7 +545,7 @@ def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
             cifar.check_dataset_source(data.name, data.root, download=data.download)
         check_run_folder(run_dir, recorded, force=request.force)
         if has_work and (state is RunStatus.INCOMPLETE or extend):
-            done = int(_read_checkpoint(run_dir)["epoch"])
+            done = int(RunFolder(run_dir).read_checkpoint()["epoch"])
             if named.identity.task == "train":
                 _refuse_fewer_epochs(run_dir, done, int(trainer.epochs))
         return has_work, extend
@@ -575,7 +570,7 @@ def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
     ranks.on_main(load)
     train_set, val_set, test_set = loaded.get("sets") or load_data(data, trainer, request.seed)
     channels_last = trainer.channels_last_on(device)
-    network = build_model(request.make_model, request.seed, device, channels_last)
+    network = seeded_model(request.make_model, request.seed, device, channels_last)
     if ranks.active and trainer.sync_bn:
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     optimizer = request.make_optimizer(network.parameters())
@@ -664,8 +659,6 @@ def search(request: RunSpec) -> dict[str, Any] | None:
 
 
 def _search_in(run: OpenedRun, ranks: Ranks = SINGLE) -> dict[str, Any]:
-    from bgd_experiments.records import RunStatus, RunSummary
-    from bgd_experiments.runfolder import SUMMARY_FILE
     from bgd_experiments.training.loop import search_batches
     from bgd_experiments.training.provenance import provenance
 
@@ -696,7 +689,7 @@ def _search_in(run: OpenedRun, ranks: Ranks = SINGLE) -> dict[str, Any]:
     if ranks.active:
         summary.distributed = {"world_size": ranks.world_size, "backend": ranks.backend}
     if ranks.is_main:
-        summary.write(run.run_dir / SUMMARY_FILE)
+        RunFolder(run.run_dir).write_summary(summary)
     ranks.barrier()
     return summary.to_json()
 
@@ -756,7 +749,7 @@ def fig2b(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     inputs = cifar.normalize(train_set.images.to(device)).contiguous(memory_format=memory_format)
     targets = train_set.labels.to(device, torch.int64)
-    model = build_model(make_model, seed, device, channels_last)
+    model = seeded_model(make_model, seed, device, channels_last)
     log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
     payload = run_fig2b(model, inputs, targets, **settings)
     return _write_with_request(payload, request, write_fig2b, out_dir)

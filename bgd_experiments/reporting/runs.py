@@ -8,24 +8,23 @@ path, so renamed or moved folders still report correctly.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bgd_experiments.io import read_json, read_jsonl
 from bgd_experiments.runfolder import (
-    CONFIG_FILE,
     DATA_HASH_SETTING,
     IDENTITY_KEY,
-    METRICS_FILE,
     RUN_FILES,
-    SUMMARY_FILE,
+    RunFolder,
     RunStatus,
-    read_config,
     read_identity,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -130,29 +129,21 @@ def _best_from_metrics(metrics: list[dict[str, Any]], key: str) -> tuple[float |
     return best_value, best_epoch
 
 
-def _one_record_per_epoch(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Epoch order, the last record of an epoch winning (a resumed run may log it twice)."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for index, record in enumerate(metrics):
-        epoch = _as_int(record.get("epoch"))
-        by_epoch[epoch if epoch is not None else index + 1] = record
-    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
-
-
 def read_run(path: str | Path) -> RunRecord | None:
     """The record of one run folder, or None if the folder does not say what run it is."""
-    folder = Path(path)
-    summary_path = folder / SUMMARY_FILE
+    folder = RunFolder(Path(path))
     summary: dict[str, Any] = {}
-    if summary_path.exists():
-        try:
-            loaded = read_json(summary_path)
-            summary = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            summary = {}  # a summary that cannot be read counts as not written
-    config = read_config(folder / CONFIG_FILE)
-    metrics = read_jsonl(folder / METRICS_FILE) if (folder / METRICS_FILE).exists() else []
-    metrics = _one_record_per_epoch(metrics)
+    try:
+        recorded = folder.read_summary()
+        summary = recorded.to_json() if recorded is not None else {}
+    except (OSError, ValueError, TypeError):
+        summary = {}  # a summary that cannot be read counts as not written
+    config = folder.read_config()
+    try:
+        metrics = [record.to_json() for record in folder.read_metrics()]
+    except ValueError as error:
+        log.warning("%s: its per-epoch records are ignored (%s)", folder.path, error)
+        metrics = []
 
     identity = read_identity(summary, config)
     if not (identity.get("dataset") and identity.get("model") and identity.get("optimizer")):
@@ -177,7 +168,7 @@ def read_run(path: str | Path) -> RunRecord | None:
 
     has_val = any("val_acc" in record for record in metrics) or "best_val_acc" in summary
     return RunRecord(
-        path=folder,
+        path=folder.path,
         task=task,
         dataset=str(identity["dataset"]).lower(),
         model=str(identity["model"]).lower(),

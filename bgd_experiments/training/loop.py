@@ -25,7 +25,7 @@ from bgd_experiments.distributed import SINGLE, Ranks
 from bgd_experiments.hooks import EpochEnd, EpochStart, MiniBatchLoss, call_hooks
 from bgd_experiments.optim import PatienceStop
 from bgd_experiments.records import EpochRecord, RunStatus, summarize_epochs
-from bgd_experiments.runfolder import CHECKPOINT_FILE, SUMMARY_FILE, RunIdentity
+from bgd_experiments.runfolder import RunFolder, RunIdentity
 from bgd_experiments.training.protocol import CleanProtocol, PaperProtocol
 from bgd_experiments.training.provenance import provenance
 from bgd_experiments.training.state import Checkpoint, TrainingState
@@ -274,7 +274,7 @@ def fit(
         optimizer.reducer = ranks.reducer()  # an MBT search decides on global batches
     device = next(model.parameters()).device
     stateful = [p for p in participants if hasattr(p, "checkpoint_key")]
-    checkpoint = Checkpoint(run_dir / CHECKPOINT_FILE, model, optimizer, stateful, device)
+    checkpoint = Checkpoint(RunFolder(run_dir).checkpoint_file, model, optimizer, stateful, device)
     state = checkpoint.resume() or TrainingState()
     _log_resume(run_dir, state)
     run = _Run(
@@ -459,7 +459,7 @@ def _finish(
     if ranks.active:
         summary.distributed = {"world_size": ranks.world_size, "backend": ranks.backend}
     if ranks.is_main:
-        summary.write(run_dir / SUMMARY_FILE)
+        RunFolder(run_dir).write_summary(summary)
     ranks.barrier()  # no rank returns before the run folder is complete
     return summary.to_json()
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bgd_experiments.io import atomic_write_text, json_line
-from bgd_experiments.runfolder import METRICS_FILE
+from bgd_experiments.records import EpochRecord
+from bgd_experiments.runfolder import METRICS_FILE, RunFolder
 
 log = logging.getLogger("bgd_experiments.training")
 
@@ -111,8 +112,7 @@ class RunTracker:
             log.info(message)
 
     def log_epoch(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / METRICS_FILE, "a") as handle:
-            handle.write(json_line(record))
+        RunFolder(self.run_dir).append_metrics(EpochRecord.from_json(record))
         if self._writer is not None:
             step = int(record["epoch"])
             for key, value in record.items():
