@@ -2,18 +2,20 @@
 
 * :func:`mbt_search` -- the search (fast path), usable from any PyTorch training loop.
 * :func:`mbt_search_reference` -- the same search written plainly, for checking.
+* :class:`SearchSettings` -- one search's settings, checked when built; :func:`search_with`
+  and :func:`reference_search_with` take them as one object.
 * :class:`MBTSGD` -- SGD / heavy-ball / Nesterov whose rate the search sets, with the
   paper's per-epoch schedule and plateau switch.
 * :class:`MBTPlateau` -- the plateau switch (alpha, momentum) and early stop of MBT.
 * :class:`Patience` -- the authors' epochs-without-improvement counters and early stop.
 """
 
-from ._common import SearchResult
+from ._common import SearchResult, SearchSettings
 from .mbt_sgd import MBTSGD, WARM_START_MODES
 from .patience import Patience, PatienceStop
 from .plateau import PLATEAU_RULES, MBTPlateau
-from .reference import mbt_search_reference
-from .search import mbt_search
+from .reference import mbt_search_reference, reference_search_with
+from .search import mbt_search, search_with
 
 __all__ = [
     "MBTSGD",
@@ -23,6 +25,9 @@ __all__ = [
     "Patience",
     "PatienceStop",
     "SearchResult",
+    "SearchSettings",
     "mbt_search",
     "mbt_search_reference",
+    "reference_search_with",
+    "search_with",
 ]

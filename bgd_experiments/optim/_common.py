@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -161,6 +161,18 @@ class SearchSettings:
     # Several processes, each holding a shard of every batch: losses and the gradient are
     # averaged over them before any decision (None: one process).
     reducer: Reducer | None = None
+
+    # The settings an optimizer keeps between searches (the rest are given per search).
+    TUNABLE: ClassVar[tuple[str, ...]] = (
+        "alpha",
+        "beta",
+        "num_batches",
+        "rescale",
+        "keep_search_steps",
+        "lr_min",
+        "lr_max",
+        "min_decrease",
+    )
 
     def __post_init__(self) -> None:
         check_search_arguments(

@@ -15,10 +15,17 @@ from torch import nn
 
 from bgd_experiments.hooks import EpochEnd, EpochReport, EpochStart
 
-from ._common import ComputeLoss, ProgressFn, Reducer, SearchResult, check_search_arguments
+from ._common import (
+    ComputeLoss,
+    ProgressFn,
+    Reducer,
+    SearchResult,
+    SearchSettings,
+    check_search_arguments,
+)
 from .plateau import PLATEAU_RULES, MBTPlateau
-from .reference import mbt_search_reference
-from .search import LossFn, mbt_search
+from .reference import reference_search_with
+from .search import LossFn, search_with
 
 logger = logging.getLogger("bgd_experiments.optim")
 
@@ -31,7 +38,7 @@ _WARM_START_ALIASES: dict[object, str] = {
     True: "previous_sigma",
     "last_sigma": "carry_over",
 }
-IMPLEMENTATIONS = {"fast": mbt_search, "reference": mbt_search_reference}
+IMPLEMENTATIONS = {"fast": search_with, "reference": reference_search_with}
 # The checkpoint block of the search's and the plateau rule's state (name kept from the
 # versions in which both lived in MBTSGD, so their checkpoints still resume).
 _CONTROLLER_KEY = "mbt_controller"
@@ -297,26 +304,15 @@ class MBTSGD(torch.optim.SGD):
             if settings["implementation"] != "fast":
                 raise ValueError("compute_loss needs implementation='fast'")
             extra["compute_loss"] = compute_loss
-        search_function = _in_search_precision(IMPLEMENTATIONS[settings["implementation"]])
-        result = search_function(
-            model,
-            loss_fn,
-            batches,
-            self,
+        search_settings = SearchSettings(
             start_lr=self.search_start_lr(),
-            alpha=settings["alpha"],
-            beta=settings["beta"],
-            num_batches=settings["num_batches"],
             num_samples=num_samples,
-            rescale=settings["rescale"],
-            keep_search_steps=settings["keep_search_steps"],
-            lr_min=settings["lr_min"],
-            lr_max=settings["lr_max"],
-            min_decrease=settings["min_decrease"],
             progress=progress,
             reducer=self.reducer,
-            **extra,
+            **{name: settings[name] for name in SearchSettings.TUNABLE},
         )
+        search_function = _in_search_precision(IMPLEMENTATIONS[settings["implementation"]])
+        result = search_function(model, search_settings, loss_fn, batches, self, **extra)
         self.state.clear()  # momentum buffers start afresh after every search
         if self.momentum_guard and result.sigmas:
             for group in self.param_groups:
@@ -416,9 +412,11 @@ def _in_search_precision(
     """``search_function`` run inside the model's ``search_scope`` when it has one: a
     ``training.RunModel`` may search in another precision than it trains in."""
 
-    def search_in_scope(model: nn.Module, *args: Any, **kwargs: Any) -> SearchResult:
+    def search_in_scope(
+        model: nn.Module, settings: SearchSettings, *args: Any, **kwargs: Any
+    ) -> SearchResult:
         with getattr(model, "search_scope", nullcontext)():
-            return search_function(model, *args, **kwargs)
+            return search_function(settings, model, *args, **kwargs)
 
     return search_in_scope
 

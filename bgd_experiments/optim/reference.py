@@ -37,7 +37,17 @@ def mbt_search_reference(
     **settings: Any,
 ) -> SearchResult:
     """Reference MBT search; same arguments, contract and result as ``mbt_search``."""
-    s = SearchSettings(**settings)
+    return reference_search_with(SearchSettings(**settings), model, loss_fn, batches, optimizer)
+
+
+def reference_search_with(
+    s: SearchSettings,
+    model: nn.Module,
+    loss_fn: LossFn,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+) -> SearchResult:
+    """:func:`mbt_search_reference` with its settings as one (checked) object."""
     if s.reducer is not None:
         raise ValueError(
             "the reference search runs in one process; a distributed run needs implementation=fast"

@@ -121,10 +121,7 @@ def mbt_search(
       A search whose batches all stop on a guard, or that only ever accepts ``start_lr``,
       has status "saturated".
     """
-    check_sgd(optimizer)
-    if (loss_fn is None) == (compute_loss is None):
-        raise TypeError("pass exactly one of loss_fn (outputs, targets) or compute_loss")
-    s = SearchSettings(
+    settings = SearchSettings(
         start_lr=start_lr,
         num_samples=num_samples,
         alpha=alpha,
@@ -138,6 +135,22 @@ def mbt_search(
         progress=progress,
         reducer=reducer,
     )
+    return search_with(settings, model, loss_fn, batches, optimizer, compute_loss=compute_loss)
+
+
+def search_with(
+    s: SearchSettings,
+    model: nn.Module,
+    loss_fn: LossFn | None,
+    batches: Iterable[Any],
+    optimizer: torch.optim.Optimizer,
+    *,
+    compute_loss: ComputeLoss | None = None,
+) -> SearchResult:
+    """:func:`mbt_search` with its settings as one (checked) object."""
+    check_sgd(optimizer)
+    if (loss_fn is None) == (compute_loss is None):
+        raise TypeError("pass exactly one of loss_fn (outputs, targets) or compute_loss")
     tally = SearchTally(
         start_lr=s.start_lr, alpha=s.alpha, num_batches=s.num_batches, progress=s.progress
     )
