@@ -7,6 +7,7 @@ once in each implementation, so that the test comparing them checks two independ
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -175,16 +176,8 @@ class SearchSettings:
     )
 
     def __post_init__(self) -> None:
-        check_search_arguments(
-            start_lr=self.start_lr,
-            alpha=self.alpha,
-            beta=self.beta,
-            num_batches=self.num_batches,
-            num_samples=self.num_samples,
-            lr_min=self.lr_min,
-            lr_max=self.lr_max,
-            min_decrease=self.min_decrease,
-        )
+        checked = inspect.signature(check_search_arguments).parameters
+        check_search_arguments(**{name: getattr(self, name) for name in checked})
 
 
 def trainable_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
