@@ -243,29 +243,19 @@ def fit(
     """Train for ``epochs`` epochs (resuming from ``run_dir``) and return the summary.
 
     The optimizer and ``callbacks`` take part through the optional hooks of
-    :mod:`bgd_experiments.hooks` (before an epoch, train/eval, after an epoch, should it
-    stop); e.g. :class:`~bgd_experiments.optim.MBTSGD` searches its rate before an epoch and
-    its plateau rule may stop the run.
-
-    Two protocols (:mod:`bgd_experiments.training.protocol`). Without ``val_loader`` (the
-    paper's), the test set is evaluated after every epoch and drives the plateau rules; the
-    summary reports the best test accuracy. With ``val_loader`` (the clean protocol), the
-    validation set is evaluated after every epoch and drives them, the weights of the best
-    validation epoch are kept (in the checkpoint too), and the test set is read once, after
-    the last epoch, on those weights: ``test_loader`` is sealed (:class:`SealedTestSet`)
-    until then, so nothing reads it early.
-
-    An optimizer without a stop rule of its own (a baseline) stops early as the authors'
-    ``op_main.py`` stops it when ``baseline_stop_patience`` is set (None or 0: never): one
-    epoch after min(epochs since the training loss improved, epochs since the plateau
-    accuracy improved) reaches it, the rule MBTSGD applies with its ``stop_patience``.
+    :mod:`bgd_experiments.hooks`; e.g. :class:`~bgd_experiments.optim.MBTSGD` searches its
+    rate before an epoch and its plateau rule may stop the run. Without ``val_loader`` the
+    paper's protocol, with it the clean one (:mod:`bgd_experiments.training.protocol`: the
+    test set is then sealed until one read on the best validation epoch's weights).
+    A baseline without a stop rule of its own stops early as the authors' ``op_main.py``
+    stops it when ``baseline_stop_patience`` is set (None or 0: never; the rule MBTSGD
+    applies with its ``stop_patience``).
 
     Distributed (``ranks`` of a ``torchrun`` launch, the loaders sharded): every rank
     resumes from the checkpoint and trains through DistributedDataParallel; an MBT search
     averages its losses and gradient over the ranks; metrics are those of the global
-    batches; BatchNorm buffers are rank 0's (broadcast after every epoch's training).
-    Every rank thus holds the same weights, rates and records, and only rank 0 writes the
-    run folder (metrics, TensorBoard, checkpoint, summary).
+    batches; BatchNorm buffers are rank 0's (broadcast after every epoch's training), so
+    every rank holds the same weights and records, and rank 0 alone writes the run folder.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
