@@ -519,6 +519,28 @@ class OpenedRun:
     test_set: Any
 
 
+def _work_to_do(request: RunSpec, named: _NamedRun, recorded: dict[str, Any]) -> tuple[bool, bool]:
+    """(whether the run has work to do, whether it extends a finished run), read from its
+    folder without writing anything; refuses a folder of another config or a data source
+    that is not there (a finished run skips that check)."""
+    from bgd_experiments import data as cifar
+
+    data, epochs, run_dir = request.data, int(request.trainer.epochs), named.run_dir
+    state = RunStatus.NEW if request.force else run_state(run_dir)
+    training = named.identity.task == "train"
+    extend = state.ended and training and _extends_finished_run(run_dir, epochs)
+    has_work = not state.ended or extend
+    if has_work:
+        # Cheap checks of the data source before any model is built or any folder is
+        # written, so a missing dataset leaves nothing behind. Finished runs skip them:
+        # an uncached archive takes ~2 s to list, per job of a sweep.
+        cifar.check_dataset_source(data.name, data.root, download=data.download)
+    check_run_folder(run_dir, recorded, force=request.force)
+    if has_work and (state is RunStatus.INCOMPLETE or extend) and training:
+        _refuse_fewer_epochs(run_dir, int(RunFolder(run_dir).read_checkpoint()["epoch"]), epochs)
+    return has_work, extend
+
+
 def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
     """Check the data, the folder and everything the run needs, then prepare its folder (the
     first write); None when it is finished already. The caller holds the cell's lock; in a
@@ -528,29 +550,7 @@ def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
     data, trainer, ranks = request.data, request.trainer, request.ranks
     run_dir, data_id = named.run_dir, named.data_id
     recorded = _record_config(request.recorded_config(), data_id, named.settings)
-
-    def decide() -> tuple[bool, bool]:
-        """(whether there is work to do, whether it extends a finished run)."""
-        state = RunStatus.NEW if request.force else run_state(run_dir)
-        extend = (
-            state.ended
-            and named.identity.task == "train"
-            and _extends_finished_run(run_dir, int(trainer.epochs))
-        )
-        has_work = not state.ended or extend
-        if has_work:
-            # Cheap checks of the data source before any model is built or any folder is
-            # written, so a missing dataset leaves nothing behind. Finished runs skip them:
-            # an uncached archive takes ~2 s to list, per job of a sweep.
-            cifar.check_dataset_source(data.name, data.root, download=data.download)
-        check_run_folder(run_dir, recorded, force=request.force)
-        if has_work and (state is RunStatus.INCOMPLETE or extend):
-            done = int(RunFolder(run_dir).read_checkpoint()["epoch"])
-            if named.identity.task == "train":
-                _refuse_fewer_epochs(run_dir, done, int(trainer.epochs))
-        return has_work, extend
-
-    has_work, extend = ranks.on_main(decide)
+    has_work, extend = ranks.on_main(lambda: _work_to_do(request, named, recorded))
     identity = replace(
         named.identity, data_source=describe_data_source(data, data_id), data=data_id
     )
@@ -560,15 +560,11 @@ def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
     # Everything that can refuse the run (decoding every image included) runs before the
     # folder is written, so a refused run leaves no half-made folder behind.
     device = ranks.device(trainer.torch_device)
-    loaded: dict[str, Any] = {}
-
-    def load() -> None:
-        loaded["sets"] = load_data(data, trainer, request.seed)
-        _check_shards(len(loaded["sets"][0]), int(trainer.batch_size), ranks.world_size)
-
-    # Rank 0 first: it decodes and caches the images, the others then read the cache.
-    ranks.on_main(load)
-    train_set, val_set, test_set = loaded.get("sets") or load_data(data, trainer, request.seed)
+    # Rank 0 first: it decodes and caches the images, the others then read the cache (only
+    # whether it succeeded crosses to them, not the images).
+    loaded: list[Any] = []
+    ranks.on_main(lambda: loaded.append(_load_checked(request)))
+    train_set, val_set, test_set = loaded[0] if loaded else _load_checked(request)
     channels_last = trainer.channels_last_on(device)
     network = seeded_model(request.make_model, request.seed, device, channels_last)
     if ranks.active and trainer.sync_bn:
@@ -576,18 +572,20 @@ def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
     optimizer = request.make_optimizer(network.parameters())
     if identity.task == "search" and not hasattr(optimizer, "search"):
         raise SettingsError([f"task=search needs an MBT optimizer, got {identity.optimizer}"])
-    model = trainer.runtime_model(network)
     shard = (ranks.rank, ranks.world_size)
-    loader = cifar.DeviceLoader.from_dataset(
-        train_set,
-        int(trainer.batch_size),
-        shuffle=True,
-        augment=data.augment,
-        seed=int(request.seed),
-        device=device,
-        channels_last=channels_last,
-        shard=shard,
-    )
+
+    def batches(dataset, batch_size: int, train: bool):
+        return cifar.DeviceLoader.from_dataset(
+            dataset,
+            batch_size,
+            shuffle=train,
+            augment=data.augment if train else "none",
+            seed=int(request.seed),
+            device=device,
+            channels_last=channels_last,
+            shard=shard,
+        )
+
     state = ranks.on_main(
         lambda: prepare_run_folder(run_dir, recorded, force=request.force, extend=extend)
     )
@@ -595,24 +593,23 @@ def _open_run(request: RunSpec, named: _NamedRun) -> OpenedRun | None:
         log.info("extending %s to %d epochs", run_dir, int(trainer.epochs))
     else:
         log.info("%s run in %s", "resuming" if state is RunStatus.INCOMPLETE else "new", run_dir)
-
-    def eval_batches(dataset):
-        return cifar.EvalBatches(
-            cifar.DeviceLoader.from_dataset(
-                dataset,
-                trainer.eval_batch_size,
-                shuffle=False,
-                augment="none",
-                seed=request.seed,
-                device=device,
-                channels_last=channels_last,
-                shard=shard,
-            )
-        )
-
     return OpenedRun(
-        named.run_dir, identity, model, optimizer, loader, eval_batches, val_set, test_set
+        run_dir,
+        identity,
+        trainer.runtime_model(network),
+        optimizer,
+        batches(train_set, int(trainer.batch_size), train=True),
+        lambda dataset: cifar.EvalBatches(batches(dataset, trainer.eval_batch_size, False)),
+        val_set,
+        test_set,
     )
+
+
+def _load_checked(request: RunSpec):
+    """(train, val or None, test) of the run, its last batch checked against the ranks."""
+    sets = load_data(request.data, request.trainer, request.seed)
+    _check_shards(len(sets[0]), int(request.trainer.batch_size), request.ranks.world_size)
+    return sets
 
 
 @contextlib.contextmanager
