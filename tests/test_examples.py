@@ -40,7 +40,7 @@ def test_examples_exist() -> None:
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.name)
 def test_example_runs_tiny(script: Path) -> None:
     if "lightning" in script.read_text() and importlib.util.find_spec("lightning") is None:
-        pytest.skip("lightning is not installed (pip install bgd-experiments[lightning])")
+        pytest.skip('lightning is not installed (pip install "bgd-experiments[lightning]")')
     done = _run([str(script), "--tiny"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip()
