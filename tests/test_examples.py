@@ -99,3 +99,13 @@ def test_optim_and_linesearch_add_no_module_beyond_torch_and_the_standard_librar
     done = _run(["-c", code])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "['bgd_experiments']"
+
+
+def test_relative_links_of_the_readme_and_docs_resolve() -> None:
+    broken = [
+        f"{path.relative_to(ROOT)}: {target}"
+        for path in DOCS
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text())
+        if not target.startswith(("http://", "https://")) and not (path.parent / target).exists()
+    ]
+    assert not broken
