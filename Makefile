@@ -33,7 +33,7 @@ SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
 	@echo "  Variables: BUDGET=paper|short|cpu|smoke (default cpu), ARGS='<hydra overrides>',"
-	@echo "             LAUNCHER=local|slurm (sweeps in parallel; README, Running the full paper)"
+	@echo "             LAUNCHER=local|slurm (sweeps in parallel; docs/scaling-out.md)"
 
 # flock: two targets started side by side (make table2 & make table3) install only once.
 $(STAMP): pyproject.toml

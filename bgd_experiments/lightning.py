@@ -1,6 +1,6 @@
 """A PyTorch Lightning callback that runs the MBT search at each epoch's start.
 
-Optional: ``pip install bgd-experiments[lightning]``. The LightningModule's
+Optional: ``pip install "bgd-experiments[lightning]"``. The LightningModule's
 ``configure_optimizers`` returns one :class:`~bgd_experiments.optim.MBTSGD`; the search reads
 the training dataloader's first batches through ``compute_loss(module, batch)`` (default:
 the module's ``training_step``, which must return the loss tensor; its ``self.log`` calls

@@ -1,6 +1,6 @@
 """MBT-NAG in PyTorch Lightning: MBTSearchCallback runs the search at each epoch's start.
 
-Needs ``pip install bgd-experiments[lightning]``. Synthetic data, CPU.
+Needs ``pip install "bgd-experiments[lightning]"``. Synthetic data, CPU.
 Run: ``python examples/lightning_mbt.py`` (``--tiny`` for a few-second check).
 """
 

@@ -4,7 +4,7 @@
 For each model, the two layouts run alternately (one step each, in a rotating order) on the
 same weights and batch, so that a slow spell of the machine hits both; the median step time
 of each is kept and their ratio printed. ``trainer.channels_last=auto`` trains in NCHW on CPU
-(README, "CPU memory layout"), so the ratio is what that default costs against opt-in
+(docs/cpu-memory-layout.md), so the ratio is what that default costs against opt-in
 channels_last.
 
     python scripts/bench_layout.py --width 0.25 --batch-size 200 --steps 8

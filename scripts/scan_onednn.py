@@ -18,7 +18,7 @@ of zeros) and ``MALLOC_CHECK_=3`` (glibc aborts on a heap corruption). Its alloc
 dirtied before the first shape. A worker that dies marks the shape it was on as ``crash``
 and the scan goes on from the next one.
 
-Example (the README's table; about 40 min for the three ISA levels on a 2-core CPU)::
+Example (docs/cpu-memory-layout.md's table; about 40 min for the three ISA levels on 2 cores)::
 
     python scripts/scan_onednn.py --out results/onednn-scan
 

@@ -1,5 +1,5 @@
-"""Every example script runs at its tiny size, and every ```python block of README.md runs
-as written (each declares its own small stand-ins for data)."""
+"""Every example script runs at its tiny size, and every ```python block of README.md and
+of docs/*.md runs as written (each declares its own small stand-ins for data)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-README_BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = [
+    (path.relative_to(ROOT).as_posix(), block)
+    for path in DOCS
+    for block in re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+]
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -35,7 +40,7 @@ def test_examples_exist() -> None:
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.name)
 def test_example_runs_tiny(script: Path) -> None:
     if "lightning" in script.read_text() and importlib.util.find_spec("lightning") is None:
-        pytest.skip("lightning is not installed (pip install bgd-experiments[lightning])")
+        pytest.skip('lightning is not installed (pip install "bgd-experiments[lightning]")')
     done = _run([str(script), "--tiny"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip()
@@ -54,16 +59,19 @@ def test_mbt_nag_loop_is_a_small_diff_from_the_sgd_loop() -> None:
     assert len(changed) <= 8, changed
 
 
-def test_readme_has_python_blocks() -> None:
-    assert README_BLOCKS
+def test_readme_and_docs_have_python_blocks() -> None:
+    files = {name for name, _ in BLOCKS}
+    assert {"README.md", "docs/mbt-in-your-code.md"} <= files
 
 
-@pytest.mark.parametrize("index", range(len(README_BLOCKS)))
-def test_readme_block_runs_as_written(index: int, tmp_path: Path) -> None:
-    script = tmp_path / f"block{index}.py"
-    script.write_text(README_BLOCKS[index])
+@pytest.mark.parametrize(
+    "name, block", BLOCKS, ids=[f"{name}-{i}" for i, (name, _) in enumerate(BLOCKS)]
+)
+def test_doc_block_runs_as_written(name: str, block: str, tmp_path: Path) -> None:
+    script = tmp_path / "block.py"
+    script.write_text(block)
     done = _run([str(script)])
-    assert done.returncode == 0, README_BLOCKS[index] + "\n" + done.stderr[-3000:]
+    assert done.returncode == 0, f"{name}:\n{block}\n{done.stderr[-3000:]}"
 
 
 def test_optim_and_linesearch_import_only_torch() -> None:
@@ -75,3 +83,29 @@ def test_optim_and_linesearch_import_only_torch() -> None:
     done = _run(["-c", code])
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_optim_and_linesearch_add_no_module_beyond_torch_and_the_standard_library() -> None:
+    """After ``import torch`` (which loads numpy itself), importing both packages adds no
+    top-level module outside the standard library but ``bgd_experiments``."""
+    code = (
+        "import sys, torch\n"
+        "def top():\n"
+        "    return {name.split('.')[0] for name in sys.modules} - set(sys.stdlib_module_names)\n"
+        "before = top()\n"
+        "import bgd_experiments.optim, bgd_experiments.linesearch\n"
+        "print(sorted(top() - before))\n"
+    )
+    done = _run(["-c", code])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "['bgd_experiments']"
+
+
+def test_relative_links_of_the_readme_and_docs_resolve() -> None:
+    broken = [
+        f"{path.relative_to(ROOT)}: {target}"
+        for path in DOCS
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", path.read_text())
+        if not target.startswith(("http://", "https://")) and not (path.parent / target).exists()
+    ]
+    assert not broken

@@ -851,6 +851,10 @@ def test_readme_numbers_match_the_committed_results() -> None:
     assert "503" not in expected or "Run folders: 503" in expected
     cost = cost_block(results, REPO / "results" / "bench")
     assert block(REPO / "README.md", "cost") == cost.rstrip()
+    # The top README's "Results at a glance" is the same block, naming the folder from there.
+    at_a_glance = results_block(results, Path(CONFIG_DIR), "results/cpu/")
+    assert at_a_glance == expected.replace("Generated from `cpu/`", "Generated from `results/cpu/`")
+    assert block(REPO / "README.md", "results") == at_a_glance.rstrip()
 
 
 def test_fig3_title_axis_and_chance_level() -> None:

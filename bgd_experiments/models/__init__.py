@@ -60,7 +60,7 @@ def use_channels_last(setting: bool | str, device: torch.device | str) -> bool:
 
     ``auto`` is channels_last on CUDA and NCHW on every other device: torch 2.14.1's oneDNN
     computes wrong weight gradients (and corrupts the heap) for some channels_last
-    convolutions on CPU, depending on the ISA level (README, "CPU memory layout";
+    convolutions on CPU, depending on the ISA level (docs/cpu-memory-layout.md;
     ``scripts/scan_onednn.py``). NCHW is the layout that scan found right everywhere.
     """
     if setting == "auto":

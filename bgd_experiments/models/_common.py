@@ -69,7 +69,7 @@ class SubsampledConv1x1(nn.Conv2d):
     because oneDNN's weight gradient for a strided 1x1 convolution in channels_last layout
     is wrong on CPU for few input channels (torch 2.14.1): wrong numbers, an endless loop or
     a corrupted heap, depending on the ISA level and on what the process ran before
-    (``scripts/scan_onednn.py``; README, "CPU memory layout"). The trainer's CPU default is
+    (``scripts/scan_onednn.py``; docs/cpu-memory-layout.md). The trainer's CPU default is
     NCHW, where the native convolution is right; in opt-in channels_last, :func:`conv1x1`
     uses this class for the shapes the scan found wrong. Only the narrow models (width <
     0.25) have such shortcuts. The explicit subsample makes a width-0.0625 ResNet18 training

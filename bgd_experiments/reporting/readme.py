@@ -7,9 +7,10 @@
     <!-- end generated: NAME -->
 
 in ``results/README.md`` (block ``results``: counts of run folders, Table 1's spreads, Table
-2's statuses and verdicts, Table 2+'s verdicts, Table 3's ranges) and in the top README (block
-``cost``: ``bgd-report cost``'s table). Prose around the blocks quotes no result number, so
-nothing typed by hand can go stale; a test checks that the committed blocks match.
+2's statuses and verdicts, Table 2+'s verdicts, Table 3's ranges) and in the top README (the
+same block ``results``, its "Results at a glance", and block ``cost``: ``bgd-report cost``'s
+table). Prose around the blocks quotes no result number, so nothing typed by hand can go
+stale; a test checks that the committed blocks match.
 """
 
 from __future__ import annotations
@@ -140,8 +141,14 @@ def _table3_lines(runs: Sequence[RunRecord]) -> list[str]:
     return lines + [f"- Table 3: {finding}" for finding in table.findings]
 
 
-def results_block(results_dir: Path, config_dir: Path | None = None) -> str:
-    """The ``results`` block: what the committed run folders and tables say, in numbers."""
+def results_block(
+    results_dir: Path, config_dir: Path | None = None, folder: str | None = None
+) -> str:
+    """The ``results`` block: what the committed run folders and tables say, in numbers.
+
+    ``folder``: how the block names ``results_dir`` (default ``<name>/``, as seen from
+    ``results/README.md``; the top README passes ``results/<name>/``).
+    """
     runs = scan_runs(results_dir)
     folders = len(find_run_dirs(results_dir))
     sources = Counter(
@@ -149,7 +156,8 @@ def results_block(results_dir: Path, config_dir: Path | None = None) -> str:
     )
     source_text = ", ".join(f"{n} {name}" for name, n in sorted(sources.items()))
     lines = [
-        f"Generated from `{results_dir.name}/` by `bgd-report readme`; do not edit by hand.",
+        f"Generated from `{folder or results_dir.name + '/'}` by `bgd-report readme`; do not "
+        "edit by hand.",
         "",
         f"How every comparison is judged (`bgd_experiments/reporting/stats.py`): {METHOD_TEXT}",
         "",
@@ -184,15 +192,26 @@ def update_readmes(
     bench_dir: Path,
     config_dir: Path | None,
 ) -> list[Path]:
-    """Rewrite the generated blocks in place; the files written."""
+    """Rewrite the generated blocks in place; the files written.
+
+    ``results_readme`` must hold block ``results``; ``readme`` (the top README) is given
+    whichever of ``results`` (naming the folder ``results/<name>/``) and ``cost`` it holds.
+    """
     written = []
     text = results_readme.read_text()
     results_readme.write_text(
         replace_block(text, "results", results_block(results_dir, config_dir))
     )
     written.append(results_readme)
-    if readme is not None and readme.is_file() and begin_marker("cost") in readme.read_text():
-        text = readme.read_text()
-        readme.write_text(replace_block(text, "cost", cost_block(results_dir, bench_dir)))
+    if readme is None or not readme.is_file():
+        return written
+    text = original = readme.read_text()
+    if begin_marker("results") in original:
+        folder = f"{results_dir.resolve().parent.name}/{results_dir.name}/"
+        text = replace_block(text, "results", results_block(results_dir, config_dir, folder))
+    if begin_marker("cost") in original:
+        text = replace_block(text, "cost", cost_block(results_dir, bench_dir))
+    if begin_marker("results") in original or begin_marker("cost") in original:
+        readme.write_text(text)
         written.append(readme)
     return written

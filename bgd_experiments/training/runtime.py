@@ -12,8 +12,8 @@ compiled graphs, with no change to their code:
   always the same precision: the Armijo check subtracts one from the other) run in fp32 by
   default, also when training runs in bf16; ``"train"`` runs them in the training
   precision. On Table 1's search from 100, bf16 moved the found rate by 14%, beyond the
-  float-level noise floor there (5.6%); from 1e-2 by 0.3% (README, "Precision and
-  compilation"; ``scripts/search_precision.py``). The search enters
+  float-level noise floor there (5.6%); from 1e-2 by 0.3% (docs/precision.md;
+  ``scripts/search_precision.py``). The search enters
   :meth:`RunModel.search_scope`.
 * ``compile``: one ``torch.compile`` of the network serves the training steps, the
   evaluation (inference mode) and the search (train-mode BatchNorm with frozen running
