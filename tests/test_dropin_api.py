@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from bgd_experiments.optim import MBTSGD, mbt_search
+from bgd_experiments.optim import MBTSGD, mbt_search, mbt_search_reference
 
 
 def _setup(seed: int = 0) -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -213,3 +213,19 @@ def test_momentum_guard_scales_the_found_rate_and_is_off_by_default() -> None:
     result = guarded.search(model, loss_fn, batches, num_samples=40)
     assert result.lr == found
     assert guarded.param_groups[0]["lr"] == pytest.approx(found * 0.1)
+
+
+def test_a_search_with_an_optimizer_of_another_model_is_refused_clearly():
+    model, other = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(other.parameters(), lr=0.1)
+    batches = [(torch.randn(4, 3), torch.randint(0, 2, (4,)))]
+    for search in (mbt_search, mbt_search_reference):
+        with pytest.raises(ValueError, match="none of the model's parameters"):
+            search(
+                model,
+                torch.nn.CrossEntropyLoss(),
+                batches,
+                optimizer,
+                start_lr=0.1,
+                num_samples=4,
+            )

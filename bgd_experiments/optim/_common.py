@@ -180,11 +180,21 @@ class SearchSettings:
         check_search_arguments(**{name: getattr(self, name) for name in checked})
 
 
-def trainable_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """The parameters the search moves: those of the optimizer that require gradients."""
+def trainable_parameters(
+    optimizer: torch.optim.Optimizer, model: torch.nn.Module | None = None
+) -> list[torch.Tensor]:
+    """The parameters the search moves: those of the optimizer that require gradients (and,
+    given ``model``, at least one of them must be the model's, or no loss would move)."""
     params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
     if not params:
         raise ValueError("the optimizer holds no parameter that requires a gradient")
+    if model is not None:
+        own = {id(p) for p in model.parameters()}
+        if not any(id(p) in own for p in params):
+            raise ValueError(
+                "the optimizer holds none of the model's parameters: build it from "
+                "model.parameters() (the search moves the optimizer's parameters)"
+            )
     return params
 
 

@@ -57,7 +57,7 @@ def reference_search_with(
         start_lr=s.start_lr, alpha=alpha, num_batches=s.num_batches, progress=s.progress
     )
     guards = Guards.from_bounds(s.lr_min, s.lr_max, s.min_decrease)
-    x = trainable_parameters(optimizer)
+    x = trainable_parameters(optimizer, model)
     device = x[0].device
     previous_lr = float(optimizer.param_groups[0]["lr"])
     model_before = copy.deepcopy(model.state_dict())

@@ -156,7 +156,7 @@ def search_with(
     )
     guards = Guards.from_bounds(s.lr_min, s.lr_max, s.min_decrease)
     reducer = s.reducer
-    params = trainable_parameters(optimizer)
+    params = trainable_parameters(optimizer, model)
     device = params[0].device
     previous_lr = float(optimizer.param_groups[0]["lr"])
     bn_layers = batch_norm_layers(model)
