@@ -36,7 +36,7 @@ from bgd_experiments.reporting.figures import fig3_curves, fig3_runs, write_fig3
 from bgd_experiments.reporting.noise import load_noise, per_seed_rows, write_noise
 from bgd_experiments.reporting.runs import RunRecord, scan_runs, settings_text
 from bgd_experiments.reporting.tables import TABLE_BUILDERS
-from bgd_experiments.reporting.writers import dirty_warning, render_markdown, write_table
+from bgd_experiments.reporting.writers import dirty_warning, table_markdown, write_table
 
 ARTEFACTS = ("table1", "table2", "table3", "fig3")
 TABLE2_PLUS = "table2_plus"
@@ -61,7 +61,7 @@ def _table2_plus(
     from bgd_experiments.reporting.table2_plus import (
         build_table2_plus,
         read_default_lrs,
-        render_markdown,
+        table2_plus_markdown,
         write_table2_plus,
     )
 
@@ -76,7 +76,7 @@ def _table2_plus(
     if only_if_runs and not report.rows:
         return []
     print(f"Table 2 plus: {len(report.runs)} runs in {len(report.rows)} groups.")
-    _show_markdown(render_markdown(report))
+    _show_markdown(table2_plus_markdown(report))
     _warn_dirty(TABLE2_PLUS, report.runs)
     return write_table2_plus(report, out_dir)
 
@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if table.noise is not None:  # its Table 1 spreads follow the committed runs
                 table.noise["table1_start_rate_spread"] = per_seed_rows(table.spreads)
                 written.append(write_noise(table.noise, out_dir))
-        _show_markdown(render_markdown(table))
+        _show_markdown(table_markdown(table))
         written += write_table(table, out_dir)
         _warn_dirty(artefact, table.runs)
     if args.artefact == "all":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bgd_experiments.io import atomic_write_text
+from bgd_experiments.reporting.report import Grid, Section
 
 NOISE_FILE = "table1_noise.json"
 
@@ -113,57 +114,76 @@ def per_seed_rows(table1_spreads: Sequence[Mapping[str, Any]]) -> list[dict[str,
     return rows
 
 
-def noise_floor_markdown(
+def noise_floor_sections(
     noise: Mapping[str, Any], table1_spreads: Sequence[Mapping[str, Any]]
-) -> str:
-    """The "Noise floor" section: each perturbation's spread of the found lr, beside the
+) -> list[Section]:
+    """The "Noise floor" sections: each perturbation's spread of the found lr, beside the
     spread across Table 1's start rates per batch size, and a one-sentence reading."""
     settings = noise.get("settings", {})
     batch = settings.get("batch_size")
-    lines = [
-        "## Noise floor of the search",
-        "",
+    intro = (
         f"The same search (MBT-GD, k = {settings.get('num_batches', '?')}, batch {batch}, "
         f"N = {settings.get('num_samples', '?')}) from the same initial weights and batches, "
         "under perturbations that change only float rounding, and under other seeds "
         f"(`{NOISE_FILE}`, `scripts/search_noise.py`). max/min and CV (sample std / mean) "
-        "include the unperturbed baseline; n = searches.",
-        "",
-        "| width | start lr | perturbation | n | found lr (min-max) | max/min | CV |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        "include the unperturbed baseline; n = searches."
+    )
+    rows = []
     floors: list[tuple[str, float, float]] = []  # (where, float-level max/min, CV)
     for width, entry in _widths(noise):
         for start, per_start in entry.get("spreads", {}).items():
             for family, values in per_start["families"].items():
                 found = values.get("found_lr") or []
                 span = f"{min(found):.5f}-{max(found):.5f}" if found else "-"
-                lines.append(
-                    f"| {float(width):g} | {start} | {FAMILY_LABELS.get(family, family)} "
-                    f"| {values['n']} | {span} | {_fmt(values['max_min'], '.3f')} "
-                    f"| {_fmt(values['cv'], '.3f')} |"
+                rows.append(
+                    [
+                        f"{float(width):g}",
+                        start,
+                        FAMILY_LABELS.get(family, family),
+                        values["n"],
+                        span,
+                        _fmt(values["max_min"], ".3f"),
+                        _fmt(values["cv"], ".3f"),
+                    ]
                 )
                 if family == "float_level" and values["max_min"] is not None:
                     where = f"width {float(width):g} from {start}"
                     floors.append((where, values["max_min"], values["cv"]))
-    lines += [
-        "",
-        "Against the spread across the 9 start rates of Table 1 (committed runs: the spread "
-        "of one seed's 9 searches, mean over seeds):",
-        "",
-        "| batch | seeds | start-rate max/min (per seed, mean) | start-rate CV (per seed, mean) |",
-        "|---|---|---|---|",
-    ]
+    floor_grid = Grid(
+        ["width", "start lr", "perturbation", "n", "found lr (min-max)", "max/min", "CV"], rows
+    )
     table1_spreads = per_seed_rows(table1_spreads)
+    start_rows = []
     for row in table1_spreads:
         mark = " (noise batch)" if row.get("batch_size") == batch else ""
-        lines.append(
-            f"| {row['batch_size']}{mark} | {row['n_seeds']} "
-            f"| {_fmt(row.get('ours_max_min_ratio'), '.3f')} "
-            f"| {_fmt(row.get('ours_cv'), '.3f')} |"
+        start_rows.append(
+            [
+                f"{row['batch_size']}{mark}",
+                row["n_seeds"],
+                _fmt(row.get("ours_max_min_ratio"), ".3f"),
+                _fmt(row.get("ours_cv"), ".3f"),
+            ]
         )
-    lines += ["", reading(floors, table1_spreads, batch)]
-    return "\n".join(lines)
+    start_grid = Grid(
+        [
+            "batch",
+            "seeds",
+            "start-rate max/min (per seed, mean)",
+            "start-rate CV (per seed, mean)",
+        ],
+        start_rows,
+    )
+    return [
+        Section("Noise floor of the search", notes=[intro], grid=floor_grid),
+        Section(
+            notes=[
+                "Against the spread across the 9 start rates of Table 1 (committed runs: the "
+                "spread of one seed's 9 searches, mean over seeds):"
+            ],
+            grid=start_grid,
+            after=[reading(floors, table1_spreads, batch)],
+        ),
+    ]
 
 
 def reading(

@@ -18,8 +18,6 @@ Holm over the protocol's comparisons).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -39,6 +37,7 @@ from bgd_experiments.reporting.paper import (
     paper_cells,
     same_rate,
 )
+from bgd_experiments.reporting.report import Grid, Report, Section, render_csv, render_md
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.stats import (
     ALPHA,
@@ -236,7 +235,7 @@ def steps_per_epoch(run: RunRecord) -> int | None:
     return math.ceil(images / run.batch_size)
 
 
-def run_steps(run: RunRecord) -> float | None:
+def training_steps(run: RunRecord) -> float | None:
     """Training steps of the whole run: logged per epoch where the run does, else estimated."""
     logged = [steps for steps in run.steps_history if steps is not None]
     if run.steps_history and len(logged) == len(run.steps_history):
@@ -427,7 +426,7 @@ def _fill_cost(row: Row, target: float | None) -> None:
     for run in with_curve:
         forward = [value for value in run.forward_passes_history if value is not None]
         backward = [value for value in run.backward_passes_history if value is not None]
-        steps = run_steps(run)
+        steps = training_steps(run)
         if forward and len(forward) == len(run.epoch_numbers) and steps:
             ratios.append(sum(forward) / steps)
         if forward and backward:
@@ -549,12 +548,6 @@ def _runs_text(row: Row) -> str:
     return ", ".join(parts)
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
-
-
 def mixed_settings_text(report: Table2Plus) -> str | None:
     """A warning when a group averages runs whose folders record different settings (say a
     width or budget swept into the same results_dir), else None."""
@@ -619,7 +612,7 @@ def _diff_text(row: Row) -> str:
     return "—" if row.diff is None else f"{row.diff:+.2f}"
 
 
-def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
+def _accuracy_grid(report: Table2Plus, protocol: str) -> Grid:
     header = [
         "optimizer",
         "family",
@@ -653,10 +646,10 @@ def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
                 _verdict_cell(row),
             ]
         )
-    return _markdown_table(header, body)
+    return Grid(header, body)
 
 
-def _cost_lines(report: Table2Plus, protocol: str) -> list[str]:
+def _cost_grid(report: Table2Plus, protocol: str) -> Grid:
     header = [
         "optimizer",
         "reached",
@@ -685,73 +678,85 @@ def _cost_lines(report: Table2Plus, protocol: str) -> list[str]:
                 _number(row.total_wall_time, ".1f"),
             ]
         )
-    return _markdown_table(header, body)
+    return Grid(header, body)
 
 
-def render_markdown(report: Table2Plus) -> str:
+LEGEND = (
+    "Ours: mean ± sample std over the ended runs' seeds (an interrupted run is counted in "
+    "n but not averaged). Δ vs MBT-NAG = this optimizer's mean − MBT-NAG's (percentage "
+    "points) with its 95% Welch interval; Holm p corrects the Welch p for the protocol's "
+    f"comparisons; verdict MBT-NAG better/worse, or {WITHIN_NOISE} with the smallest "
+    "difference these seeds could detect at 80% power. lr meaning: a constant rate, the "
+    "start rate of a search (MBT, SLS), a multiplier of an estimated step (Prodigy, "
+    "D-Adapt SGD, DoG) or the peak of a schedule. Paper: the published Table 2 value at "
+    "the same rate (its 11 optimizers only)."
+)
+COST_LEGEND = (
+    "Ended runs, up to the first epoch whose accuracy reaches the target: mini-batch "
+    "passes of training (MBT search trials, SLS closure trials and BN-recompute passes "
+    "included; evaluation passes not counted) and wall time (sum of epoch times: "
+    "MBT's search and each epoch's evaluation included, the clean protocol's "
+    "validation set being larger than the test set), mean over the runs that reached "
+    "it (`k of n`); the median column counts every run, a run that never reached the "
+    "target as censored (beyond its budget), and says not reached when half of them "
+    "or more never did. Passes per step: the whole run's forward passes / training steps "
+    "(1.0: no overhead; steps as logged, else ceil(training images / batch) per "
+    "epoch). Total wall time: the whole run, mean over runs. Passes are exact; wall "
+    "times depend on what else the machine ran at the time, so compare them within "
+    "one protocol's table and against the passes."
+)
+
+
+def table2_plus_report(table: Table2Plus) -> Report:
     """table2_plus.md: warnings, provenance, targets, then per protocol accuracy and cost."""
-    runs = report.runs
-    warning = dirty_warning(runs)
-    mixed = mixed_settings_text(report)
+    runs = table.runs
+    warnings = [dirty_warning(runs), mixed_settings_text(table)]
     note = runs_data_note(runs)
-    parts = [
-        *([f"**{warning}**", ""] if warning else []),
-        *([f"**{mixed}**", ""] if mixed else []),
-        provenance_text(report),
-        "",
-        targets_text(report),
-        *([] if note is None else ["", note]),
-        "",
-        "# Table 2 plus: ResNet18 on CIFAR-10, batch 200, each optimizer at its default rate",
-        "",
-        "Ours: mean ± sample std over the ended runs' seeds (an interrupted run is counted in "
-        "n but not averaged). Δ vs MBT-NAG = this optimizer's mean − MBT-NAG's (percentage "
-        "points) with its 95% Welch interval; Holm p corrects the Welch p for the protocol's "
-        f"comparisons; verdict MBT-NAG better/worse, or {WITHIN_NOISE} with the smallest "
-        "difference these seeds could detect at 80% power. lr meaning: a constant rate, the "
-        "start rate of a search (MBT, SLS), a multiplier of an estimated step (Prodigy, "
-        "D-Adapt SGD, DoG) or the peak of a schedule. Paper: the published Table 2 value at "
-        "the same rate (its 11 optimizers only).",
+    sections = [
+        Section(
+            "Table 2 plus: ResNet18 on CIFAR-10, batch 200, each optimizer at its default rate",
+            notes=[LEGEND],
+            level=1,
+        )
     ]
-    if not report.rows:
-        parts += ["", "No run of this experiment was found (experiment=table2_plus)."]
+    if not table.rows:
+        sections.append(
+            Section(notes=["No run of this experiment was found (experiment=table2_plus)."])
+        )
     for protocol in PROTOCOLS:
-        if not report.protocol_rows(protocol):
+        if not table.protocol_rows(protocol):
             continue
-        target = report.targets.get(protocol)
-        parts += [
-            "",
-            f"## {protocol.capitalize()} protocol: {ACCURACY_METRIC[protocol]} (%)",
-            "",
-            *_accuracy_lines(report, protocol),
-            "",
-            f"### Cost to {_number(target, 'g')}% {CURVE_METRIC[protocol]} ({protocol})",
-            "",
-            "Ended runs, up to the first epoch whose accuracy reaches the target: mini-batch "
-            "passes of training (MBT search trials, SLS closure trials and BN-recompute passes "
-            "included; evaluation passes not counted) and wall time (sum of epoch times: "
-            "MBT's search and each epoch's evaluation included, the clean protocol's "
-            "validation set being larger than the test set), mean over the runs that reached "
-            "it (`k of n`); the median column counts every run, a run that never reached the "
-            "target as censored (beyond its budget), and says not reached when half of them "
-            "or more never did. Passes per step: the whole run's forward passes / training steps "
-            "(1.0: no overhead; steps as logged, else ceil(training images / batch) per "
-            "epoch). Total wall time: the whole run, mean over runs. Passes are exact; wall "
-            "times depend on what else the machine ran at the time, so compare them within "
-            "one protocol's table and against the passes.",
-            "",
-            *_cost_lines(report, protocol),
+        target = table.targets.get(protocol)
+        sections += [
+            Section(
+                f"{protocol.capitalize()} protocol: {ACCURACY_METRIC[protocol]} (%)",
+                grid=_accuracy_grid(table, protocol),
+            ),
+            Section(
+                f"Cost to {_number(target, 'g')}% {CURVE_METRIC[protocol]} ({protocol})",
+                notes=[COST_LEGEND],
+                grid=_cost_grid(table, protocol),
+                level=3,
+            ),
         ]
-    return "\n".join(parts) + "\n"
+    return Report(
+        sections,
+        provenance=provenance_text(table),
+        warnings=[warning for warning in warnings if warning],
+        notes=[targets_text(table), *([] if note is None else [note])],
+    )
 
 
-def render_csv(report: Table2Plus) -> str:
+def table2_plus_markdown(table: Table2Plus) -> str:
+    """table2_plus.md: :func:`table2_plus_report` in Markdown."""
+    return render_md(table2_plus_report(table))
+
+
+def table2_plus_records(table: Table2Plus) -> Grid:
     """One row per (protocol, optimizer) with the accuracy and the cost columns."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in report.rows:
-        writer.writerow(
+    rows = []
+    for row in table.rows:
+        rows.append(
             [
                 row.protocol,
                 row.optimizer,
@@ -791,7 +796,12 @@ def render_csv(report: Table2Plus) -> str:
                 ";".join(str(seed) for seed in row.seeds),
             ]
         )
-    return buffer.getvalue()
+    return Grid(CSV_COLUMNS, rows)
+
+
+def table2_plus_csv(table: Table2Plus) -> str:
+    """table2_plus.csv: :func:`table2_plus_records` as CSV."""
+    return render_csv(table2_plus_records(table))
 
 
 # --------------------------------------------------------------------------- figure
@@ -953,7 +963,7 @@ def write_table2_plus(report: Table2Plus, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix, text in ((".md", render_markdown(report)), (".csv", render_csv(report))):
+    for suffix, text in ((".md", table2_plus_markdown(report)), (".csv", table2_plus_csv(report))):
         path = out / f"table2_plus{suffix}"
         atomic_write_text(path, text)
         written.append(path)

@@ -26,6 +26,7 @@ from bgd_experiments.reporting.paper import (
     paper_cells,
     same_rate,
 )
+from bgd_experiments.reporting.report import Grid, Section, section_markdown
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.stats import (
     BETTER,
@@ -111,7 +112,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     spreads: list[dict[str, object]] = field(default_factory=list)  # Table 1 only
     noise: dict[str, Any] | None = None  # Table 1 only: the search's noise floor, if measured
-    sections: list[str] = field(default_factory=list)  # Markdown sections before the findings
+    # Sections before the findings, in Markdown (report.section_markdown of a Section)
+    sections: list[str] = field(default_factory=list)
     protocol: list[str] = field(default_factory=list)  # what this table's runs did
 
     @property
@@ -258,19 +260,17 @@ def protocol_section(table: Table) -> str:
     widths = sorted({run.width for run in runs if run.width is not None})
     seeds = sorted({run.seed for run in runs if run.seed is not None})
     budgets = sorted({run.budget for run in runs if run.budget})
-    lines = [
-        "## Protocol of this table",
-        "",
-        f"- N in the search's rescaling sqrt(batch / N) (the training images): "
+    bullets = [
+        f"N in the search's rescaling sqrt(batch / N) (the training images): "
         f"{_join_numbers(subsets, lambda n: f'{n:,}')}.",
-        f"- Start rates of the runs: {_join_numbers(starts, format_rate)}"
+        f"Start rates of the runs: {_join_numbers(starts, format_rate)}"
         + (" (MBT: the start of its search)." if table.number != 1 else "."),
-        f"- Budget: {_join_numbers(budgets)}; epochs "
+        f"Budget: {_join_numbers(budgets)}; epochs "
         f"{_join_numbers(epochs) if epochs else 'none (search only)'}; "
         f"width {_join_numbers(widths, lambda w: f'{w:g}')}; seeds {_join_numbers(seeds)} "
         f"({len(runs)} runs).",
     ]
-    return "\n".join(lines)
+    return section_markdown(Section("Protocol of this table", bullets=bullets))
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -719,18 +719,7 @@ def _max_sentence(cells: list[Cell]) -> tuple[str, list[Comparison | None] | Non
 
 
 def _fair_section(fair: list[FairBaseline]) -> str:
-    lines = [
-        "## Fair best baselines: rate chosen on validation (clean protocol)",
-        "",
-        "Per baseline, the paper-grid rate with the best seed-0 validation accuracy "
-        "(`best_val_acc`, clean protocol: the test images never choose it), scored by the test "
-        "accuracy at the best validation epoch (`test_acc_at_best_val`) over the seeds run at "
-        "that rate. rates seen: grid rates with a finished seed-0 clean run.",
-        "",
-        "| optimizer | rates seen | chosen lr | seed-0 val acc (%) | test acc at best val (%) "
-        "| n |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for item in fair:
         chosen = "selection pending" if item.lr is None else format_rate(item.lr)
         if item.lr is not None and not item.complete:
@@ -739,11 +728,37 @@ def _fair_section(fair: list[FairBaseline]) -> str:
         if len(item.scores) > 1:
             mean += f" ± {statistics.stdev(item.scores):.2f}"
         val = "-" if item.val_acc is None else _fmt_acc(item.val_acc)
-        lines.append(
-            f"| {OPTIMIZER_LABELS[item.optimizer]} | {item.rates_seen} of {item.rates_total} "
-            f"| {chosen} | {val} | {mean} | {len(item.scores)} |"
+        rows.append(
+            [
+                OPTIMIZER_LABELS[item.optimizer],
+                f"{item.rates_seen} of {item.rates_total}",
+                chosen,
+                val,
+                mean,
+                len(item.scores),
+            ]
         )
-    return "\n".join(lines)
+    columns = [
+        "optimizer",
+        "rates seen",
+        "chosen lr",
+        "seed-0 val acc (%)",
+        "test acc at best val (%)",
+        "n",
+    ]
+    return section_markdown(
+        Section(
+            "Fair best baselines: rate chosen on validation (clean protocol)",
+            notes=[
+                "Per baseline, the paper-grid rate with the best seed-0 validation accuracy "
+                "(`best_val_acc`, clean protocol: the test images never choose it), scored by "
+                "the test accuracy at the best validation epoch (`test_acc_at_best_val`) over "
+                "the seeds run at that rate. rates seen: grid rates with a finished seed-0 "
+                "clean run."
+            ],
+            grid=Grid(columns, rows),
+        )
+    )
 
 
 def _fair_sentence(
