@@ -44,7 +44,7 @@ TABLE2_PLUS = "table2_plus"
 
 def config_dir() -> Path:
     """The Hydra config folder (conf/ beside the package, or $BGD_CONFIG_DIR as bgd-run)."""
-    from bgd_experiments.reporting.cost import CONFIG_DIR
+    from bgd_experiments.compose import CONFIG_DIR
 
     return Path(os.environ.get("BGD_CONFIG_DIR", CONFIG_DIR))
 

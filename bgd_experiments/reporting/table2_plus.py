@@ -1,7 +1,7 @@
 """``experiment=table2_plus``: Table 2's optimizers and today's baselines, under both protocols.
 
 ResNet18 on CIFAR-10 at batch 200, each of 17 optimizers at its option's default rate (the
-mapping comes from the caller; :func:`read_default_lrs` reads it from ``conf/optimizer``),
+mapping comes from the caller; :func:`read_default_lrs` composes it from ``conf/``),
 over seeds, under the paper's protocol (best test accuracy over epochs) and the clean one
 (test accuracy at the best validation epoch). Three products:
 
@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
+from bgd_experiments.compose import compose_config, group_options
 from bgd_experiments.io import atomic_write_text, save_figure_files
 from bgd_experiments.reporting.paper import (
     BASELINE_OPTIMIZERS,
@@ -158,39 +157,19 @@ def family(optimizer: str) -> str:
 
 
 def read_default_lrs(config_dir: str | Path) -> dict[str, float]:
-    """``{optimizer: lr}`` of each ``conf/optimizer/<name>.yaml`` that sets one, following its
-    ``defaults`` list to shared files (MBT's start rate lives in ``mbt_optimizer_base.yaml``)."""
-    root = Path(config_dir)
+    """``{optimizer: lr}`` of each option of the optimizer group that sets one, as bgd-run
+    composes ``optimizer=<name>`` from ``config_dir`` (MBT's start rate comes from the shared
+    ``mbt_optimizer_base.yaml`` its options include); an option that does not compose is
+    left out."""
     rates: dict[str, float] = {}
-    for path in sorted((root / "optimizer").glob("*.yaml")):
-        rate = _lr_of(path, root, depth=0)
-        if rate is not None:
-            rates[path.stem] = rate
-    return rates
-
-
-def _lr_of(path: Path, root: Path, depth: int) -> float | None:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(loaded, dict):
-        return None
-    if isinstance(loaded.get("lr"), int | float) and not isinstance(loaded["lr"], bool):
-        return float(loaded["lr"])
-    if depth > 4:  # a defaults cycle: give up rather than loop
-        return None
-    for entry in loaded.get("defaults") or []:
-        if not isinstance(entry, str) or entry == "_self_":
+    for name in group_options("optimizer", config_dir):
+        try:
+            rate = compose_config([f"optimizer={name}"], config_dir)["optimizer"].get("lr")
+        except Exception:  # Hydra's composition errors share no narrower base
             continue
-        # "/mbt_optimizer_base@_here_" names conf/mbt_optimizer_base.yaml; a relative name
-        # lies beside the file.
-        name = entry.split("@", 1)[0]
-        base = root / name.lstrip("/") if name.startswith("/") else path.parent / name
-        rate = _lr_of(base.with_suffix(".yaml"), root, depth + 1)
-        if rate is not None:
-            return rate
-    return None
+        if isinstance(rate, int | float) and not isinstance(rate, bool):
+            rates[name] = float(rate)
+    return rates
 
 
 # --------------------------------------------------------------------------- selection
