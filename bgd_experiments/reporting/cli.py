@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bgd_experiments.io import atomic_write_text
 from bgd_experiments.reporting.compare import (
-    compare_markdown,
+    compare_report,
     last_lr,
     lr_per_epoch_markdown,
     plot_comparison,
@@ -34,6 +34,13 @@ from bgd_experiments.reporting.compare import (
 )
 from bgd_experiments.reporting.figures import fig3_curves, fig3_runs, write_fig3
 from bgd_experiments.reporting.noise import load_noise, per_seed_rows, write_noise
+from bgd_experiments.reporting.report import (
+    Grid,
+    Section,
+    markdown_grid,
+    render_md,
+    section_markdown,
+)
 from bgd_experiments.reporting.runs import RunRecord, scan_runs, settings_text
 from bgd_experiments.reporting.tables import TABLE_BUILDERS
 from bgd_experiments.reporting.writers import dirty_warning, table_markdown, write_table
@@ -204,20 +211,40 @@ def runs_markdown(runs: Sequence[RunRecord]) -> str:
     def number(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = [
-        "| dataset | model | optimizer | lr | batch | seed | status | epochs | best test acc (%) "
-        "| final test acc (%) | last lr | wall time (s) | settings |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    columns = [
+        "dataset",
+        "model",
+        "optimizer",
+        "lr",
+        "batch",
+        "seed",
+        "status",
+        "epochs",
+        "best test acc (%)",
+        "final test acc (%)",
+        "last lr",
+        "wall time (s)",
+        "settings",
     ]
-    for run in sorted(runs, key=lambda r: str(r.path)):
-        lines.append(
-            f"| {run.dataset} | {run.model} | {run.optimizer} | {number(run.lr, 'g')} "
-            f"| {run.batch_size} | {run.seed} | {run.status} | {run.epochs_completed} "
-            f"| {number(run.best_test_acc, '.2f')} | {number(run.final_test_acc, '.2f')} "
-            f"| {number(last_lr(run), '.4g')} "
-            f"| {number(run.wall_time, '.1f')} | {settings_text(run)} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            run.dataset,
+            run.model,
+            run.optimizer,
+            number(run.lr, "g"),
+            run.batch_size,
+            run.seed,
+            run.status,
+            run.epochs_completed,
+            number(run.best_test_acc, ".2f"),
+            number(run.final_test_acc, ".2f"),
+            number(last_lr(run), ".4g"),
+            number(run.wall_time, ".1f"),
+            settings_text(run),
+        ]
+        for run in sorted(runs, key=lambda r: str(r.path))
+    ]
+    return markdown_grid(Grid(columns, rows))
 
 
 def _compare(folders: Sequence[Path], out: Path | None) -> int:
@@ -229,7 +256,7 @@ def _compare(folders: Sequence[Path], out: Path | None) -> int:
     except ValueError as error:
         print(f"bgd-report: {error}", file=sys.stderr)
         return 2
-    text = compare_markdown(runs)
+    text = render_md(compare_report(runs))
     _show_markdown(text)
     _warn_dirty("compare", runs)
     if out is None:  # written only where asked
@@ -285,22 +312,25 @@ def failures_markdown(results_dir: Path) -> str:
     if not latest:
         return ""
 
-    def cell(text: object) -> str:
-        return str(text).replace("|", "\\|")
-
-    lines = [
-        f"**{len(latest)} sweep job(s) refused or failed** (from {failures_path(results_dir)}; "
-        "delete it to forget them):",
-        "",
-        "| when | host | kind | overrides | reason |",
-        "|---|---|---|---|---|",
+    rows = [
+        [
+            record.get("time"),
+            record.get("host"),
+            record.get("kind"),
+            " ".join(overrides),
+            record.get("reason"),
+        ]
+        for overrides, record in sorted(latest.items(), key=lambda item: item[1].get("time", ""))
     ]
-    for overrides, record in sorted(latest.items(), key=lambda item: item[1].get("time", "")):
-        lines.append(
-            f"| {record.get('time')} | {record.get('host')} | {record.get('kind')} "
-            f"| {cell(' '.join(overrides))} | {cell(record.get('reason'))} |"
+    return section_markdown(
+        Section(
+            notes=[
+                f"**{len(latest)} sweep job(s) refused or failed** (from "
+                f"{failures_path(results_dir)}; delete it to forget them):"
+            ],
+            grid=Grid(["when", "host", "kind", "overrides", "reason"], rows),
         )
-    return "\n".join(lines)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from bgd_experiments.compose import CONFIG_DIR, compose_config, group_options
+from bgd_experiments.reporting.report import Grid, Report, Section, markdown_blocks
 
 BUDGETS = ("smoke", "cpu", "short", "paper")
 ARTEFACTS = ("table1", "table2", "table3", "fig2", "fig3")
@@ -426,17 +427,13 @@ def _row(
     return CostRow(device, artefact, budget.name, expected, seconds / 3600, kind, source)
 
 
-def cost_markdown(rows: Sequence[CostRow]) -> str:
-    lines = []
+def cost_report(rows: Sequence[CostRow]) -> Report:
+    """Per device: a grid of artefact x budget (hours, kind, runs) with numbered sources."""
+    sections = []
     for device in sorted({row.device for row in rows}):
         unit = "GPU-hours (one GPU)" if device == "cuda" else "CPU-hours (this machine's cores)"
-        lines += [
-            f"### {device}: {unit}",
-            "",
-            "| artefact | " + " | ".join(BUDGETS) + " |",
-            "|---|" + "---|" * len(BUDGETS),
-        ]
         notes: list[str] = []
+        grid_rows = []
         for artefact in ARTEFACTS:
             cells = []
             for budget in BUDGETS:
@@ -455,16 +452,31 @@ def cost_markdown(rows: Sequence[CostRow]) -> str:
                     notes.append(row.source)
                 mark = notes.index(row.source) + 1
                 cells.append(f"{_hours(row.hours)} ({row.kind} [{mark}], {row.runs} runs)")
-            lines.append(f"| {artefact} | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
-        lines.append("")
-    lines.append(
-        "Estimates count every epoch (runs that diverge or stop early end sooner) and scale "
-        "across widths by width^2. GPU numbers are estimates until `make gpu-check` has run "
-        "on a GPU and written results/bench/cuda.json."
+            grid_rows.append([artefact, *cells])
+        sources = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
+        sections.append(
+            Section(
+                f"{device}: {unit}",
+                grid=Grid(["artefact", *BUDGETS], grid_rows),
+                after=[sources] if sources else [],
+                level=3,
+            )
+        )
+    sections.append(
+        Section(
+            notes=[
+                "Estimates count every epoch (runs that diverge or stop early end sooner) and "
+                "scale across widths by width^2. GPU numbers are estimates until "
+                "`make gpu-check` has run on a GPU and written results/bench/cuda.json."
+            ]
+        )
     )
-    return "\n".join(lines)
+    return Report(sections)
+
+
+def cost_markdown(rows: Sequence[CostRow]) -> str:
+    """:func:`cost_report` in Markdown, without a final newline."""
+    return "\n\n".join(markdown_blocks(cost_report(rows)))
 
 
 def _hours(hours: float) -> str:
