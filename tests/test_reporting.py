@@ -670,7 +670,7 @@ def test_table1_md_has_a_noise_floor_section_when_measured(tmp_path: Path) -> No
 
 
 def test_start_effect_test_tells_a_start_rate_effect_from_seed_noise() -> None:
-    from bgd_experiments.reporting.tables import start_effect_p_value
+    from bgd_experiments.reporting.stats import start_effect_p_value
 
     rng = random.Random(1)
     # 3 seeds (blocks) x 9 starts of log rates: noise of 5% around one level, or around a
@@ -690,7 +690,7 @@ def test_start_effect_test_tells_a_start_rate_effect_from_seed_noise() -> None:
 def test_start_effect_permutes_within_each_seed() -> None:
     """Each seed is a block (same weights and batches for all starts): a large offset per
     seed is no evidence against a start effect, which must still be found."""
-    from bgd_experiments.reporting.tables import start_effect_p_value
+    from bgd_experiments.reporting.stats import start_effect_p_value
 
     rng = random.Random(2)
     offsets = (0.0, 0.8, -0.8)  # seed to seed, far above the start effect

@@ -79,13 +79,13 @@ def _table2_plus(
             "(set BGD_CONFIG_DIR to the conf/ folder)",
             file=sys.stderr,
         )
-    report = build_table2_plus(runs, default_lrs, target, paper_csv)
-    if only_if_runs and not report.rows:
+    table = build_table2_plus(runs, default_lrs, target, paper_csv)
+    if only_if_runs and not table.rows:
         return []
-    print(f"Table 2 plus: {len(report.runs)} runs in {len(report.rows)} groups.")
-    _show_markdown(table2_plus_markdown(report))
-    _warn_dirty(TABLE2_PLUS, report.runs)
-    return write_table2_plus(report, out_dir)
+    print(f"Table 2 plus: {len(table.runs)} runs in {len(table.rows)} groups.")
+    _show_markdown(table2_plus_markdown(table))
+    _warn_dirty(TABLE2_PLUS, table.runs)
+    return write_table2_plus(table, out_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:

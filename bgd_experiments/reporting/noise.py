@@ -18,6 +18,7 @@ from typing import Any
 
 from bgd_experiments.io import atomic_write_text
 from bgd_experiments.reporting.report import Grid, Section
+from bgd_experiments.reporting.stats import max_min_and_cv
 
 NOISE_FILE = "table1_noise.json"
 
@@ -39,14 +40,9 @@ FAMILY_LABELS = {
 
 def spread(values: Sequence[float]) -> dict[str, float | int | None]:
     """n, max/min and coefficient of variation (sample std / mean) of positive values."""
-    usable = [value for value in values if value is not None and value > 0]
-    if len(usable) < 2:
-        return {"n": len(usable), "max_min": None, "cv": None}
-    return {
-        "n": len(usable),
-        "max_min": max(usable) / min(usable),
-        "cv": statistics.stdev(usable) / statistics.fmean(usable),
-    }
+    max_min, cv = max_min_and_cv(values)
+    n = sum(value is not None and value > 0 for value in values)
+    return {"n": n, "max_min": max_min, "cv": cv}
 
 
 def family_spreads(searches: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

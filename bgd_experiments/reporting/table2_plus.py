@@ -49,11 +49,11 @@ from bgd_experiments.reporting.stats import (
     welch_t_test,
 )
 from bgd_experiments.reporting.writers import (
+    MIXED_SETTINGS_ADVICE,
     csv_number,
     dirty_warning,
-    git_commits_text,
     mixes_settings,
-    run_settings_parts,
+    provenance,
     runs_data_note,
 )
 from bgd_experiments.runfolder import RunStatus
@@ -160,8 +160,10 @@ def read_default_lrs(config_dir: str | Path) -> dict[str, float]:
     """``{optimizer: lr}`` of each option of the optimizer group that sets one, as bgd-run
     composes ``optimizer=<name>`` from ``config_dir`` (MBT's start rate comes from the shared
     ``mbt_optimizer_base.yaml`` its options include); an option that does not compose is
-    left out."""
+    left out; none from a folder that does not exist."""
     rates: dict[str, float] = {}
+    if not Path(config_dir).is_dir():
+        return rates
     for name in group_options("optimizer", config_dir):
         try:
             rate = compose_config([f"optimizer={name}"], config_dir)["optimizer"].get("lr")
@@ -527,49 +529,46 @@ def _runs_text(row: Row) -> str:
     return ", ".join(parts)
 
 
-def mixed_settings_text(report: Table2Plus) -> str | None:
+def mixed_groups_warning(table: Table2Plus) -> str | None:
     """A warning when a group averages runs whose folders record different settings (say a
     width or budget swept into the same results_dir), else None."""
     mixed = [
-        f"{row.protocol}/{label(row.optimizer)}" for row in report.rows if mixes_settings(row.runs)
+        f"{row.protocol}/{label(row.optimizer)}" for row in table.rows if mixes_settings(row.runs)
     ]
     if not mixed:
         return None
     return (
-        f"WARNING: {len(mixed)} group(s) average runs of different settings ({', '.join(mixed)})"
-        "; give each setting its own results_dir, or tell them apart with `bgd-report runs`."
+        f"WARNING: {len(mixed)} group(s) average runs of different settings "
+        f"({', '.join(mixed)}){MIXED_SETTINGS_ADVICE}"
     )
 
 
-def provenance_text(report: Table2Plus) -> str:
-    """The provenance line, in the other tables' form, with the targets used."""
-    runs = sorted(report.runs, key=lambda run: str(run.path))
+def table2_plus_provenance(table: Table2Plus) -> str:
+    """The provenance line, in the other tables' form, with each protocol's metric."""
     protocols = [
         f"{protocol}: {ACCURACY_METRIC[protocol]}"
         for protocol in PROTOCOLS
-        if report.protocol_rows(protocol)
+        if table.protocol_rows(protocol)
     ]
-    parts = [
-        *run_settings_parts(runs),
+    return provenance(
+        table.runs,
         "protocol " + ("; ".join(protocols) if protocols else "none"),
-        git_commits_text(runs),
-        f"runs: {len(runs)} in {len(report.rows)} (protocol, optimizer) groups",
-    ]
-    return "Provenance: " + "; ".join(parts) + "."
+        f"runs: {len(table.runs)} in {len(table.rows)} (protocol, optimizer) groups",
+    )
 
 
-def targets_text(report: Table2Plus) -> str:
+def targets_text(table: Table2Plus) -> str:
     """Which accuracy each protocol's cost table counts to, and why that one."""
     how = (
         "given by --target"
-        if report.target_given
+        if table.target_given
         else f"default: {TARGET_SHARE:.0%} of the protocol's best mean accuracy, rounded "
         f"down to a multiple of {TARGET_STEP:g} points"
     )
     shown = [
-        f"{protocol} {_number(report.targets.get(protocol), 'g')}% {CURVE_METRIC[protocol]}"
+        f"{protocol} {_number(table.targets.get(protocol), 'g')}% {CURVE_METRIC[protocol]}"
         for protocol in PROTOCOLS
-        if report.protocol_rows(protocol)
+        if table.protocol_rows(protocol)
     ]
     return (
         f"Targets: {', '.join(shown) if shown else 'none'} ({how}). Tests: two-sided Welch "
@@ -591,7 +590,7 @@ def _diff_text(row: Row) -> str:
     return "—" if row.diff is None else f"{row.diff:+.2f}"
 
 
-def _accuracy_grid(report: Table2Plus, protocol: str) -> Grid:
+def _accuracy_grid(table: Table2Plus, protocol: str) -> Grid:
     header = [
         "optimizer",
         "family",
@@ -606,7 +605,7 @@ def _accuracy_grid(report: Table2Plus, protocol: str) -> Grid:
         "verdict",
     ]
     body = []
-    for row in report.protocol_rows(protocol):
+    for row in table.protocol_rows(protocol):
         ours = _number(row.mean, ".2f")
         if row.std is not None:
             ours += f" ± {row.std:.2f}"
@@ -628,7 +627,7 @@ def _accuracy_grid(report: Table2Plus, protocol: str) -> Grid:
     return Grid(header, body)
 
 
-def _cost_grid(report: Table2Plus, protocol: str) -> Grid:
+def _cost_grid(table: Table2Plus, protocol: str) -> Grid:
     header = [
         "optimizer",
         "reached",
@@ -642,7 +641,7 @@ def _cost_grid(report: Table2Plus, protocol: str) -> Grid:
         "total wall time (s)",
     ]
     body = []
-    for row in report.protocol_rows(protocol):
+    for row in table.protocol_rows(protocol):
         body.append(
             [
                 label(row.optimizer),
@@ -689,7 +688,7 @@ COST_LEGEND = (
 def table2_plus_report(table: Table2Plus) -> Report:
     """table2_plus.md: warnings, provenance, targets, then per protocol accuracy and cost."""
     runs = table.runs
-    warnings = [dirty_warning(runs), mixed_settings_text(table)]
+    warnings = [dirty_warning(runs), mixed_groups_warning(table)]
     note = runs_data_note(runs)
     sections = [
         Section(
@@ -720,7 +719,7 @@ def table2_plus_report(table: Table2Plus) -> Report:
         ]
     return Report(
         sections,
-        provenance=provenance_text(table),
+        provenance=table2_plus_provenance(table),
         warnings=[warning for warning in warnings if warning],
         notes=[targets_text(table), *([] if note is None else [note])],
     )
@@ -816,11 +815,11 @@ def _run_points(run: RunRecord) -> list[tuple[float, float, float]]:
     return points
 
 
-def mean_curves(report: Table2Plus) -> list[MeanCurve]:
+def mean_curves(table: Table2Plus) -> list[MeanCurve]:
     """The figure's curves, from the ended runs, over the epochs every seed of the group
     reached (a shorter run, stopped early or diverged, shortens its group's curve)."""
     curves = []
-    for row in report.rows:
+    for row in table.rows:
         per_run = [points for run in row.ended_runs if (points := _run_points(run))]
         if not per_run:
             continue
@@ -868,7 +867,7 @@ FAMILIES = ("paper baseline", "MBT", "modern")
 CHANCE_ACCURACY = 10.0  # % on CIFAR-10's 10 classes
 
 
-def plot_table2_plus(report: Table2Plus) -> Figure:
+def plot_table2_plus(table: Table2Plus) -> Figure:
     """Small multiples: a row per protocol, a column per optimizer family. Each run is its
     own thin line (accuracy against cumulative training passes), MBT-NAG's runs in black in
     every panel as the reference; the target and chance level are marked."""
@@ -879,7 +878,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
 
     from bgd_experiments.reporting.figures import budget_text
 
-    protocols = [protocol for protocol in PROTOCOLS if report.protocol_rows(protocol)] or ["paper"]
+    protocols = [protocol for protocol in PROTOCOLS if table.protocol_rows(protocol)] or ["paper"]
     figure, axes = plt.subplots(
         len(protocols),
         len(FAMILIES),
@@ -888,7 +887,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
         sharey=True,
     )
     for axis_row, protocol in zip(axes, protocols, strict=True):
-        rows = report.protocol_rows(protocol)
+        rows = table.protocol_rows(protocol)
         reference = next((row for row in rows if row.optimizer == REFERENCE_OPTIMIZER), None)
         for axis, name in zip(axis_row, FAMILIES, strict=True):
             members = [row for row in rows if family(row.optimizer) == name]
@@ -911,7 +910,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
                         label=f"{label(row.optimizer)} (n = {row.n})" if index == 0 else None,
                         **({"linestyle": "--"} if row is reference else {}),
                     )
-            target = report.targets.get(protocol)
+            target = table.targets.get(protocol)
             if target is not None:
                 axis.axhline(target, color="grey", linewidth=0.8, linestyle="-.")
             axis.axhline(CHANCE_ACCURACY, color="tab:red", linewidth=0.8, linestyle=":")
@@ -926,7 +925,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
     figure.suptitle(
         "Table 2 plus: one line per run (MBT-NAG dashed black in every panel); grey dash-dot: "
         f"target, red dotted: chance ({CHANCE_ACCURACY:g}%)\nCIFAR-10, batch {BATCH_SIZE}, "
-        f"{budget_text(report.runs)}; evaluation passes not counted",
+        f"{budget_text(table.runs)}; evaluation passes not counted",
         fontsize=10,
     )
     figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.93))
@@ -936,15 +935,15 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
 # --------------------------------------------------------------------------- files
 
 
-def write_table2_plus(report: Table2Plus, out_dir: str | Path) -> list[Path]:
+def write_table2_plus(table: Table2Plus, out_dir: str | Path) -> list[Path]:
     """Write table2_plus.md, .csv, .png and .pdf into ``out_dir`` (atomically)."""
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix, text in ((".md", table2_plus_markdown(report)), (".csv", table2_plus_csv(report))):
+    for suffix, text in ((".md", table2_plus_markdown(table)), (".csv", table2_plus_csv(table))):
         path = out / f"table2_plus{suffix}"
         atomic_write_text(path, text)
         written.append(path)
-    written += save_figure_files(plot_table2_plus(report), out, "table2_plus")
+    written += save_figure_files(plot_table2_plus(table), out, "table2_plus")
     return written

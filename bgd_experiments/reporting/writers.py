@@ -145,6 +145,11 @@ def dirty_warning(runs: Sequence[RunRecord]) -> str | None:
 SEPARATED_SETTINGS = frozenset({"trainer.protocol"})
 
 
+MIXED_SETTINGS_ADVICE = (
+    "; give each setting its own results_dir, or tell them apart with `bgd-report runs`."
+)
+
+
 def mixes_settings(runs: Sequence[RunRecord]) -> bool:
     """Whether ``runs`` record different settings (their folders' identity blocks), apart
     from those a table shows separately."""
@@ -171,8 +176,7 @@ def mixed_settings_warning(table: Table) -> str | None:
     cells = f"{len(mixed)} cells average" if len(mixed) > 1 else "1 cell averages"
     return (
         f"WARNING: {cells} runs of different settings (e.g. {first.dataset}/{first.model}/"
-        f"{first.optimizer}: {variants}); give each setting its own results_dir, or tell "
-        "them apart with `bgd-report runs`."
+        f"{first.optimizer}: {variants}){MIXED_SETTINGS_ADVICE}"
     )
 
 
@@ -201,9 +205,16 @@ def git_commits_text(runs: Sequence[RunRecord]) -> str:
     return f"git {_commits(runs)}"
 
 
+def provenance(runs: Sequence[RunRecord], protocol: str, counts: str) -> str:
+    """The provenance line of every table: what the runs were made with (budget, seeds,
+    epochs, subset, width, batch, data source), the protocol, the commits and ``counts``."""
+    runs = sorted(runs, key=lambda run: str(run.path))
+    parts = [*run_settings_parts(runs), protocol, git_commits_text(runs), counts]
+    return "Provenance: " + "; ".join(parts) + "."
+
+
 def provenance_line(table: Table) -> str:
-    """One line: budget, seeds, epochs, subset, width, data source, protocol, commits, counts."""
-    runs = sorted(table.runs, key=lambda run: str(run.path))
+    """A paper table's provenance line, its protocol and cell counts included."""
     counts = table.status_counts()
     if table.metric == "found_lr":
         protocol = SEARCH_PROTOCOL
@@ -211,13 +222,11 @@ def provenance_line(table: Table) -> str:
         protocol = PAPER_PROTOCOL
         if any(cell.clean is not None for cell in table.cells):
             protocol += "; " + CLEAN_PROTOCOL
-    parts = [
-        *run_settings_parts(runs),
+    return provenance(
+        table.runs,
         f"protocol: {protocol}",
-        git_commits_text(runs),
         "cells: " + ", ".join(f"{counts[status]} {status}" for status in CELL_STATUSES),
-    ]
-    return "Provenance: " + "; ".join(parts) + "."
+    )
 
 
 def _is_jpeg_source(source: str) -> bool:
@@ -225,11 +234,6 @@ def _is_jpeg_source(source: str) -> bool:
     # says so in its name (the offline archive is cifar10-jpeg.tar.gz).
     where = source.split(" from ", 1)[-1].lower()
     return "jpeg" in where or "jpg" in where
-
-
-def data_note(table: Table) -> str | None:
-    """One line when any run of ``table`` read a JPEG re-encoding of CIFAR, else None."""
-    return runs_data_note(table.runs)
 
 
 def runs_data_note(runs: Sequence[RunRecord]) -> str | None:
@@ -425,7 +429,7 @@ def table_report(table: Table) -> Report:
     the grid of ``ours / paper (diff)``, Table 1's spreads and noise floor, the clean grid,
     the table's own sections, findings and notes."""
     warnings = [dirty_warning(table.runs), mixed_settings_warning(table)]
-    note = data_note(table)
+    note = runs_data_note(table.runs)
     sections = [
         Section(
             f"Table {table.number}: {table.title}",
