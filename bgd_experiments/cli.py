@@ -232,7 +232,7 @@ def _group_choices(cfg: DictConfig) -> tuple[str, str, str]:
     return dataset, model, optimizer
 
 
-def identity_settings(cfg: DictConfig) -> dict[str, Any]:
+def folder_settings(cfg: DictConfig) -> dict[str, Any]:
     """The run's result-changing settings that differ from its reference config."""
     from bgd_experiments.runfolder import identity_settings as differing
 
@@ -263,7 +263,7 @@ def _run_request(cfg: DictConfig, ranks: Ranks = SINGLE) -> tasks.RunRequest:
         budget=budget_label(cfg),
         config=run_config(cfg),
         force=bool(cfg.force),
-        settings=identity_settings(cfg),
+        settings=folder_settings(cfg),
         ranks=ranks,
     )
 

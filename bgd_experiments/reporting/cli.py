@@ -38,6 +38,7 @@ from bgd_experiments.reporting.report import (
     Grid,
     Section,
     markdown_grid,
+    number_text,
     render_md,
     section_markdown,
 )
@@ -208,9 +209,6 @@ def _show_markdown(text: str) -> None:
 def runs_markdown(runs: Sequence[RunRecord]) -> str:
     """One row per run folder: what ran, how it ended, its best test accuracy."""
 
-    def number(value: float | None, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
-
     columns = [
         "dataset",
         "model",
@@ -231,15 +229,15 @@ def runs_markdown(runs: Sequence[RunRecord]) -> str:
             run.dataset,
             run.model,
             run.optimizer,
-            number(run.lr, "g"),
+            number_text(run.lr, "g"),
             run.batch_size,
             run.seed,
             run.status,
             run.epochs_completed,
-            number(run.best_test_acc, ".2f"),
-            number(run.final_test_acc, ".2f"),
-            number(last_lr(run), ".4g"),
-            number(run.wall_time, ".1f"),
+            number_text(run.best_test_acc, ".2f"),
+            number_text(run.final_test_acc, ".2f"),
+            number_text(last_lr(run), ".4g"),
+            number_text(run.wall_time, ".1f"),
             settings_text(run),
         ]
         for run in sorted(runs, key=lambda r: str(r.path))

@@ -17,6 +17,7 @@ from bgd_experiments.reporting.report import (
     Report,
     Section,
     markdown_blocks,
+    number_text,
     render_csv_records,
 )
 from bgd_experiments.reporting.runs import RunRecord, read_run
@@ -48,10 +49,6 @@ RUNS_CSV_COLUMNS = (
 )
 
 
-def _number(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def last_lr(run: RunRecord) -> float | None:
     """The training rate of the last epoch (a search-only run: the found rate)."""
     if run.task != "train":
@@ -79,8 +76,8 @@ def lr_per_epoch_report(runs: Sequence[RunRecord]) -> Report:
         rows = [
             [
                 epoch,
-                _number(lr, ".4g"),
-                _number(alpha, "g"),
+                number_text(lr, ".4g"),
+                number_text(alpha, "g"),
                 "-" if momentum is None else ("on" if momentum else "off"),
             ]
             for epoch, lr, alpha, momentum in zip(
@@ -91,7 +88,7 @@ def lr_per_epoch_report(runs: Sequence[RunRecord]) -> Report:
                 strict=True,
             )
         ]
-        title = f"{run.dataset}/{run.model}/{run.optimizer} lr={_number(run.lr, 'g')}"
+        title = f"{run.dataset}/{run.model}/{run.optimizer} lr={number_text(run.lr, 'g')}"
         sections.append(
             Section(
                 notes=[f"**{title}** seed {run.seed} ({run.path})"],
@@ -130,7 +127,7 @@ def differing_keys(folders: Sequence[Path]) -> list[tuple[str, list[Any]]]:
 
 
 def _label(run: RunRecord, index: int) -> str:
-    return f"[{index + 1}] {run.optimizer} lr={_number(run.lr, 'g')} seed {run.seed}"
+    return f"[{index + 1}] {run.optimizer} lr={number_text(run.lr, 'g')} seed {run.seed}"
 
 
 def compare_report(runs: Sequence[RunRecord]) -> Report:
@@ -152,11 +149,11 @@ def compare_report(runs: Sequence[RunRecord]) -> Report:
             f"[{i + 1}]",
             run.status,
             run.epochs_completed,
-            _number(run.best_test_acc, ".2f"),
-            _number(run.best_epoch, "d"),
-            _number(run.final_test_acc, ".2f"),
-            _number(last_lr(run), ".4g"),
-            _number(run.wall_time, ".1f"),
+            number_text(run.best_test_acc, ".2f"),
+            number_text(run.best_epoch, "d"),
+            number_text(run.final_test_acc, ".2f"),
+            number_text(last_lr(run), ".4g"),
+            number_text(run.wall_time, ".1f"),
         ]
         for i, run in enumerate(runs)
     ]

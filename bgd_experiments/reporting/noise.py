@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bgd_experiments.io import atomic_write_text
-from bgd_experiments.reporting.report import Grid, Section
+from bgd_experiments.reporting.report import Grid, Section, number_text
 from bgd_experiments.reporting.stats import max_min_and_cv
 
 NOISE_FILE = "table1_noise.json"
@@ -80,10 +80,6 @@ def write_noise(noise: Mapping[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def _fmt(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def _widths(noise: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     return sorted(noise.get("widths", {}).items(), key=lambda item: float(item[0]))
 
@@ -138,8 +134,8 @@ def noise_floor_sections(
                         FAMILY_LABELS.get(family, family),
                         values["n"],
                         span,
-                        _fmt(values["max_min"], ".3f"),
-                        _fmt(values["cv"], ".3f"),
+                        number_text(values["max_min"], ".3f"),
+                        number_text(values["cv"], ".3f"),
                     ]
                 )
                 if family == "float_level" and values["max_min"] is not None:
@@ -156,8 +152,8 @@ def noise_floor_sections(
             [
                 f"{row['batch_size']}{mark}",
                 row["n_seeds"],
-                _fmt(row.get("ours_max_min_ratio"), ".3f"),
-                _fmt(row.get("ours_cv"), ".3f"),
+                number_text(row.get("ours_max_min_ratio"), ".3f"),
+                number_text(row.get("ours_cv"), ".3f"),
             ]
         )
     start_grid = Grid(

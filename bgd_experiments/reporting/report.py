@@ -56,6 +56,14 @@ class Report:
     notes: Sequence[str] = ()
 
 
+# --------------------------------------------------------------------------- cells
+
+
+def number_text(value: float | None, fmt: str, missing: str = "-") -> str:
+    """A cell's number in ``fmt``, or ``missing`` where there is none."""
+    return missing if value is None else format(value, fmt)
+
+
 # --------------------------------------------------------------------------- Markdown
 
 

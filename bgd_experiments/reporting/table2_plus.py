@@ -36,7 +36,14 @@ from bgd_experiments.reporting.paper import (
     paper_cells,
     same_rate,
 )
-from bgd_experiments.reporting.report import Grid, Report, Section, render_csv, render_md
+from bgd_experiments.reporting.report import (
+    Grid,
+    Report,
+    Section,
+    number_text,
+    render_csv,
+    render_md,
+)
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.stats import (
     ALPHA,
@@ -74,6 +81,7 @@ CIFAR_TRAIN_IMAGES = 50_000
 TARGET_SHARE = 0.8
 TARGET_STEP = 5.0
 WITHIN_NOISE = f"{NOT_RESOLVED} (Holm p >= {SIGNIFICANCE:g})"
+NO_VALUE = "—"  # a cell without a number
 # What the "lr" of each optimizer means: a constant rate, the start of a search, or a
 # multiplier of an estimated step (Prodigy, D-Adapt, DoG: 1.0 keeps their own estimate).
 LR_MEANING = {
@@ -477,10 +485,6 @@ def build_table2_plus(
 # --------------------------------------------------------------------------- text
 
 
-def _number(value: float | None, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
-
-
 def _count(value: float | None) -> str:
     """Pass counts in thousands when large: 1234567 -> 1,235k."""
     if value is None:
@@ -566,7 +570,8 @@ def targets_text(table: Table2Plus) -> str:
         f"down to a multiple of {TARGET_STEP:g} points"
     )
     shown = [
-        f"{protocol} {_number(table.targets.get(protocol), 'g')}% {CURVE_METRIC[protocol]}"
+        f"{protocol} {number_text(table.targets.get(protocol), 'g', NO_VALUE)}% "
+        f"{CURVE_METRIC[protocol]}"
         for protocol in PROTOCOLS
         if table.protocol_rows(protocol)
     ]
@@ -606,7 +611,7 @@ def _accuracy_grid(table: Table2Plus, protocol: str) -> Grid:
     ]
     body = []
     for row in table.protocol_rows(protocol):
-        ours = _number(row.mean, ".2f")
+        ours = number_text(row.mean, ".2f", NO_VALUE)
         if row.std is not None:
             ours += f" ± {row.std:.2f}"
         body.append(
@@ -617,7 +622,7 @@ def _accuracy_grid(table: Table2Plus, protocol: str) -> Grid:
                 lr_meaning(row.optimizer),
                 ours,
                 _runs_text(row),
-                _number(row.paper, ".2f"),
+                number_text(row.paper, ".2f", NO_VALUE),
                 _diff_text(row),
                 _p_text(row.welch),
                 _p_value_text(None if row.comparison is None else row.comparison.p_holm),
@@ -646,14 +651,14 @@ def _cost_grid(table: Table2Plus, protocol: str) -> Grid:
             [
                 label(row.optimizer),
                 f"{len(row.reached)} of {len(row.costs)}",
-                _number(row.mean_to_target("epoch"), ".1f"),
+                number_text(row.mean_to_target("epoch"), ".1f", NO_VALUE),
                 _count(row.mean_to_target("forward")),
                 _count(row.mean_to_target("backward")),
                 _count(row.mean_to_target("passes")),
                 _median_text(row),
-                _number(row.mean_to_target("wall_time"), ".1f"),
-                _number(row.passes_per_step, ".2f"),
-                _number(row.total_wall_time, ".1f"),
+                number_text(row.mean_to_target("wall_time"), ".1f", NO_VALUE),
+                number_text(row.passes_per_step, ".2f", NO_VALUE),
+                number_text(row.total_wall_time, ".1f", NO_VALUE),
             ]
         )
     return Grid(header, body)
@@ -711,7 +716,8 @@ def table2_plus_report(table: Table2Plus) -> Report:
                 grid=_accuracy_grid(table, protocol),
             ),
             Section(
-                f"Cost to {_number(target, 'g')}% {CURVE_METRIC[protocol]} ({protocol})",
+                f"Cost to {number_text(target, 'g', NO_VALUE)}% {CURVE_METRIC[protocol]} "
+                f"({protocol})",
                 notes=[COST_LEGEND],
                 grid=_cost_grid(table, protocol),
                 level=3,
