@@ -8,8 +8,6 @@ usable from a notebook without Hydra.
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 import math
 import os
@@ -25,13 +23,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bgd_experiments import distributed, tasks
+from bgd_experiments.compose import CONFIG_DIR, compose_config
 from bgd_experiments.distributed import SINGLE, Ranks
 from bgd_experiments.preemption import Terminated, stop_on_termination
 
 log = logging.getLogger("bgd_experiments")
-
-# Absolute, so the installed `bgd-run` finds the configs from any working directory.
-CONFIG_DIR = Path(os.environ.get("BGD_CONFIG_DIR", Path(__file__).resolve().parent.parent / "conf"))
 
 
 class ConfigError(ValueError):
@@ -221,28 +217,18 @@ REFERENCE_GROUPS = ("dataset", "model", "optimizer")
 REFERENCE_BUDGET = "paper"
 
 
-@functools.cache
-def _reference(dataset: str, model: str, optimizer: str) -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
+def reference_config(dataset: str, model: str, optimizer: str) -> dict[str, Any]:
+    """The fixed reference of every run with these group choices: conf/train.yaml composed
+    with them and the paper budget, nothing else (cached; a fresh copy each call: see
+    :func:`bgd_experiments.compose.compose_config`). Usable outside bgd-run too
+    (scripts/migrate_run_folders.py)."""
     overrides = [
         f"dataset={dataset}",
         f"model={model}",
         f"optimizer={optimizer}",
         f"budget={REFERENCE_BUDGET}",
     ]
-    if GlobalHydra.instance().is_initialized():  # inside bgd-run: its own config loader
-        return _plain(compose(config_name="train", overrides=overrides))
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return _plain(compose(config_name="train", overrides=overrides))
-
-
-def reference_config(dataset: str, model: str, optimizer: str) -> dict[str, Any]:
-    """The fixed reference of every run with these group choices: conf/train.yaml composed
-    with them and the paper budget, nothing else (cached; a fresh copy each call). Usable
-    outside bgd-run too (scripts/migrate_run_folders.py)."""
-    return copy.deepcopy(_reference(dataset, model, optimizer))
+    return compose_config(overrides)
 
 
 def _group_choices(cfg: DictConfig) -> tuple[str, str, str]:
@@ -257,7 +243,7 @@ def _group_choices(cfg: DictConfig) -> tuple[str, str, str]:
     return dataset, model, optimizer
 
 
-def differing_settings(cfg: DictConfig) -> dict[str, Any]:
+def folder_settings(cfg: DictConfig) -> dict[str, Any]:
     """The run's result-changing settings that differ from its reference config."""
     from bgd_experiments.runfolder import identity_settings as differing
 
@@ -291,7 +277,7 @@ def _run_spec(
         budget=budget_label(cfg),
         config=run_config(cfg),
         force=bool(cfg.force),
-        settings=differing_settings(cfg),
+        settings=folder_settings(cfg),
         ranks=ranks,
     )
 

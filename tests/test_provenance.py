@@ -11,10 +11,10 @@ from pathlib import Path
 from bgd_experiments.data import cifar, data_identity, describe_data, same_data
 from bgd_experiments.reporting import (
     build_table2,
-    render_csv,
-    render_markdown,
-    render_tex,
     scan_runs,
+    table_csv,
+    table_markdown,
+    table_tex,
     write_table,
 )
 from bgd_experiments.reporting.cli import main as report_main
@@ -135,10 +135,10 @@ def test_report_flags_dirty_runs_loudly(tmp_path, capsys):
     table = build_table2(scan_runs(results))
     dirty = sum(1 for run in table.runs if run.git_dirty)
     assert dirty > 0
-    first = render_markdown(table).splitlines()[0]
+    first = table_markdown(table).splitlines()[0]
     assert first.startswith("**WARNING: ") and f"{dirty} of {len(table.runs)} runs" in first
     assert "+dirty" in first
-    assert render_tex(table).splitlines()[0].startswith("% WARNING: ")
+    assert table_tex(table).splitlines()[0].startswith("% WARNING: ")
     assert report_main(["table2", "--results-dir", str(results), "--out", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "bgd-report: table2: WARNING" in err and f"{dirty} of" in err
@@ -147,7 +147,7 @@ def test_report_flags_dirty_runs_loudly(tmp_path, capsys):
 def test_clean_runs_get_no_warning(tmp_path, capsys):
     results = _dirty_copy(tmp_path, dirty=0)
     table = build_table2(scan_runs(results))
-    assert render_markdown(table).startswith("Provenance: ")
+    assert table_markdown(table).startswith("Provenance: ")
     assert report_main(["table2", "--results-dir", str(results), "--out", str(tmp_path)]) == 0
     assert "WARNING" not in capsys.readouterr().err
 
@@ -158,8 +158,8 @@ def test_written_tables_hold_no_absolute_path(tmp_path):
     for path in write_table(table, tmp_path / "out"):
         text = path.read_text()
         assert "/home/me" not in text and str(tmp_path) not in text, path.name
-    assert "cifar10 from x.tar.gz" in render_markdown(table)
-    assert "/home" not in render_csv(table)
+    assert "cifar10 from x.tar.gz" in table_markdown(table)
+    assert "/home" not in table_csv(table)
     assert portable_source("cifar10 from ../shared/data (torchvision download)") == (
         "cifar10 from data (torchvision download)"
     )

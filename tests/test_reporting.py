@@ -23,9 +23,9 @@ from bgd_experiments.reporting import (
     build_table1,
     build_table2,
     build_table3,
-    render_markdown,
-    render_tex,
     scan_runs,
+    table_markdown,
+    table_tex,
     write_fig3,
     write_table,
 )
@@ -167,7 +167,7 @@ def test_config_only_folder_is_incomplete(tmp_path: Path) -> None:
     table = build_table2([record])
     cell = next(c for c in table.cells if c.optimizer == "adamax" and c.start_lr == 1e-3)
     assert cell.status == "incomplete" and cell.ours is None
-    assert "incomplete / 91.99" in render_markdown(table)
+    assert "incomplete / 91.99" in table_markdown(table)
 
 
 # --------------------------------------------------------------------------- Table 2
@@ -387,7 +387,7 @@ def test_seed_mix_of_finished_and_incomplete(runs: list[RunRecord]) -> None:
         1,
         2,
     )
-    assert "[1/2 incomplete]" in render_markdown(table)
+    assert "[1/2 incomplete]" in table_markdown(table)
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -456,7 +456,7 @@ def test_table3_cells_and_start_rate_fallback(report_dir: Path) -> None:
 
 
 def test_tex_is_booktabs(runs: list[RunRecord]) -> None:
-    tex = render_tex(build_table2(runs))
+    tex = table_tex(build_table2(runs))
     for command in (r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule", r"$\pm$"):
         assert command in tex
     body = [line for line in tex.splitlines() if line.endswith(r"\\")]
@@ -597,20 +597,20 @@ def test_interrupted_run_identity_comes_from_the_exact_config_keys(tmp_path):
 def test_data_note_only_for_a_jpeg_source() -> None:
     runs = scan_runs(GOLDEN)
     plain = build_table2(runs, paper_csv=str(PAPER_CSV))
-    assert "Data note" not in render_markdown(plain)
+    assert "Data note" not in table_markdown(plain)
     jpeg_source = "cifar10 from /data/cifar10-jpeg.tar.gz"
     jpeg_runs = [dataclasses.replace(run, data_source=jpeg_source) for run in runs]
     table = build_table2(jpeg_runs, paper_csv=str(PAPER_CSV))
-    lines = render_markdown(table).splitlines()
+    lines = table_markdown(table).splitlines()
     assert lines[0].startswith("Provenance: ")
     assert lines[2].startswith(f"Data note: {jpeg_source} is a lossy JPEG re-encoding")
-    assert "% Data note: " in render_tex(table)
+    assert "% Data note: " in table_tex(table)
     # A PNG archive (lossless) gets no note.
     png_runs = [
         dataclasses.replace(run, data_source="cifar100 from /data/cifar100-png.tar.gz")
         for run in runs
     ]
-    assert "Data note" not in render_markdown(build_table2(png_runs, paper_csv=str(PAPER_CSV)))
+    assert "Data note" not in table_markdown(build_table2(png_runs, paper_csv=str(PAPER_CSV)))
 
 
 # --------------------------------------------------------------------------- noise floor
@@ -670,7 +670,7 @@ def test_table1_md_has_a_noise_floor_section_when_measured(tmp_path: Path) -> No
 
 
 def test_start_effect_test_tells_a_start_rate_effect_from_seed_noise() -> None:
-    from bgd_experiments.reporting.tables import start_effect_p_value
+    from bgd_experiments.reporting.stats import start_effect_p_value
 
     rng = random.Random(1)
     # 3 seeds (blocks) x 9 starts of log rates: noise of 5% around one level, or around a
@@ -690,7 +690,7 @@ def test_start_effect_test_tells_a_start_rate_effect_from_seed_noise() -> None:
 def test_start_effect_permutes_within_each_seed() -> None:
     """Each seed is a block (same weights and batches for all starts): a large offset per
     seed is no evidence against a start effect, which must still be found."""
-    from bgd_experiments.reporting.tables import start_effect_p_value
+    from bgd_experiments.reporting.stats import start_effect_p_value
 
     rng = random.Random(2)
     offsets = (0.0, 0.8, -0.8)  # seed to seed, far above the start effect
@@ -750,9 +750,9 @@ def test_ablation_pairs_runs_by_cell_not_by_path(tmp_path: Path) -> None:
 
 def test_the_clean_grid_shows_only_clean_protocol_runs():
     from bgd_experiments.reporting.tables import build_table2
-    from bgd_experiments.reporting.writers import render_markdown
+    from bgd_experiments.reporting.writers import table_markdown
 
-    text = render_markdown(build_table2(scan_runs(GOLDEN), paper_csv=str(PAPER_CSV)))
+    text = table_markdown(build_table2(scan_runs(GOLDEN), paper_csv=str(PAPER_CSV)))
     clean = text[text.index("## Clean protocol") :].split("\n## ")[0]
     rows = {
         line.split(" | ")[0].strip("| "): line.split(" | ")[1:]

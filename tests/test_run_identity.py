@@ -287,11 +287,11 @@ def test_a_table_warns_when_a_cell_averages_runs_of_different_settings():
     from test_reporting import GOLDEN, PAPER_CSV
 
     from bgd_experiments.reporting.tables import build_table2
-    from bgd_experiments.reporting.writers import render_markdown
+    from bgd_experiments.reporting.writers import table_markdown
 
     runs = scan_runs(GOLDEN)
     table = build_table2(runs, paper_csv=str(PAPER_CSV))
-    assert "different settings" not in render_markdown(table)
+    assert "different settings" not in table_markdown(table)
     shared = next(cell for cell in table.cells if len(cell.runs) >= 2)
     widths = {str(run.path): 0.0625 * (index + 1) for index, run in enumerate(shared.runs)}
     swept = [
@@ -300,7 +300,7 @@ def test_a_table_warns_when_a_cell_averages_runs_of_different_settings():
         else run
         for run in runs
     ]
-    text = render_markdown(build_table2(swept, paper_csv=str(PAPER_CSV)))
+    text = table_markdown(build_table2(swept, paper_csv=str(PAPER_CSV)))
     assert "WARNING: 1 cell averages runs of different settings" in text
     assert "model.width=0.0625 vs model.width=0.125" in text
     # The protocols are the table's columns (best test accuracy; test accuracy at the best
@@ -309,7 +309,7 @@ def test_a_table_warns_when_a_cell_averages_runs_of_different_settings():
         dataclasses.replace(run, settings={"trainer.protocol": "clean"} if index % 2 else {})
         for index, run in enumerate(runs)
     ]
-    assert "different settings" not in render_markdown(
+    assert "different settings" not in table_markdown(
         build_table2(protocols, paper_csv=str(PAPER_CSV))
     )
 

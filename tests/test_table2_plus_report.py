@@ -22,7 +22,7 @@ from bgd_experiments.reporting.table2_plus import (
     build_table2_plus,
     default_target,
     read_default_lrs,
-    render_markdown,
+    table2_plus_markdown,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -319,7 +319,7 @@ def test_cost_to_default_target(results: Path) -> None:
         assert row.mean_to_target("forward") == pytest.approx(expected["forward"])
         assert row.mean_to_target("passes") == pytest.approx(expected["passes"])
         assert row.mean_to_target("wall_time") == pytest.approx(expected["wall"])
-    markdown = render_markdown(report)
+    markdown = table2_plus_markdown(report)
     assert "Targets: paper 50% test accuracy, clean 40% validation accuracy (default:" in markdown
     assert "evaluation passes not counted" in markdown
 
@@ -384,7 +384,7 @@ def test_groups_of_mixed_settings_are_flagged(tmp_path: Path) -> None:
         )
     report = build_table2_plus(scan_runs(tmp_path), DEFAULT_LRS)
     assert "WARNING: 1 group(s) average runs of different settings (paper/SGD)" in (
-        render_markdown(report)
+        table2_plus_markdown(report)
     )
     assert report.rows[0].verdict == "n/a (no MBT-NAG run)"
     for seed in range(3):
@@ -396,7 +396,7 @@ def test_groups_of_mixed_settings_are_flagged(tmp_path: Path) -> None:
             accuracy=50.0,
             settings={"model.width": 0.0625},
         )
-    same = render_markdown(build_table2_plus(scan_runs(tmp_path / "same"), DEFAULT_LRS))
+    same = table2_plus_markdown(build_table2_plus(scan_runs(tmp_path / "same"), DEFAULT_LRS))
     assert "different settings" not in same
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bgd_experiments.reporting.compare import last_lr
+from bgd_experiments.reporting.report import Grid, Report, Section, markdown_blocks
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.stats import (
     compare_paired,
@@ -82,26 +83,48 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def ablation_markdown(pairs: Sequence[RunPair], label_a: str, label_b: str) -> str:
+def ablation_report(pairs: Sequence[RunPair], label_a: str, label_b: str) -> Report:
     """A row per paired run (best accuracy both ways, the rate of every epoch) and a summary."""
-    lines = [
-        f"| dataset | model | optimizer | start lr | seed | best acc {label_a} | "
-        f"best acc {label_b} | diff | lr per epoch {label_a} | lr per epoch {label_b} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for pair in pairs:
         run = pair.a
         diff = pair.acc_difference
-        lines.append(
-            f"| {run.dataset} | {run.model} | {run.optimizer} | {run.lr:g} | {run.seed} "
-            f"| {_acc(run.best_test_acc)} | {_acc(pair.b.best_test_acc)} "
-            f"| {'-' if diff is None else f'{diff:+.2f}'} | {_rates(run)} | {_rates(pair.b)} |"
+        rows.append(
+            [
+                run.dataset,
+                run.model,
+                run.optimizer,
+                f"{run.lr:g}",
+                run.seed,
+                _acc(run.best_test_acc),
+                _acc(pair.b.best_test_acc),
+                "-" if diff is None else f"{diff:+.2f}",
+                _rates(run),
+                _rates(pair.b),
+            ]
         )
-    lines += ["", *_summary_lines(pairs, label_a, label_b)]
-    return "\n".join(lines)
+    columns = [
+        "dataset",
+        "model",
+        "optimizer",
+        "start lr",
+        "seed",
+        f"best acc {label_a}",
+        f"best acc {label_b}",
+        "diff",
+        f"lr per epoch {label_a}",
+        f"lr per epoch {label_b}",
+    ]
+    summary = _summary_paragraphs(pairs, label_a, label_b)
+    return Report([Section(grid=Grid(columns, rows), after=summary)])
 
 
-def _summary_lines(pairs: Sequence[RunPair], label_a: str, label_b: str) -> list[str]:
+def ablation_markdown(pairs: Sequence[RunPair], label_a: str, label_b: str) -> str:
+    """:func:`ablation_report` in Markdown, without a final newline."""
+    return "\n\n".join(markdown_blocks(ablation_report(pairs, label_a, label_b)))
+
+
+def _summary_paragraphs(pairs: Sequence[RunPair], label_a: str, label_b: str) -> list[str]:
     """Per dataset (never pooled: a dataset whose networks sit at chance would drown the
     other's effect): the paired mean difference with its 95% interval, Holm over datasets,
     the mean accuracy against chance, ahead/behind counts and the last rates' ratio."""
@@ -115,7 +138,7 @@ def _summary_lines(pairs: Sequence[RunPair], label_a: str, label_b: str) -> list
     comparisons = holm_correct(
         [compare_paired([p.acc_difference for p in per_dataset[name]]) for name in datasets]  # type: ignore[misc]
     )
-    lines = []
+    paragraphs = []
     for name, comparison in zip(datasets, comparisons, strict=True):
         here = per_dataset[name]
         if not here:
@@ -137,17 +160,16 @@ def _summary_lines(pairs: Sequence[RunPair], label_a: str, label_b: str) -> list
         else:
             text += f"{interval_text(comparison)} (95% interval; {verdict_text(comparison)})"
         text += f"; {label_a} ahead in {ahead}, behind in {behind} of {len(diffs)}."
-        lines.append(text)
         ratios = [last_lr(p.a) / last_lr(p.b) for p in here if last_lr(p.a) and last_lr(p.b)]
         if ratios:
-            lines.append(
-                f"{name}: last epoch's rate, {label_a} / {label_b}: median "
+            text += (
+                f"\n{name}: last epoch's rate, {label_a} / {label_b}: median "
                 f"{statistics.median(ratios):.3g} (range {min(ratios):.3g}-{max(ratios):.3g})."
             )
-        lines.append("")
-    if lines:
-        lines.append(
+        paragraphs.append(text)
+    if paragraphs:
+        paragraphs.append(
             "Holm over the datasets' tests; the paired differences share seed, cell and "
             "initial weights. The datasets are never pooled."
         )
-    return lines
+    return paragraphs

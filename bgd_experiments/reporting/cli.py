@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bgd_experiments.io import atomic_write_text
 from bgd_experiments.reporting.compare import (
-    compare_markdown,
+    compare_report,
     last_lr,
     lr_per_epoch_markdown,
     plot_comparison,
@@ -34,9 +34,17 @@ from bgd_experiments.reporting.compare import (
 )
 from bgd_experiments.reporting.figures import fig3_curves, fig3_runs, write_fig3
 from bgd_experiments.reporting.noise import load_noise, per_seed_rows, write_noise
+from bgd_experiments.reporting.report import (
+    Grid,
+    Section,
+    markdown_grid,
+    number_text,
+    render_md,
+    section_markdown,
+)
 from bgd_experiments.reporting.runs import RunRecord, scan_runs, settings_text
 from bgd_experiments.reporting.tables import TABLE_BUILDERS
-from bgd_experiments.reporting.writers import dirty_warning, render_markdown, write_table
+from bgd_experiments.reporting.writers import dirty_warning, table_markdown, write_table
 
 ARTEFACTS = ("table1", "table2", "table3", "fig3")
 TABLE2_PLUS = "table2_plus"
@@ -44,7 +52,7 @@ TABLE2_PLUS = "table2_plus"
 
 def config_dir() -> Path:
     """The Hydra config folder (conf/ beside the package, or $BGD_CONFIG_DIR as bgd-run)."""
-    from bgd_experiments.reporting.cost import CONFIG_DIR
+    from bgd_experiments.compose import CONFIG_DIR
 
     return Path(os.environ.get("BGD_CONFIG_DIR", CONFIG_DIR))
 
@@ -61,7 +69,7 @@ def _table2_plus(
     from bgd_experiments.reporting.table2_plus import (
         build_table2_plus,
         read_default_lrs,
-        render_markdown,
+        table2_plus_markdown,
         write_table2_plus,
     )
 
@@ -72,13 +80,13 @@ def _table2_plus(
             "(set BGD_CONFIG_DIR to the conf/ folder)",
             file=sys.stderr,
         )
-    report = build_table2_plus(runs, default_lrs, target, paper_csv)
-    if only_if_runs and not report.rows:
+    table = build_table2_plus(runs, default_lrs, target, paper_csv)
+    if only_if_runs and not table.rows:
         return []
-    print(f"Table 2 plus: {len(report.runs)} runs in {len(report.rows)} groups.")
-    _show_markdown(render_markdown(report))
-    _warn_dirty(TABLE2_PLUS, report.runs)
-    return write_table2_plus(report, out_dir)
+    print(f"Table 2 plus: {len(table.runs)} runs in {len(table.rows)} groups.")
+    _show_markdown(table2_plus_markdown(table))
+    _warn_dirty(TABLE2_PLUS, table.runs)
+    return write_table2_plus(table, out_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,23 +209,40 @@ def _show_markdown(text: str) -> None:
 def runs_markdown(runs: Sequence[RunRecord]) -> str:
     """One row per run folder: what ran, how it ended, its best test accuracy."""
 
-    def number(value: float | None, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
-
-    lines = [
-        "| dataset | model | optimizer | lr | batch | seed | status | epochs | best test acc (%) "
-        "| final test acc (%) | last lr | wall time (s) | settings |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    columns = [
+        "dataset",
+        "model",
+        "optimizer",
+        "lr",
+        "batch",
+        "seed",
+        "status",
+        "epochs",
+        "best test acc (%)",
+        "final test acc (%)",
+        "last lr",
+        "wall time (s)",
+        "settings",
     ]
-    for run in sorted(runs, key=lambda r: str(r.path)):
-        lines.append(
-            f"| {run.dataset} | {run.model} | {run.optimizer} | {number(run.lr, 'g')} "
-            f"| {run.batch_size} | {run.seed} | {run.status} | {run.epochs_completed} "
-            f"| {number(run.best_test_acc, '.2f')} | {number(run.final_test_acc, '.2f')} "
-            f"| {number(last_lr(run), '.4g')} "
-            f"| {number(run.wall_time, '.1f')} | {settings_text(run)} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            run.dataset,
+            run.model,
+            run.optimizer,
+            number_text(run.lr, "g"),
+            run.batch_size,
+            run.seed,
+            run.status,
+            run.epochs_completed,
+            number_text(run.best_test_acc, ".2f"),
+            number_text(run.final_test_acc, ".2f"),
+            number_text(last_lr(run), ".4g"),
+            number_text(run.wall_time, ".1f"),
+            settings_text(run),
+        ]
+        for run in sorted(runs, key=lambda r: str(r.path))
+    ]
+    return markdown_grid(Grid(columns, rows))
 
 
 def _compare(folders: Sequence[Path], out: Path | None) -> int:
@@ -229,7 +254,7 @@ def _compare(folders: Sequence[Path], out: Path | None) -> int:
     except ValueError as error:
         print(f"bgd-report: {error}", file=sys.stderr)
         return 2
-    text = compare_markdown(runs)
+    text = render_md(compare_report(runs))
     _show_markdown(text)
     _warn_dirty("compare", runs)
     if out is None:  # written only where asked
@@ -285,22 +310,25 @@ def failures_markdown(results_dir: Path) -> str:
     if not latest:
         return ""
 
-    def cell(text: object) -> str:
-        return str(text).replace("|", "\\|")
-
-    lines = [
-        f"**{len(latest)} sweep job(s) refused or failed** (from {failures_path(results_dir)}; "
-        "delete it to forget them):",
-        "",
-        "| when | host | kind | overrides | reason |",
-        "|---|---|---|---|---|",
+    rows = [
+        [
+            record.get("time"),
+            record.get("host"),
+            record.get("kind"),
+            " ".join(overrides),
+            record.get("reason"),
+        ]
+        for overrides, record in sorted(latest.items(), key=lambda item: item[1].get("time", ""))
     ]
-    for overrides, record in sorted(latest.items(), key=lambda item: item[1].get("time", "")):
-        lines.append(
-            f"| {record.get('time')} | {record.get('host')} | {record.get('kind')} "
-            f"| {cell(' '.join(overrides))} | {cell(record.get('reason'))} |"
+    return section_markdown(
+        Section(
+            notes=[
+                f"**{len(latest)} sweep job(s) refused or failed** (from "
+                f"{failures_path(results_dir)}; delete it to forget them):"
+            ],
+            grid=Grid(["when", "host", "kind", "overrides", "reason"], rows),
         )
-    return "\n".join(lines)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -380,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if table.noise is not None:  # its Table 1 spreads follow the committed runs
                 table.noise["table1_start_rate_spread"] = per_seed_rows(table.spreads)
                 written.append(write_noise(table.noise, out_dir))
-        _show_markdown(render_markdown(table))
+        _show_markdown(table_markdown(table))
         written += write_table(table, out_dir)
         _warn_dirty(artefact, table.runs)
     if args.artefact == "all":

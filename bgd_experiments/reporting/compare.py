@@ -6,14 +6,20 @@ test accuracy and wall time, and draws their test-accuracy and learning-rate cur
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bgd_experiments.io import atomic_save_figure, read_jsonl
+from bgd_experiments.reporting.report import (
+    Grid,
+    Report,
+    Section,
+    markdown_blocks,
+    number_text,
+    render_csv_records,
+)
 from bgd_experiments.reporting.runs import RunRecord, read_run
 from bgd_experiments.runfolder import (
     CONFIG_FILE,
@@ -43,10 +49,6 @@ RUNS_CSV_COLUMNS = (
 )
 
 
-def _number(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def last_lr(run: RunRecord) -> float | None:
     """The training rate of the last epoch (a search-only run: the found rate)."""
     if run.task != "train":
@@ -56,40 +58,57 @@ def last_lr(run: RunRecord) -> float | None:
 
 def runs_csv(runs: Sequence[RunRecord]) -> str:
     """The run listing as CSV, one row per run folder."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RUNS_CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    records = []
     for run in sorted(runs, key=lambda r: str(r.path)):
         row: dict[str, Any] = {key: getattr(run, key, None) for key in RUNS_CSV_COLUMNS}
         row["path"], row["last_lr"] = str(run.path), last_lr(run)
         row["settings"] = None if run.settings is None else json.dumps(run.settings)
-        writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    return buffer.getvalue()
+        records.append(row)
+    return render_csv_records(RUNS_CSV_COLUMNS, records)
 
 
-def lr_per_epoch_markdown(runs: Sequence[RunRecord]) -> str:
+def lr_per_epoch_report(runs: Sequence[RunRecord]) -> Report:
     """For each training run, the learning rate of every epoch (for MBT: the found one)."""
     sections = []
     for run in sorted(runs, key=lambda r: str(r.path)):
         if run.task != "train" or not run.lr_history:
             continue
-        rows = ["| epoch | lr | search alpha | momentum |", "|---|---|---|---|"]
-        for epoch, lr, alpha, momentum in zip(
-            run.epoch_numbers, run.lr_history, run.alpha_history, run.momentum_history, strict=True
-        ):
-            rows.append(
-                f"| {epoch} | {_number(lr, '.4g')} | {_number(alpha, 'g')} "
-                f"| {'-' if momentum is None else ('on' if momentum else 'off')} |"
+        rows = [
+            [
+                epoch,
+                number_text(lr, ".4g"),
+                number_text(alpha, "g"),
+                "-" if momentum is None else ("on" if momentum else "off"),
+            ]
+            for epoch, lr, alpha, momentum in zip(
+                run.epoch_numbers,
+                run.lr_history,
+                run.alpha_history,
+                run.momentum_history,
+                strict=True,
             )
-        title = f"{run.dataset}/{run.model}/{run.optimizer} lr={_number(run.lr, 'g')}"
-        sections.append(f"**{title}** seed {run.seed} ({run.path})\n\n" + "\n".join(rows))
-    return "\n\n".join(sections) if sections else "(no training run with per-epoch records)"
+        ]
+        title = f"{run.dataset}/{run.model}/{run.optimizer} lr={number_text(run.lr, 'g')}"
+        sections.append(
+            Section(
+                notes=[f"**{title}** seed {run.seed} ({run.path})"],
+                grid=Grid(["epoch", "lr", "search alpha", "momentum"], rows),
+            )
+        )
+    if not sections:
+        sections.append(Section(notes=["(no training run with per-epoch records)"]))
+    return Report(sections)
+
+
+def lr_per_epoch_markdown(runs: Sequence[RunRecord]) -> str:
+    """:func:`lr_per_epoch_report` in Markdown, without a final newline."""
+    return "\n\n".join(markdown_blocks(lr_per_epoch_report(runs)))
 
 
 # ------------------------------------------------------------------------------ compare
 
 
-def config_differences(folders: Sequence[Path]) -> list[tuple[str, list[Any]]]:
+def differing_keys(folders: Sequence[Path]) -> list[tuple[str, list[Any]]]:
     """(key, value per run) for every config key whose value is not the same in all runs;
     where the run ran and how it was displayed are left out."""
     configs = [flatten_config(read_config(folder / CONFIG_FILE)) for folder in folders]
@@ -108,37 +127,53 @@ def config_differences(folders: Sequence[Path]) -> list[tuple[str, list[Any]]]:
 
 
 def _label(run: RunRecord, index: int) -> str:
-    return f"[{index + 1}] {run.optimizer} lr={_number(run.lr, 'g')} seed {run.seed}"
+    return f"[{index + 1}] {run.optimizer} lr={number_text(run.lr, 'g')} seed {run.seed}"
 
 
-def compare_markdown(runs: Sequence[RunRecord]) -> str:
-    """Markdown: the runs, what differs in their configs, their accuracies and wall times."""
-    lines = ["## Runs compared", ""]
-    lines += [f"{_label(run, i)}: {run.path}" for i, run in enumerate(runs)]
-    lines += ["", "### Config differences", ""]
-    differences = config_differences([run.path for run in runs])
+def compare_report(runs: Sequence[RunRecord]) -> Report:
+    """The runs, what differs in their configs, their accuracies and wall times."""
+    labels = "\n".join(f"{_label(run, i)}: {run.path}" for i, run in enumerate(runs))
+    differences = differing_keys([run.path for run in runs])
     if differences:
-        header = " | ".join(f"[{i + 1}]" for i in range(len(runs)))
-        lines += [f"| key | {header} |", "|---|" + "---|" * len(runs)]
-        lines += [
-            f"| {key} | " + " | ".join(str(v) for v in values) + " |" for key, values in differences
-        ]
+        columns = ["key", *(f"[{i + 1}]" for i in range(len(runs)))]
+        rows = [[key, *values] for key, values in differences]
+        config = Section("Config differences", grid=Grid(columns, rows), level=3)
     else:
-        lines.append("(none: the configs agree on every key that changes results)")
-    lines += ["", "### Results", ""]
-    lines += [
-        "| run | status | epochs | best test acc (%) | best epoch | final test acc (%) "
-        "| last lr | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for i, run in enumerate(runs):
-        lines.append(
-            f"| [{i + 1}] | {run.status} | {run.epochs_completed} "
-            f"| {_number(run.best_test_acc, '.2f')} | {_number(run.best_epoch, 'd')} "
-            f"| {_number(run.final_test_acc, '.2f')} | {_number(last_lr(run), '.4g')} "
-            f"| {_number(run.wall_time, '.1f')} |"
+        config = Section(
+            "Config differences",
+            notes=["(none: the configs agree on every key that changes results)"],
+            level=3,
         )
-    return "\n".join(lines) + "\n"
+    results = [
+        [
+            f"[{i + 1}]",
+            run.status,
+            run.epochs_completed,
+            number_text(run.best_test_acc, ".2f"),
+            number_text(run.best_epoch, "d"),
+            number_text(run.final_test_acc, ".2f"),
+            number_text(last_lr(run), ".4g"),
+            number_text(run.wall_time, ".1f"),
+        ]
+        for i, run in enumerate(runs)
+    ]
+    columns = [
+        "run",
+        "status",
+        "epochs",
+        "best test acc (%)",
+        "best epoch",
+        "final test acc (%)",
+        "last lr",
+        "wall time (s)",
+    ]
+    return Report(
+        [
+            Section("Runs compared", notes=[labels]),
+            config,
+            Section("Results", grid=Grid(columns, results), level=3),
+        ]
+    )
 
 
 def plot_comparison(runs: Sequence[RunRecord], path_stem: Path) -> list[Path]:

@@ -2,9 +2,12 @@
 
 The unit of work is an *image-step*: one training image through a forward and backward pass.
 An epoch of a training run costs ``train + test / 3`` image-steps (an evaluation forward is
-about a third of a step) plus, for MBT-MMT/NAG every epoch and MBT-GD once, the search: k
-batches of one step and about 2.3 trials of 0.31 of a step each (``make bench``), i.e.
-``k * batch * 1.7``. Seconds per image-step come, per device and model, from (in order):
+about a third of a step) plus, in each epoch where the optimizer searches (its composed
+config's ``search_every_epoch``: every epoch, or the first one only), the search: k batches
+of one step and about 2.3 trials of 0.31 of a step each (``make bench``), i.e.
+``k * batch * 1.7``. The budgets and the optimizers' configs are composed as bgd-run
+composes them (:func:`bgd_experiments.compose.compose_config`). Seconds per image-step
+come, per device and model, from (in order):
 
 1. measured epoch times in run folders (``metrics.jsonl``) under the results dir;
 2. the epoch benchmark (``results/bench/<device>.json``, ``scripts/bench_epoch.py``);
@@ -21,11 +24,15 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from bgd_experiments.compose import CONFIG_DIR, compose_config, group_options
+from bgd_experiments.reporting.report import Grid, Report, Section, markdown_blocks
 
 BUDGETS = ("smoke", "cpu", "short", "paper")
 ARTEFACTS = ("table1", "table2", "table3", "fig2", "fig3")
@@ -51,7 +58,9 @@ ASSUMED_GPU_IMAGES_PER_S = {
     "senet18": 7000.0,
     "densenet121": 2000.0,
 }
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# When an optimizer runs MBT's search (None: never).
+EVERY_EPOCH = "every epoch"
+FIRST_EPOCH = "first epoch"
 
 
 @dataclass(frozen=True)
@@ -63,15 +72,17 @@ class Budget:
     width: float
     search_batches: int
     fig2b_iterations: int
+    config_dir: Path = CONFIG_DIR  # where its optimizers' configs are composed from
 
 
 def load_budgets(config_dir: Path = CONFIG_DIR) -> dict[str, Budget]:
+    """The budgets of :data:`BUDGETS` that ``config_dir`` has, each composed (budget=NAME)."""
     budgets = {}
+    options = group_options("budget", config_dir)
     for name in BUDGETS:
-        path = config_dir / "budget" / f"{name}.yaml"
-        if not path.exists():
+        if name not in options:
             continue
-        raw = yaml.safe_load(path.read_text())
+        raw = compose_config([f"budget={name}"], config_dir)["budget"]
         budgets[name] = Budget(
             name=name,
             epochs=int(raw["epochs"]),
@@ -80,8 +91,26 @@ def load_budgets(config_dir: Path = CONFIG_DIR) -> dict[str, Budget]:
             width=float(raw["width"]),
             search_batches=int(raw["search_batches"]),
             fig2b_iterations=int(raw["fig2b_iterations"]),
+            config_dir=Path(config_dir),
         )
     return budgets
+
+
+def search_schedule(optimizer_config: Mapping[str, Any]) -> str | None:
+    """When an optimizer with this config runs MBT's search: :data:`EVERY_EPOCH`,
+    :data:`FIRST_EPOCH` or never (None: its config has no ``search_every_epoch``)."""
+    every = optimizer_config.get("search_every_epoch")
+    if every is None:
+        return None
+    return EVERY_EPOCH if every else FIRST_EPOCH
+
+
+def optimizer_schedule(optimizer: str, config_dir: Path = CONFIG_DIR) -> str | None:
+    """:func:`search_schedule` of ``optimizer=NAME`` as composed; None for a name that is no
+    option of the optimizer group."""
+    if optimizer not in group_options("optimizer", config_dir):
+        return None
+    return search_schedule(compose_config([f"optimizer={optimizer}"], config_dir)["optimizer"])
 
 
 # ------------------------------------------------------------------------ work per run
@@ -89,10 +118,12 @@ def search_steps(search_batches: int, batch: int = BATCH) -> float:
     return search_batches * batch * SEARCH_STEP_COST
 
 
-def epoch_steps(train: int, test: int, optimizer: str, search_batches: int, epoch: int) -> float:
-    """Image-steps of one epoch of a training run."""
+def epoch_steps(
+    train: int, test: int, schedule: str | None, search_batches: int, epoch: int
+) -> float:
+    """Image-steps of one epoch of a training run whose optimizer searches on ``schedule``."""
     work = train + test * EVAL_COST
-    if optimizer in ("mbt_mmt", "mbt_nag") or (optimizer == "mbt_gd" and epoch == 1):
+    if schedule == EVERY_EPOCH or (schedule == FIRST_EPOCH and epoch == 1):
         work += search_steps(search_batches)
     return work
 
@@ -100,8 +131,9 @@ def epoch_steps(train: int, test: int, optimizer: str, search_batches: int, epoc
 def run_steps(budget: Budget, optimizer: str) -> float:
     """Image-steps of a whole run at ``budget`` (all epochs: an upper bound, runs that
     diverge or stop early end sooner)."""
+    schedule = optimizer_schedule(optimizer, budget.config_dir)
     return sum(
-        epoch_steps(budget.train, budget.test, optimizer, budget.search_batches, epoch)
+        epoch_steps(budget.train, budget.test, schedule, budget.search_batches, epoch)
         for epoch in range(1, budget.epochs + 1)
     )
 
@@ -159,8 +191,9 @@ def _device_kind(text: str | None) -> str:
     return "cuda" if text.startswith("cuda") or "gpu" in text else "cpu"
 
 
-def read_measured_runs(results_dir: Path) -> list[MeasuredRun]:
-    """Every run folder (summary.json) under ``results_dir`` with its wall time and work."""
+def read_measured_runs(results_dir: Path, config_dir: Path = CONFIG_DIR) -> list[MeasuredRun]:
+    """Every run folder (summary.json) under ``results_dir`` with its wall time and work (the
+    search schedule from the folder's config.yaml, else from composing its optimizer)."""
     runs = []
     for summary_path in sorted(results_dir.rglob("summary.json")):
         try:
@@ -172,12 +205,14 @@ def read_measured_runs(results_dir: Path) -> list[MeasuredRun]:
         folder = summary_path.parent
         test = TEST_IMAGES
         search_batches = 20
+        optimizer_config: dict[str, Any] = {}
         config_path = folder / "config.yaml"
-        if config_path.exists():
+        if config_path.exists():  # the run's own record of its config
             try:
                 config = yaml.safe_load(config_path.read_text()) or {}
                 test = int((config.get("dataset") or {}).get("test_subset") or TEST_IMAGES)
                 search_batches = int((config.get("budget") or {}).get("search_batches") or 20)
+                optimizer_config = dict(config.get("optimizer") or {})
             except (yaml.YAMLError, ValueError, TypeError, AttributeError):
                 pass
         train = int(run.get("train_subset") or TRAIN_IMAGES)
@@ -185,8 +220,13 @@ def read_measured_runs(results_dir: Path) -> list[MeasuredRun]:
         steps = 0.0
         if run.get("task") == "train":
             epochs = int(summary.get("epochs_completed") or 0)
+            schedule = (
+                search_schedule(optimizer_config)
+                if "search_every_epoch" in optimizer_config
+                else optimizer_schedule(optimizer, config_dir)
+            )
             steps = sum(
-                epoch_steps(train, test, optimizer, search_batches, epoch)
+                epoch_steps(train, test, schedule, search_batches, epoch)
                 for epoch in range(1, epochs + 1)
             )
         runs.append(
@@ -324,7 +364,9 @@ def estimate_costs(
     config_dir: Path = CONFIG_DIR,
 ) -> list[CostRow]:
     budgets = load_budgets(config_dir)
-    measured = read_measured_runs(results_dir) if results_dir and results_dir.is_dir() else []
+    measured = (
+        read_measured_runs(results_dir, config_dir) if results_dir and results_dir.is_dir() else []
+    )
     rates = Rates()
     rates_from_runs(measured, rates, str(results_dir))
     if bench_dir is not None and bench_dir.is_dir():
@@ -385,17 +427,13 @@ def _row(
     return CostRow(device, artefact, budget.name, expected, seconds / 3600, kind, source)
 
 
-def cost_markdown(rows: Sequence[CostRow]) -> str:
-    lines = []
+def cost_report(rows: Sequence[CostRow]) -> Report:
+    """Per device: a grid of artefact x budget (hours, kind, runs) with numbered sources."""
+    sections = []
     for device in sorted({row.device for row in rows}):
         unit = "GPU-hours (one GPU)" if device == "cuda" else "CPU-hours (this machine's cores)"
-        lines += [
-            f"### {device}: {unit}",
-            "",
-            "| artefact | " + " | ".join(BUDGETS) + " |",
-            "|---|" + "---|" * len(BUDGETS),
-        ]
         notes: list[str] = []
+        grid_rows = []
         for artefact in ARTEFACTS:
             cells = []
             for budget in BUDGETS:
@@ -414,16 +452,31 @@ def cost_markdown(rows: Sequence[CostRow]) -> str:
                     notes.append(row.source)
                 mark = notes.index(row.source) + 1
                 cells.append(f"{_hours(row.hours)} ({row.kind} [{mark}], {row.runs} runs)")
-            lines.append(f"| {artefact} | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines += [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
-        lines.append("")
-    lines.append(
-        "Estimates count every epoch (runs that diverge or stop early end sooner) and scale "
-        "across widths by width^2. GPU numbers are estimates until `make gpu-check` has run "
-        "on a GPU and written results/bench/cuda.json."
+            grid_rows.append([artefact, *cells])
+        sources = "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1))
+        sections.append(
+            Section(
+                f"{device}: {unit}",
+                grid=Grid(["artefact", *BUDGETS], grid_rows),
+                after=[sources] if sources else [],
+                level=3,
+            )
+        )
+    sections.append(
+        Section(
+            notes=[
+                "Estimates count every epoch (runs that diverge or stop early end sooner) and "
+                "scale across widths by width^2. GPU numbers are estimates until "
+                "`make gpu-check` has run on a GPU and written results/bench/cuda.json."
+            ]
+        )
     )
-    return "\n".join(lines)
+    return Report(sections)
+
+
+def cost_markdown(rows: Sequence[CostRow]) -> str:
+    """:func:`cost_report` in Markdown, without a final newline."""
+    return "\n\n".join(markdown_blocks(cost_report(rows)))
 
 
 def _hours(hours: float) -> str:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bgd_experiments.io import atomic_write_text
+from bgd_experiments.reporting.report import Grid, Section, number_text
+from bgd_experiments.reporting.stats import max_min_and_cv
 
 NOISE_FILE = "table1_noise.json"
 
@@ -38,14 +40,9 @@ FAMILY_LABELS = {
 
 def spread(values: Sequence[float]) -> dict[str, float | int | None]:
     """n, max/min and coefficient of variation (sample std / mean) of positive values."""
-    usable = [value for value in values if value is not None and value > 0]
-    if len(usable) < 2:
-        return {"n": len(usable), "max_min": None, "cv": None}
-    return {
-        "n": len(usable),
-        "max_min": max(usable) / min(usable),
-        "cv": statistics.stdev(usable) / statistics.fmean(usable),
-    }
+    max_min, cv = max_min_and_cv(values)
+    n = sum(value is not None and value > 0 for value in values)
+    return {"n": n, "max_min": max_min, "cv": cv}
 
 
 def family_spreads(searches: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -83,10 +80,6 @@ def write_noise(noise: Mapping[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
-def _fmt(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def _widths(noise: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     return sorted(noise.get("widths", {}).items(), key=lambda item: float(item[0]))
 
@@ -113,57 +106,76 @@ def per_seed_rows(table1_spreads: Sequence[Mapping[str, Any]]) -> list[dict[str,
     return rows
 
 
-def noise_floor_markdown(
+def noise_floor_sections(
     noise: Mapping[str, Any], table1_spreads: Sequence[Mapping[str, Any]]
-) -> str:
-    """The "Noise floor" section: each perturbation's spread of the found lr, beside the
+) -> list[Section]:
+    """The "Noise floor" sections: each perturbation's spread of the found lr, beside the
     spread across Table 1's start rates per batch size, and a one-sentence reading."""
     settings = noise.get("settings", {})
     batch = settings.get("batch_size")
-    lines = [
-        "## Noise floor of the search",
-        "",
+    intro = (
         f"The same search (MBT-GD, k = {settings.get('num_batches', '?')}, batch {batch}, "
         f"N = {settings.get('num_samples', '?')}) from the same initial weights and batches, "
         "under perturbations that change only float rounding, and under other seeds "
         f"(`{NOISE_FILE}`, `scripts/search_noise.py`). max/min and CV (sample std / mean) "
-        "include the unperturbed baseline; n = searches.",
-        "",
-        "| width | start lr | perturbation | n | found lr (min-max) | max/min | CV |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        "include the unperturbed baseline; n = searches."
+    )
+    rows = []
     floors: list[tuple[str, float, float]] = []  # (where, float-level max/min, CV)
     for width, entry in _widths(noise):
         for start, per_start in entry.get("spreads", {}).items():
             for family, values in per_start["families"].items():
                 found = values.get("found_lr") or []
                 span = f"{min(found):.5f}-{max(found):.5f}" if found else "-"
-                lines.append(
-                    f"| {float(width):g} | {start} | {FAMILY_LABELS.get(family, family)} "
-                    f"| {values['n']} | {span} | {_fmt(values['max_min'], '.3f')} "
-                    f"| {_fmt(values['cv'], '.3f')} |"
+                rows.append(
+                    [
+                        f"{float(width):g}",
+                        start,
+                        FAMILY_LABELS.get(family, family),
+                        values["n"],
+                        span,
+                        number_text(values["max_min"], ".3f"),
+                        number_text(values["cv"], ".3f"),
+                    ]
                 )
                 if family == "float_level" and values["max_min"] is not None:
                     where = f"width {float(width):g} from {start}"
                     floors.append((where, values["max_min"], values["cv"]))
-    lines += [
-        "",
-        "Against the spread across the 9 start rates of Table 1 (committed runs: the spread "
-        "of one seed's 9 searches, mean over seeds):",
-        "",
-        "| batch | seeds | start-rate max/min (per seed, mean) | start-rate CV (per seed, mean) |",
-        "|---|---|---|---|",
-    ]
+    floor_grid = Grid(
+        ["width", "start lr", "perturbation", "n", "found lr (min-max)", "max/min", "CV"], rows
+    )
     table1_spreads = per_seed_rows(table1_spreads)
+    start_rows = []
     for row in table1_spreads:
         mark = " (noise batch)" if row.get("batch_size") == batch else ""
-        lines.append(
-            f"| {row['batch_size']}{mark} | {row['n_seeds']} "
-            f"| {_fmt(row.get('ours_max_min_ratio'), '.3f')} "
-            f"| {_fmt(row.get('ours_cv'), '.3f')} |"
+        start_rows.append(
+            [
+                f"{row['batch_size']}{mark}",
+                row["n_seeds"],
+                number_text(row.get("ours_max_min_ratio"), ".3f"),
+                number_text(row.get("ours_cv"), ".3f"),
+            ]
         )
-    lines += ["", reading(floors, table1_spreads, batch)]
-    return "\n".join(lines)
+    start_grid = Grid(
+        [
+            "batch",
+            "seeds",
+            "start-rate max/min (per seed, mean)",
+            "start-rate CV (per seed, mean)",
+        ],
+        start_rows,
+    )
+    return [
+        Section("Noise floor of the search", notes=[intro], grid=floor_grid),
+        Section(
+            notes=[
+                "Against the spread across the 9 start rates of Table 1 (committed runs: the "
+                "spread of one seed's 9 searches, mean over seeds):"
+            ],
+            grid=start_grid,
+            after=[reading(floors, table1_spreads, batch)],
+        ),
+    ]
 
 
 def reading(

@@ -113,10 +113,10 @@ def _table2_plus_lines(runs: Sequence[RunRecord], config_dir: Path | None) -> li
 
     if config_dir is None or not config_dir.is_dir():
         return []
-    report = build_table2_plus(runs, read_default_lrs(config_dir))
+    table = build_table2_plus(runs, read_default_lrs(config_dir))
     lines = []
     for protocol in ("paper", "clean"):
-        rows = [r for r in report.protocol_rows(protocol) if r.comparison is not None]
+        rows = [r for r in table.protocol_rows(protocol) if r.comparison is not None]
         if not rows:
             continue
         verdicts = Counter(row.verdict.split(" (")[0] for row in rows)

@@ -11,12 +11,16 @@ read the same way:
   otherwise "not resolved at this n", with the smallest difference the same n and spread
   would detect at 80% power. With n = 3, "not resolved" is low power, not equivalence.
 
+Also the spreads of the found rate (max/min, coefficient of variation) and the permutation
+test of a start-rate effect that Table 1 and the search's noise floor report.
+
 Plain Python (no SciPy): the t distribution comes from the regularized incomplete beta.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -300,3 +304,60 @@ def verdict_text(comparison: Comparison | None, subject: str = "", digits: int =
         else f", detectable >= {comparison.detectable:.{digits}f}"
     )
     return f"{prefix}{NOT_RESOLVED} (Holm p {p_text}{detect})"
+
+
+# --------------------------------------------------------------------------- spreads
+
+START_EFFECT_PERMUTATIONS = 2000
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std (None with fewer than two values; both None with none)."""
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std
+
+
+def max_min_and_cv(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """(max/min ratio, coefficient of variation = sample std / mean) of positive values."""
+    usable = [value for value in values if value is not None and value > 0]
+    if len(usable) < 2:
+        return None, None
+    return max(usable) / min(usable), statistics.stdev(usable) / statistics.fmean(usable)
+
+
+def _between_starts(blocks: Sequence[Sequence[float]]) -> float:
+    """Sum over starts of (start mean over seeds - grand mean)^2; ``blocks[seed][start]``."""
+    starts = len(blocks[0])
+    means = [statistics.fmean(block[start] for block in blocks) for start in range(starts)]
+    grand = statistics.fmean(means)
+    return sum((mean - grand) ** 2 for mean in means)
+
+
+def start_effect_p_value(
+    blocks: Sequence[Sequence[float]], permutations: int = START_EFFECT_PERMUTATIONS
+) -> float | None:
+    """Permutation test of "the found rate does not depend on the start rate", each seed a
+    block: ``blocks[seed]`` holds that seed's log found rates, one per start rate (the same
+    starts in the same order for every seed). A seed shares its weights and batches across
+    the nine start rates, so only the start labels within a seed are exchangeable: each
+    relabelling shuffles them inside every seed. The statistic is the spread of the start
+    means over seeds (seed offsets cancel in it); the p-value is the share of relabellings
+    whose statistic reaches the observed one (fixed RNG: reproducible). None with fewer than
+    two seeds of two starts or more."""
+    blocks = [list(block) for block in blocks if block]
+    if len(blocks) < 2 or len({len(block) for block in blocks}) != 1 or len(blocks[0]) < 2:
+        return None
+    observed = _between_starts(blocks)
+    rng = random.Random(0)
+    reached = 0
+    for _ in range(permutations):
+        shuffled = []
+        for block in blocks:
+            relabelled = list(block)
+            rng.shuffle(relabelled)
+            shuffled.append(relabelled)
+        reached += _between_starts(shuffled) >= observed * (1 - 1e-12)
+    return (reached + 1) / (permutations + 1)

@@ -1,7 +1,7 @@
 """``experiment=table2_plus``: Table 2's optimizers and today's baselines, under both protocols.
 
 ResNet18 on CIFAR-10 at batch 200, each of 17 optimizers at its option's default rate (the
-mapping comes from the caller; :func:`read_default_lrs` reads it from ``conf/optimizer``),
+mapping comes from the caller; :func:`read_default_lrs` composes it from ``conf/``),
 over seeds, under the paper's protocol (best test accuracy over epochs) and the clean one
 (test accuracy at the best validation epoch). Three products:
 
@@ -18,8 +18,6 @@ Holm over the protocol's comparisons).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -27,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
+from bgd_experiments.compose import compose_config, group_options
 from bgd_experiments.io import atomic_write_text, save_figure_files
 from bgd_experiments.reporting.paper import (
     BASELINE_OPTIMIZERS,
@@ -38,6 +35,14 @@ from bgd_experiments.reporting.paper import (
     format_rate,
     paper_cells,
     same_rate,
+)
+from bgd_experiments.reporting.report import (
+    Grid,
+    Report,
+    Section,
+    number_text,
+    render_csv,
+    render_md,
 )
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.stats import (
@@ -51,11 +56,11 @@ from bgd_experiments.reporting.stats import (
     welch_t_test,
 )
 from bgd_experiments.reporting.writers import (
+    MIXED_SETTINGS_ADVICE,
     csv_number,
     dirty_warning,
-    git_commits_text,
     mixes_settings,
-    run_settings_parts,
+    provenance,
     runs_data_note,
 )
 from bgd_experiments.runfolder import RunStatus
@@ -76,6 +81,7 @@ CIFAR_TRAIN_IMAGES = 50_000
 TARGET_SHARE = 0.8
 TARGET_STEP = 5.0
 WITHIN_NOISE = f"{NOT_RESOLVED} (Holm p >= {SIGNIFICANCE:g})"
+NO_VALUE = "—"  # a cell without a number
 # What the "lr" of each optimizer means: a constant rate, the start of a search, or a
 # multiplier of an estimated step (Prodigy, D-Adapt, DoG: 1.0 keeps their own estimate).
 LR_MEANING = {
@@ -159,39 +165,21 @@ def family(optimizer: str) -> str:
 
 
 def read_default_lrs(config_dir: str | Path) -> dict[str, float]:
-    """``{optimizer: lr}`` of each ``conf/optimizer/<name>.yaml`` that sets one, following its
-    ``defaults`` list to shared files (MBT's start rate lives in ``mbt_optimizer_base.yaml``)."""
-    root = Path(config_dir)
+    """``{optimizer: lr}`` of each option of the optimizer group that sets one, as bgd-run
+    composes ``optimizer=<name>`` from ``config_dir`` (MBT's start rate comes from the shared
+    ``mbt_optimizer_base.yaml`` its options include); an option that does not compose is
+    left out; none from a folder that does not exist."""
     rates: dict[str, float] = {}
-    for path in sorted((root / "optimizer").glob("*.yaml")):
-        rate = _lr_of(path, root, depth=0)
-        if rate is not None:
-            rates[path.stem] = rate
-    return rates
-
-
-def _lr_of(path: Path, root: Path, depth: int) -> float | None:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
-    if not isinstance(loaded, dict):
-        return None
-    if isinstance(loaded.get("lr"), int | float) and not isinstance(loaded["lr"], bool):
-        return float(loaded["lr"])
-    if depth > 4:  # a defaults cycle: give up rather than loop
-        return None
-    for entry in loaded.get("defaults") or []:
-        if not isinstance(entry, str) or entry == "_self_":
+    if not Path(config_dir).is_dir():
+        return rates
+    for name in group_options("optimizer", config_dir):
+        try:
+            rate = compose_config([f"optimizer={name}"], config_dir)["optimizer"].get("lr")
+        except Exception:  # Hydra's composition errors share no narrower base
             continue
-        # "/mbt_optimizer_base@_here_" names conf/mbt_optimizer_base.yaml; a relative name
-        # lies beside the file.
-        name = entry.split("@", 1)[0]
-        base = root / name.lstrip("/") if name.startswith("/") else path.parent / name
-        rate = _lr_of(base.with_suffix(".yaml"), root, depth + 1)
-        if rate is not None:
-            return rate
-    return None
+        if isinstance(rate, int | float) and not isinstance(rate, bool):
+            rates[name] = float(rate)
+    return rates
 
 
 # --------------------------------------------------------------------------- selection
@@ -236,7 +224,7 @@ def steps_per_epoch(run: RunRecord) -> int | None:
     return math.ceil(images / run.batch_size)
 
 
-def run_steps(run: RunRecord) -> float | None:
+def training_steps(run: RunRecord) -> float | None:
     """Training steps of the whole run: logged per epoch where the run does, else estimated."""
     logged = [steps for steps in run.steps_history if steps is not None]
     if run.steps_history and len(logged) == len(run.steps_history):
@@ -427,7 +415,7 @@ def _fill_cost(row: Row, target: float | None) -> None:
     for run in with_curve:
         forward = [value for value in run.forward_passes_history if value is not None]
         backward = [value for value in run.backward_passes_history if value is not None]
-        steps = run_steps(run)
+        steps = training_steps(run)
         if forward and len(forward) == len(run.epoch_numbers) and steps:
             ratios.append(sum(forward) / steps)
         if forward and backward:
@@ -497,10 +485,6 @@ def build_table2_plus(
 # --------------------------------------------------------------------------- text
 
 
-def _number(value: float | None, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
-
-
 def _count(value: float | None) -> str:
     """Pass counts in thousands when large: 1234567 -> 1,235k."""
     if value is None:
@@ -549,55 +533,47 @@ def _runs_text(row: Row) -> str:
     return ", ".join(parts)
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return lines
-
-
-def mixed_settings_text(report: Table2Plus) -> str | None:
+def mixed_groups_warning(table: Table2Plus) -> str | None:
     """A warning when a group averages runs whose folders record different settings (say a
     width or budget swept into the same results_dir), else None."""
     mixed = [
-        f"{row.protocol}/{label(row.optimizer)}" for row in report.rows if mixes_settings(row.runs)
+        f"{row.protocol}/{label(row.optimizer)}" for row in table.rows if mixes_settings(row.runs)
     ]
     if not mixed:
         return None
     return (
-        f"WARNING: {len(mixed)} group(s) average runs of different settings ({', '.join(mixed)})"
-        "; give each setting its own results_dir, or tell them apart with `bgd-report runs`."
+        f"WARNING: {len(mixed)} group(s) average runs of different settings "
+        f"({', '.join(mixed)}){MIXED_SETTINGS_ADVICE}"
     )
 
 
-def provenance_text(report: Table2Plus) -> str:
-    """The provenance line, in the other tables' form, with the targets used."""
-    runs = sorted(report.runs, key=lambda run: str(run.path))
+def table2_plus_provenance(table: Table2Plus) -> str:
+    """The provenance line, in the other tables' form, with each protocol's metric."""
     protocols = [
         f"{protocol}: {ACCURACY_METRIC[protocol]}"
         for protocol in PROTOCOLS
-        if report.protocol_rows(protocol)
+        if table.protocol_rows(protocol)
     ]
-    parts = [
-        *run_settings_parts(runs),
+    return provenance(
+        table.runs,
         "protocol " + ("; ".join(protocols) if protocols else "none"),
-        git_commits_text(runs),
-        f"runs: {len(runs)} in {len(report.rows)} (protocol, optimizer) groups",
-    ]
-    return "Provenance: " + "; ".join(parts) + "."
+        f"runs: {len(table.runs)} in {len(table.rows)} (protocol, optimizer) groups",
+    )
 
 
-def targets_text(report: Table2Plus) -> str:
+def targets_text(table: Table2Plus) -> str:
     """Which accuracy each protocol's cost table counts to, and why that one."""
     how = (
         "given by --target"
-        if report.target_given
+        if table.target_given
         else f"default: {TARGET_SHARE:.0%} of the protocol's best mean accuracy, rounded "
         f"down to a multiple of {TARGET_STEP:g} points"
     )
     shown = [
-        f"{protocol} {_number(report.targets.get(protocol), 'g')}% {CURVE_METRIC[protocol]}"
+        f"{protocol} {number_text(table.targets.get(protocol), 'g', NO_VALUE)}% "
+        f"{CURVE_METRIC[protocol]}"
         for protocol in PROTOCOLS
-        if report.protocol_rows(protocol)
+        if table.protocol_rows(protocol)
     ]
     return (
         f"Targets: {', '.join(shown) if shown else 'none'} ({how}). Tests: two-sided Welch "
@@ -619,7 +595,7 @@ def _diff_text(row: Row) -> str:
     return "—" if row.diff is None else f"{row.diff:+.2f}"
 
 
-def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
+def _accuracy_grid(table: Table2Plus, protocol: str) -> Grid:
     header = [
         "optimizer",
         "family",
@@ -634,8 +610,8 @@ def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
         "verdict",
     ]
     body = []
-    for row in report.protocol_rows(protocol):
-        ours = _number(row.mean, ".2f")
+    for row in table.protocol_rows(protocol):
+        ours = number_text(row.mean, ".2f", NO_VALUE)
         if row.std is not None:
             ours += f" ± {row.std:.2f}"
         body.append(
@@ -646,17 +622,17 @@ def _accuracy_lines(report: Table2Plus, protocol: str) -> list[str]:
                 lr_meaning(row.optimizer),
                 ours,
                 _runs_text(row),
-                _number(row.paper, ".2f"),
+                number_text(row.paper, ".2f", NO_VALUE),
                 _diff_text(row),
                 _p_text(row.welch),
                 _p_value_text(None if row.comparison is None else row.comparison.p_holm),
                 _verdict_cell(row),
             ]
         )
-    return _markdown_table(header, body)
+    return Grid(header, body)
 
 
-def _cost_lines(report: Table2Plus, protocol: str) -> list[str]:
+def _cost_grid(table: Table2Plus, protocol: str) -> Grid:
     header = [
         "optimizer",
         "reached",
@@ -670,88 +646,101 @@ def _cost_lines(report: Table2Plus, protocol: str) -> list[str]:
         "total wall time (s)",
     ]
     body = []
-    for row in report.protocol_rows(protocol):
+    for row in table.protocol_rows(protocol):
         body.append(
             [
                 label(row.optimizer),
                 f"{len(row.reached)} of {len(row.costs)}",
-                _number(row.mean_to_target("epoch"), ".1f"),
+                number_text(row.mean_to_target("epoch"), ".1f", NO_VALUE),
                 _count(row.mean_to_target("forward")),
                 _count(row.mean_to_target("backward")),
                 _count(row.mean_to_target("passes")),
                 _median_text(row),
-                _number(row.mean_to_target("wall_time"), ".1f"),
-                _number(row.passes_per_step, ".2f"),
-                _number(row.total_wall_time, ".1f"),
+                number_text(row.mean_to_target("wall_time"), ".1f", NO_VALUE),
+                number_text(row.passes_per_step, ".2f", NO_VALUE),
+                number_text(row.total_wall_time, ".1f", NO_VALUE),
             ]
         )
-    return _markdown_table(header, body)
+    return Grid(header, body)
 
 
-def render_markdown(report: Table2Plus) -> str:
+LEGEND = (
+    "Ours: mean ± sample std over the ended runs' seeds (an interrupted run is counted in "
+    "n but not averaged). Δ vs MBT-NAG = this optimizer's mean − MBT-NAG's (percentage "
+    "points) with its 95% Welch interval; Holm p corrects the Welch p for the protocol's "
+    f"comparisons; verdict MBT-NAG better/worse, or {WITHIN_NOISE} with the smallest "
+    "difference these seeds could detect at 80% power. lr meaning: a constant rate, the "
+    "start rate of a search (MBT, SLS), a multiplier of an estimated step (Prodigy, "
+    "D-Adapt SGD, DoG) or the peak of a schedule. Paper: the published Table 2 value at "
+    "the same rate (its 11 optimizers only)."
+)
+COST_LEGEND = (
+    "Ended runs, up to the first epoch whose accuracy reaches the target: mini-batch "
+    "passes of training (MBT search trials, SLS closure trials and BN-recompute passes "
+    "included; evaluation passes not counted) and wall time (sum of epoch times: "
+    "MBT's search and each epoch's evaluation included, the clean protocol's "
+    "validation set being larger than the test set), mean over the runs that reached "
+    "it (`k of n`); the median column counts every run, a run that never reached the "
+    "target as censored (beyond its budget), and says not reached when half of them "
+    "or more never did. Passes per step: the whole run's forward passes / training steps "
+    "(1.0: no overhead; steps as logged, else ceil(training images / batch) per "
+    "epoch). Total wall time: the whole run, mean over runs. Passes are exact; wall "
+    "times depend on what else the machine ran at the time, so compare them within "
+    "one protocol's table and against the passes."
+)
+
+
+def table2_plus_report(table: Table2Plus) -> Report:
     """table2_plus.md: warnings, provenance, targets, then per protocol accuracy and cost."""
-    runs = report.runs
-    warning = dirty_warning(runs)
-    mixed = mixed_settings_text(report)
+    runs = table.runs
+    warnings = [dirty_warning(runs), mixed_groups_warning(table)]
     note = runs_data_note(runs)
-    parts = [
-        *([f"**{warning}**", ""] if warning else []),
-        *([f"**{mixed}**", ""] if mixed else []),
-        provenance_text(report),
-        "",
-        targets_text(report),
-        *([] if note is None else ["", note]),
-        "",
-        "# Table 2 plus: ResNet18 on CIFAR-10, batch 200, each optimizer at its default rate",
-        "",
-        "Ours: mean ± sample std over the ended runs' seeds (an interrupted run is counted in "
-        "n but not averaged). Δ vs MBT-NAG = this optimizer's mean − MBT-NAG's (percentage "
-        "points) with its 95% Welch interval; Holm p corrects the Welch p for the protocol's "
-        f"comparisons; verdict MBT-NAG better/worse, or {WITHIN_NOISE} with the smallest "
-        "difference these seeds could detect at 80% power. lr meaning: a constant rate, the "
-        "start rate of a search (MBT, SLS), a multiplier of an estimated step (Prodigy, "
-        "D-Adapt SGD, DoG) or the peak of a schedule. Paper: the published Table 2 value at "
-        "the same rate (its 11 optimizers only).",
+    sections = [
+        Section(
+            "Table 2 plus: ResNet18 on CIFAR-10, batch 200, each optimizer at its default rate",
+            notes=[LEGEND],
+            level=1,
+        )
     ]
-    if not report.rows:
-        parts += ["", "No run of this experiment was found (experiment=table2_plus)."]
+    if not table.rows:
+        sections.append(
+            Section(notes=["No run of this experiment was found (experiment=table2_plus)."])
+        )
     for protocol in PROTOCOLS:
-        if not report.protocol_rows(protocol):
+        if not table.protocol_rows(protocol):
             continue
-        target = report.targets.get(protocol)
-        parts += [
-            "",
-            f"## {protocol.capitalize()} protocol: {ACCURACY_METRIC[protocol]} (%)",
-            "",
-            *_accuracy_lines(report, protocol),
-            "",
-            f"### Cost to {_number(target, 'g')}% {CURVE_METRIC[protocol]} ({protocol})",
-            "",
-            "Ended runs, up to the first epoch whose accuracy reaches the target: mini-batch "
-            "passes of training (MBT search trials, SLS closure trials and BN-recompute passes "
-            "included; evaluation passes not counted) and wall time (sum of epoch times: "
-            "MBT's search and each epoch's evaluation included, the clean protocol's "
-            "validation set being larger than the test set), mean over the runs that reached "
-            "it (`k of n`); the median column counts every run, a run that never reached the "
-            "target as censored (beyond its budget), and says not reached when half of them "
-            "or more never did. Passes per step: the whole run's forward passes / training steps "
-            "(1.0: no overhead; steps as logged, else ceil(training images / batch) per "
-            "epoch). Total wall time: the whole run, mean over runs. Passes are exact; wall "
-            "times depend on what else the machine ran at the time, so compare them within "
-            "one protocol's table and against the passes.",
-            "",
-            *_cost_lines(report, protocol),
+        target = table.targets.get(protocol)
+        sections += [
+            Section(
+                f"{protocol.capitalize()} protocol: {ACCURACY_METRIC[protocol]} (%)",
+                grid=_accuracy_grid(table, protocol),
+            ),
+            Section(
+                f"Cost to {number_text(target, 'g', NO_VALUE)}% {CURVE_METRIC[protocol]} "
+                f"({protocol})",
+                notes=[COST_LEGEND],
+                grid=_cost_grid(table, protocol),
+                level=3,
+            ),
         ]
-    return "\n".join(parts) + "\n"
+    return Report(
+        sections,
+        provenance=table2_plus_provenance(table),
+        warnings=[warning for warning in warnings if warning],
+        notes=[targets_text(table), *([] if note is None else [note])],
+    )
 
 
-def render_csv(report: Table2Plus) -> str:
+def table2_plus_markdown(table: Table2Plus) -> str:
+    """table2_plus.md: :func:`table2_plus_report` in Markdown."""
+    return render_md(table2_plus_report(table))
+
+
+def table2_plus_records(table: Table2Plus) -> Grid:
     """One row per (protocol, optimizer) with the accuracy and the cost columns."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in report.rows:
-        writer.writerow(
+    rows = []
+    for row in table.rows:
+        rows.append(
             [
                 row.protocol,
                 row.optimizer,
@@ -791,7 +780,12 @@ def render_csv(report: Table2Plus) -> str:
                 ";".join(str(seed) for seed in row.seeds),
             ]
         )
-    return buffer.getvalue()
+    return Grid(CSV_COLUMNS, rows)
+
+
+def table2_plus_csv(table: Table2Plus) -> str:
+    """table2_plus.csv: :func:`table2_plus_records` as CSV."""
+    return render_csv(table2_plus_records(table))
 
 
 # --------------------------------------------------------------------------- figure
@@ -827,11 +821,11 @@ def _run_points(run: RunRecord) -> list[tuple[float, float, float]]:
     return points
 
 
-def mean_curves(report: Table2Plus) -> list[MeanCurve]:
+def mean_curves(table: Table2Plus) -> list[MeanCurve]:
     """The figure's curves, from the ended runs, over the epochs every seed of the group
     reached (a shorter run, stopped early or diverged, shortens its group's curve)."""
     curves = []
-    for row in report.rows:
+    for row in table.rows:
         per_run = [points for run in row.ended_runs if (points := _run_points(run))]
         if not per_run:
             continue
@@ -879,7 +873,7 @@ FAMILIES = ("paper baseline", "MBT", "modern")
 CHANCE_ACCURACY = 10.0  # % on CIFAR-10's 10 classes
 
 
-def plot_table2_plus(report: Table2Plus) -> Figure:
+def plot_table2_plus(table: Table2Plus) -> Figure:
     """Small multiples: a row per protocol, a column per optimizer family. Each run is its
     own thin line (accuracy against cumulative training passes), MBT-NAG's runs in black in
     every panel as the reference; the target and chance level are marked."""
@@ -890,7 +884,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
 
     from bgd_experiments.reporting.figures import budget_text
 
-    protocols = [protocol for protocol in PROTOCOLS if report.protocol_rows(protocol)] or ["paper"]
+    protocols = [protocol for protocol in PROTOCOLS if table.protocol_rows(protocol)] or ["paper"]
     figure, axes = plt.subplots(
         len(protocols),
         len(FAMILIES),
@@ -899,7 +893,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
         sharey=True,
     )
     for axis_row, protocol in zip(axes, protocols, strict=True):
-        rows = report.protocol_rows(protocol)
+        rows = table.protocol_rows(protocol)
         reference = next((row for row in rows if row.optimizer == REFERENCE_OPTIMIZER), None)
         for axis, name in zip(axis_row, FAMILIES, strict=True):
             members = [row for row in rows if family(row.optimizer) == name]
@@ -922,7 +916,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
                         label=f"{label(row.optimizer)} (n = {row.n})" if index == 0 else None,
                         **({"linestyle": "--"} if row is reference else {}),
                     )
-            target = report.targets.get(protocol)
+            target = table.targets.get(protocol)
             if target is not None:
                 axis.axhline(target, color="grey", linewidth=0.8, linestyle="-.")
             axis.axhline(CHANCE_ACCURACY, color="tab:red", linewidth=0.8, linestyle=":")
@@ -937,7 +931,7 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
     figure.suptitle(
         "Table 2 plus: one line per run (MBT-NAG dashed black in every panel); grey dash-dot: "
         f"target, red dotted: chance ({CHANCE_ACCURACY:g}%)\nCIFAR-10, batch {BATCH_SIZE}, "
-        f"{budget_text(report.runs)}; evaluation passes not counted",
+        f"{budget_text(table.runs)}; evaluation passes not counted",
         fontsize=10,
     )
     figure.tight_layout(rect=(0.0, 0.0, 1.0, 0.93))
@@ -947,15 +941,15 @@ def plot_table2_plus(report: Table2Plus) -> Figure:
 # --------------------------------------------------------------------------- files
 
 
-def write_table2_plus(report: Table2Plus, out_dir: str | Path) -> list[Path]:
+def write_table2_plus(table: Table2Plus, out_dir: str | Path) -> list[Path]:
     """Write table2_plus.md, .csv, .png and .pdf into ``out_dir`` (atomically)."""
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for suffix, text in ((".md", render_markdown(report)), (".csv", render_csv(report))):
+    for suffix, text in ((".md", table2_plus_markdown(table)), (".csv", table2_plus_csv(table))):
         path = out / f"table2_plus{suffix}"
         atomic_write_text(path, text)
         written.append(path)
-    written += save_figure_files(plot_table2_plus(report), out, "table2_plus")
+    written += save_figure_files(plot_table2_plus(table), out, "table2_plus")
     return written

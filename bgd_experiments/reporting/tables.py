@@ -10,7 +10,6 @@ normally, stopped early by the plateau rule included). Several seeds of one cell
 from __future__ import annotations
 
 import math
-import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,15 +25,20 @@ from bgd_experiments.reporting.paper import (
     paper_cells,
     same_rate,
 )
+from bgd_experiments.reporting.report import Grid, Section, section_markdown
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.stats import (
     BETTER,
     NOT_RESOLVED,
+    START_EFFECT_PERMUTATIONS,
     WORSE,
     Comparison,
     compare,
     holm_correct,
     interval_text,
+    max_min_and_cv,
+    mean_and_std,
+    start_effect_p_value,
     verdict_text,
 )
 from bgd_experiments.runfolder import RunStatus
@@ -50,7 +54,6 @@ CELL_STATUSES = (FINISHED, DIVERGED, INCOMPLETE, MISSING)
 # within this factor of each other; the paper's own spreads are at most about 1.4.
 NEARLY_INDEPENDENT_MAX_RATIO = 2.0
 # Relabellings of the start rates in Table 1's permutation test (p-values down to ~1e-3).
-START_EFFECT_PERMUTATIONS = 2000
 # Below this p-value the start rate is said to move the found rate beyond seed noise.
 START_EFFECT_ALPHA = 0.05
 CIFAR_TRAIN_SIZE = 50_000
@@ -111,7 +114,8 @@ class Table:
     notes: list[str] = field(default_factory=list)
     spreads: list[dict[str, object]] = field(default_factory=list)  # Table 1 only
     noise: dict[str, Any] | None = None  # Table 1 only: the search's noise floor, if measured
-    sections: list[str] = field(default_factory=list)  # Markdown sections before the findings
+    # Sections before the findings, in Markdown (report.section_markdown of a Section)
+    sections: list[str] = field(default_factory=list)
     protocol: list[str] = field(default_factory=list)  # what this table's runs did
 
     @property
@@ -132,14 +136,6 @@ class Table:
 
 
 # --------------------------------------------------------------------------- aggregation
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return mean, std
 
 
 def _fill_cell(cell: Cell, runs: list[RunRecord], value_of: Callable[[RunRecord], float | None]):
@@ -165,12 +161,12 @@ def _fill_cell(cell: Cell, runs: list[RunRecord], value_of: Callable[[RunRecord]
     ended = [run for run in runs if run.ended]
     source = ended if any(value_of(run) is not None for run in ended) else runs
     values = [v for v in (value_of(run) for run in source) if v is not None]
-    cell.ours, cell.std = _mean_std(values)
+    cell.ours, cell.std = mean_and_std(values)
     cell.n = len(values)
     clean_values = [
         run.test_acc_at_best_val for run in source if run.test_acc_at_best_val is not None
     ]
-    cell.clean, cell.clean_std = _mean_std(clean_values)
+    cell.clean, cell.clean_std = mean_and_std(clean_values)
     cell.clean_n = len(clean_values)
     start_rates = sorted({run.lr for run in runs if run.lr is not None})
     cell.start_lr_used = start_rates[0] if len(start_rates) == 1 else None
@@ -258,19 +254,17 @@ def protocol_section(table: Table) -> str:
     widths = sorted({run.width for run in runs if run.width is not None})
     seeds = sorted({run.seed for run in runs if run.seed is not None})
     budgets = sorted({run.budget for run in runs if run.budget})
-    lines = [
-        "## Protocol of this table",
-        "",
-        f"- N in the search's rescaling sqrt(batch / N) (the training images): "
+    bullets = [
+        f"N in the search's rescaling sqrt(batch / N) (the training images): "
         f"{_join_numbers(subsets, lambda n: f'{n:,}')}.",
-        f"- Start rates of the runs: {_join_numbers(starts, format_rate)}"
+        f"Start rates of the runs: {_join_numbers(starts, format_rate)}"
         + (" (MBT: the start of its search)." if table.number != 1 else "."),
-        f"- Budget: {_join_numbers(budgets)}; epochs "
+        f"Budget: {_join_numbers(budgets)}; epochs "
         f"{_join_numbers(epochs) if epochs else 'none (search only)'}; "
         f"width {_join_numbers(widths, lambda w: f'{w:g}')}; seeds {_join_numbers(seeds)} "
         f"({len(runs)} runs).",
     ]
-    return "\n".join(lines)
+    return section_markdown(Section("Protocol of this table", bullets=bullets))
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -301,61 +295,6 @@ def build_table1(runs: Sequence[RunRecord], paper_csv: str | None = None) -> Tab
     return table
 
 
-def _spread(values: list[float]) -> tuple[float | None, float | None]:
-    """(max/min ratio, coefficient of variation = sample std / mean) of positive values."""
-    values = [value for value in values if value is not None and value > 0]
-    if len(values) < 2:
-        return None, None
-    return max(values) / min(values), statistics.stdev(values) / statistics.fmean(values)
-
-
-def _f_statistic(groups: list[list[float]]) -> float | None:
-    """One-way ANOVA F: between-group over within-group mean square (None if undefined)."""
-    values = [value for group in groups for value in group]
-    k, n = len(groups), len(values)
-    if k < 2 or n <= k:
-        return None
-    grand = statistics.fmean(values)
-    between = sum(len(g) * (statistics.fmean(g) - grand) ** 2 for g in groups) / (k - 1)
-    within = sum((v - statistics.fmean(g)) ** 2 for g in groups for v in g) / (n - k)
-    return math.inf if within == 0 else between / within
-
-
-def _between_starts(blocks: Sequence[Sequence[float]]) -> float:
-    """Sum over starts of (start mean over seeds - grand mean)^2; ``blocks[seed][start]``."""
-    starts = len(blocks[0])
-    means = [statistics.fmean(block[start] for block in blocks) for start in range(starts)]
-    grand = statistics.fmean(means)
-    return sum((mean - grand) ** 2 for mean in means)
-
-
-def start_effect_p_value(
-    blocks: Sequence[Sequence[float]], permutations: int = START_EFFECT_PERMUTATIONS
-) -> float | None:
-    """Permutation test of "the found rate does not depend on the start rate", each seed a
-    block: ``blocks[seed]`` holds that seed's log found rates, one per start rate (the same
-    starts in the same order for every seed). A seed shares its weights and batches across
-    the nine start rates, so only the start labels within a seed are exchangeable: each
-    relabelling shuffles them inside every seed. The statistic is the spread of the start
-    means over seeds (seed offsets cancel in it); the p-value is the share of relabellings
-    whose statistic reaches the observed one (fixed RNG: reproducible). None with fewer than
-    two seeds of two starts or more."""
-    blocks = [list(block) for block in blocks if block]
-    if len(blocks) < 2 or len({len(block) for block in blocks}) != 1 or len(blocks[0]) < 2:
-        return None
-    observed = _between_starts(blocks)
-    rng = random.Random(0)
-    reached = 0
-    for _ in range(permutations):
-        shuffled = []
-        for block in blocks:
-            relabelled = list(block)
-            rng.shuffle(relabelled)
-            shuffled.append(relabelled)
-        reached += _between_starts(shuffled) >= observed * (1 - 1e-12)
-    return (reached + 1) / (permutations + 1)
-
-
 def _seed_blocks(row: list[Cell]) -> dict[int, dict[float, float]]:
     """Per seed, its found rate at each start rate of the row (ended runs only)."""
     blocks: dict[int, dict[float, float]] = {}
@@ -372,7 +311,7 @@ def _per_seed_spreads(blocks: dict[int, dict[float, float]]) -> list[tuple[float
     """(max/min, CV) across the start rates of each seed that has two starts or more."""
     out = []
     for seed in sorted(blocks):
-        ratio, cv = _spread(list(blocks[seed].values()))
+        ratio, cv = max_min_and_cv(list(blocks[seed].values()))
         if ratio is not None and cv is not None:
             out.append((ratio, cv))
     return out
@@ -392,8 +331,8 @@ def _table1_spreads(cells: list[Cell]) -> list[dict[str, object]]:
         row = [cell for cell in cells if cell.batch_size == size]
         ours = [cell.ours for cell in row if cell.ours is not None and cell.status != INCOMPLETE]
         paper = [cell.paper for cell in row if cell.paper is not None]
-        ours_ratio, ours_cv = _spread(ours)
-        paper_ratio, paper_cv = _spread(paper)
+        ours_ratio, ours_cv = max_min_and_cv(ours)
+        paper_ratio, paper_cv = max_min_and_cv(paper)
         seed_cv, seeds = _seed_cv(row)
         blocks = _seed_blocks(row)
         # Only the start rates every seed has: a block design needs complete blocks.
@@ -719,18 +658,7 @@ def _max_sentence(cells: list[Cell]) -> tuple[str, list[Comparison | None] | Non
 
 
 def _fair_section(fair: list[FairBaseline]) -> str:
-    lines = [
-        "## Fair best baselines: rate chosen on validation (clean protocol)",
-        "",
-        "Per baseline, the paper-grid rate with the best seed-0 validation accuracy "
-        "(`best_val_acc`, clean protocol: the test images never choose it), scored by the test "
-        "accuracy at the best validation epoch (`test_acc_at_best_val`) over the seeds run at "
-        "that rate. rates seen: grid rates with a finished seed-0 clean run.",
-        "",
-        "| optimizer | rates seen | chosen lr | seed-0 val acc (%) | test acc at best val (%) "
-        "| n |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for item in fair:
         chosen = "selection pending" if item.lr is None else format_rate(item.lr)
         if item.lr is not None and not item.complete:
@@ -739,11 +667,37 @@ def _fair_section(fair: list[FairBaseline]) -> str:
         if len(item.scores) > 1:
             mean += f" ± {statistics.stdev(item.scores):.2f}"
         val = "-" if item.val_acc is None else _fmt_acc(item.val_acc)
-        lines.append(
-            f"| {OPTIMIZER_LABELS[item.optimizer]} | {item.rates_seen} of {item.rates_total} "
-            f"| {chosen} | {val} | {mean} | {len(item.scores)} |"
+        rows.append(
+            [
+                OPTIMIZER_LABELS[item.optimizer],
+                f"{item.rates_seen} of {item.rates_total}",
+                chosen,
+                val,
+                mean,
+                len(item.scores),
+            ]
         )
-    return "\n".join(lines)
+    columns = [
+        "optimizer",
+        "rates seen",
+        "chosen lr",
+        "seed-0 val acc (%)",
+        "test acc at best val (%)",
+        "n",
+    ]
+    return section_markdown(
+        Section(
+            "Fair best baselines: rate chosen on validation (clean protocol)",
+            notes=[
+                "Per baseline, the paper-grid rate with the best seed-0 validation accuracy "
+                "(`best_val_acc`, clean protocol: the test images never choose it), scored by "
+                "the test accuracy at the best validation epoch (`test_acc_at_best_val`) over "
+                "the seeds run at that rate. rates seen: grid rates with a finished seed-0 "
+                "clean run."
+            ],
+            grid=Grid(columns, rows),
+        )
+    )
 
 
 def _fair_sentence(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import statistics
@@ -11,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from bgd_experiments.io import atomic_write_text
-from bgd_experiments.reporting.noise import noise_floor_markdown
+from bgd_experiments.reporting.noise import noise_floor_sections
 from bgd_experiments.reporting.paper import (
     BASELINE_OPTIMIZERS,
     DATASET_LABELS,
@@ -25,6 +23,14 @@ from bgd_experiments.reporting.paper import (
     TABLE3_OPTIMIZERS,
     format_rate,
     same_rate,
+)
+from bgd_experiments.reporting.report import (
+    Grid,
+    Report,
+    Section,
+    render_csv,
+    render_md,
+    render_tex,
 )
 from bgd_experiments.reporting.runs import RunRecord, settings_text
 from bgd_experiments.reporting.tables import (
@@ -139,6 +145,11 @@ def dirty_warning(runs: Sequence[RunRecord]) -> str | None:
 SEPARATED_SETTINGS = frozenset({"trainer.protocol"})
 
 
+MIXED_SETTINGS_ADVICE = (
+    "; give each setting its own results_dir, or tell them apart with `bgd-report runs`."
+)
+
+
 def mixes_settings(runs: Sequence[RunRecord]) -> bool:
     """Whether ``runs`` record different settings (their folders' identity blocks), apart
     from those a table shows separately."""
@@ -165,8 +176,7 @@ def mixed_settings_warning(table: Table) -> str | None:
     cells = f"{len(mixed)} cells average" if len(mixed) > 1 else "1 cell averages"
     return (
         f"WARNING: {cells} runs of different settings (e.g. {first.dataset}/{first.model}/"
-        f"{first.optimizer}: {variants}); give each setting its own results_dir, or tell "
-        "them apart with `bgd-report runs`."
+        f"{first.optimizer}: {variants}){MIXED_SETTINGS_ADVICE}"
     )
 
 
@@ -195,9 +205,16 @@ def git_commits_text(runs: Sequence[RunRecord]) -> str:
     return f"git {_commits(runs)}"
 
 
+def provenance(runs: Sequence[RunRecord], protocol: str, counts: str) -> str:
+    """The provenance line of every table: what the runs were made with (budget, seeds,
+    epochs, subset, width, batch, data source), the protocol, the commits and ``counts``."""
+    runs = sorted(runs, key=lambda run: str(run.path))
+    parts = [*run_settings_parts(runs), protocol, git_commits_text(runs), counts]
+    return "Provenance: " + "; ".join(parts) + "."
+
+
 def provenance_line(table: Table) -> str:
-    """One line: budget, seeds, epochs, subset, width, data source, protocol, commits, counts."""
-    runs = sorted(table.runs, key=lambda run: str(run.path))
+    """A paper table's provenance line, its protocol and cell counts included."""
     counts = table.status_counts()
     if table.metric == "found_lr":
         protocol = SEARCH_PROTOCOL
@@ -205,13 +222,11 @@ def provenance_line(table: Table) -> str:
         protocol = PAPER_PROTOCOL
         if any(cell.clean is not None for cell in table.cells):
             protocol += "; " + CLEAN_PROTOCOL
-    parts = [
-        *run_settings_parts(runs),
+    return provenance(
+        table.runs,
         f"protocol: {protocol}",
-        git_commits_text(runs),
         "cells: " + ", ".join(f"{counts[status]} {status}" for status in CELL_STATUSES),
-    ]
-    return "Provenance: " + "; ".join(parts) + "."
+    )
 
 
 def _is_jpeg_source(source: str) -> bool:
@@ -219,11 +234,6 @@ def _is_jpeg_source(source: str) -> bool:
     # says so in its name (the offline archive is cifar10-jpeg.tar.gz).
     where = source.split(" from ", 1)[-1].lower()
     return "jpeg" in where or "jpg" in where
-
-
-def data_note(table: Table) -> str | None:
-    """One line when any run of ``table`` read a JPEG re-encoding of CIFAR, else None."""
-    return runs_data_note(table.runs)
 
 
 def runs_data_note(runs: Sequence[RunRecord]) -> str | None:
@@ -301,9 +311,6 @@ def cell_text(cell: Cell) -> str:
 # --------------------------------------------------------------------------- grids
 
 
-Grid = tuple[list[str], list[list[str]]]  # header, rows
-
-
 def _lookup_cell(cells: Sequence[Cell], **keys: object) -> Cell | None:
     for cell in cells:
         if all(
@@ -327,7 +334,7 @@ def _grid(table: Table, text_of: Callable[[Cell], str]) -> Grid:
                 cell = _lookup_cell(cells, batch_size=size, start_lr=rate)
                 row.append(text_of(cell) if cell else "")
             rows.append(row)
-        return header, rows
+        return Grid(header, rows)
     if table.number == 2:
         header = ["optimizer \\ lr", *(format_rate(rate) for rate in START_RATES)]
         rows = []
@@ -337,7 +344,7 @@ def _grid(table: Table, text_of: Callable[[Cell], str]) -> Grid:
                 cell = _lookup_cell(cells, optimizer=name, start_lr=rate)
                 row.append(text_of(cell) if cell else "")
             rows.append(row)
-        return header, rows
+        return Grid(header, rows)
     header = ["model", "dataset", *(OPTIMIZER_LABELS[name] for name in TABLE3_OPTIMIZERS)]
     rows = []
     for model in TABLE3_MODELS:
@@ -347,7 +354,7 @@ def _grid(table: Table, text_of: Callable[[Cell], str]) -> Grid:
                 cell = _lookup_cell(cells, model=model, dataset=dataset, optimizer=name)
                 row.append(text_of(cell) if cell else "")
             rows.append(row)
-    return header, rows
+    return Grid(header, rows, label_columns=2)
 
 
 def _spread_grid(table: Table) -> Grid:
@@ -391,18 +398,7 @@ def _spread_grid(table: Table) -> Grid:
             row += [str(spread.get("n_seeds", "—")), show("seed_cv", fmt=".3f")]
             row.append(show("start_effect_p", fmt=".3f"))
         rows.append(row)
-    return header, rows
-
-
-def _markdown_grid(grid: Grid) -> str:
-    header, rows = grid
-
-    def line(values: Sequence[str]) -> str:
-        return "| " + " | ".join(value.replace("|", "\\|") for value in values) + " |"
-
-    lines = [line(header), "|" + "|".join("---" for _ in header) + "|"]
-    lines += [line(row) for row in rows]
-    return "\n".join(lines)
+    return Grid(header, rows)
 
 
 def _has_clean(table: Table) -> bool:
@@ -416,59 +412,73 @@ CELL_LEGEND = (
     "is its best before divergence); `[from X]` = MBT search started from X instead of the "
     "paper's start rate."
 )
+SPREAD_NOTE = (
+    "max/min = largest found lr / smallest across the 9 start rates; CV = sample std / "
+    "mean. Per seed: the spread of one seed's 9 searches (one run per start, as the "
+    "paper's), mean and range over seeds, beside the paper's single-run spreads. Of "
+    "seed means: the spread of each start's mean over seeds (averaging shrinks it). "
+    "seed CV = the seed-to-seed CV of one cell, averaged over the row; start effect p "
+    "= permutation test of log(found lr) on the start rate that shuffles the start "
+    "labels within each seed (a seed shares its weights and batches across the nine "
+    "starts); small p: the start rate matters beyond seed noise."
+)
 
 
-def render_markdown(table: Table) -> str:
-    """The full Markdown document of a table: provenance line first, then grid and findings.
-
-    A dirty-tree warning, when there is one, comes before everything else."""
-    warning = dirty_warning(table.runs)
-    mixed = mixed_settings_warning(table)
-    note = data_note(table)
-    parts = [
-        *([f"**{warning}**", ""] if warning else []),
-        *([f"**{mixed}**", ""] if mixed else []),
-        provenance_line(table),
-        *([] if note is None else ["", note]),
-        "",
-        f"# Table {table.number}: {table.title}",
-        "",
-        CELL_LEGEND,
-        "",
-        _markdown_grid(_grid(table, cell_text)),
+def table_report(table: Table) -> Report:
+    """A paper table: warnings (a dirty tree, mixed settings), provenance, the data note,
+    the grid of ``ours / paper (diff)``, Table 1's spreads and noise floor, the clean grid,
+    the table's own sections, findings and notes."""
+    warnings = [dirty_warning(table.runs), mixed_settings_warning(table)]
+    note = runs_data_note(table.runs)
+    sections = [
+        Section(
+            f"Table {table.number}: {table.title}",
+            notes=[CELL_LEGEND],
+            grid=_grid(table, cell_text),
+            level=1,
+        )
     ]
     if table.number == 1 and table.spreads:
-        parts += [
-            "",
-            "## Spread of the found lr across the 9 start rates",
-            "",
-            "max/min = largest found lr / smallest across the 9 start rates; CV = sample std / "
-            "mean. Per seed: the spread of one seed's 9 searches (one run per start, as the "
-            "paper's), mean and range over seeds, beside the paper's single-run spreads. Of "
-            "seed means: the spread of each start's mean over seeds (averaging shrinks it). "
-            "seed CV = the seed-to-seed CV of one cell, averaged over the row; start effect p "
-            "= permutation test of log(found lr) on the start rate that shuffles the start "
-            "labels within each seed (a seed shares its weights and batches across the nine "
-            "starts); small p: the start rate matters beyond seed noise.",
-            "",
-            _markdown_grid(_spread_grid(table)),
-        ]
+        sections.append(
+            Section(
+                "Spread of the found lr across the 9 start rates",
+                notes=[SPREAD_NOTE],
+                grid=_spread_grid(table),
+                tex="Spread of the found lr across start rates",
+            )
+        )
     if table.number == 1 and table.noise:
-        parts += ["", noise_floor_markdown(table.noise, table.spreads)]
+        sections += noise_floor_sections(table.noise, table.spreads)
     if _has_clean(table):
-        parts += [
-            "",
-            "## Clean protocol: test accuracy at the best validation epoch (ours only)",
-            "",
-            _markdown_grid(_grid(table, lambda cell: ours_text(cell, clean=True))),
-        ]
-    for section in table.sections:
-        parts += ["", section]
+        grid = _grid(table, lambda cell: ours_text(cell, clean=True))
+        sections.append(
+            Section(
+                "Clean protocol: test accuracy at the best validation epoch (ours only)",
+                grid=grid,
+                tex="Clean protocol: test accuracy at the best validation epoch",
+            )
+        )
+    sections += [Section(notes=[section]) for section in table.sections]
     if table.findings:
-        parts += ["", "## Findings", "", *(f"- {finding}" for finding in table.findings)]
+        sections.append(Section("Findings", bullets=table.findings, tex_bullets=""))
     if table.notes:
-        parts += ["", "## Notes on the protocol", "", *(f"- {note}" for note in table.notes)]
-    return "\n".join(parts) + "\n"
+        sections.append(Section("Notes on the protocol", bullets=table.notes, tex_bullets="Note: "))
+    return Report(
+        sections,
+        provenance=provenance_line(table),
+        warnings=[warning for warning in warnings if warning],
+        notes=[] if note is None else [note],
+    )
+
+
+def table_markdown(table: Table) -> str:
+    """``table<N>.md``: the report of :func:`table_report` in Markdown."""
+    return render_md(table_report(table))
+
+
+def table_tex(table: Table) -> str:
+    """``table<N>.tex``: booktabs tabulars, the rest as ``%`` comments (``\\input``-able)."""
+    return render_tex(table_report(table))
 
 
 # --------------------------------------------------------------------------- CSV
@@ -478,14 +488,12 @@ def csv_number(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
-def render_csv(table: Table) -> str:
+def table_records(table: Table) -> Grid:
     """Long format: one row per paper cell with ours / paper / diff / n / status."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    rows = []
     for cell in table.cells:
         seeds = sorted({run.seed for run in cell.runs if run.seed is not None})
-        writer.writerow(
+        rows.append(
             [
                 cell.table,
                 cell.dataset,
@@ -512,82 +520,12 @@ def render_csv(table: Table) -> str:
                 ";".join(str(seed) for seed in seeds),
             ]
         )
-    return buffer.getvalue()
+    return Grid(CSV_COLUMNS, rows)
 
 
-# --------------------------------------------------------------------------- LaTeX
-
-_TEX_REPLACEMENTS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "_": r"\_",
-    "#": r"\#",
-    "$": r"\$",
-    "{": r"\{",
-    "}": r"\}",
-    "±": r"$\pm$",
-    "−": "-",
-    "—": "--",
-}
-
-
-def tex_escape(text: str) -> str:
-    """Escape LaTeX specials; ``±`` becomes ``$\\pm$``."""
-    return "".join(_TEX_REPLACEMENTS.get(char, char) for char in text)
-
-
-def _tex_grid(grid: Grid, label_columns: int = 1) -> list[str]:
-    header, rows = grid
-    columns = "l" * label_columns + "r" * (len(header) - label_columns)
-    lines = [
-        rf"\begin{{tabular}}{{{columns}}}",
-        r"\toprule",
-        " & ".join(tex_escape(value) for value in header) + r" \\",
-        r"\midrule",
-    ]
-    lines += [" & ".join(tex_escape(value) for value in row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return lines
-
-
-def _label_columns(table: Table) -> int:
-    return 2 if table.number == 3 else 1
-
-
-def render_tex(table: Table) -> str:
-    """Booktabs tabular(s); provenance, findings and notes as ``%`` comments so it can be
-    \\input."""
-    warning = dirty_warning(table.runs)
-    mixed = mixed_settings_warning(table)
-    note = data_note(table)
-    lines = [
-        *([f"% {warning}"] if warning else []),
-        *([f"% {mixed}"] if mixed else []),
-        "% " + provenance_line(table),
-        *([] if note is None else ["% " + note]),
-        f"% Table {table.number}: {table.title}",
-        "% " + CELL_LEGEND.replace("`", ""),
-        "% Needs \\usepackage{booktabs}.",
-        *_tex_grid(_grid(table, cell_text), _label_columns(table)),
-    ]
-    if table.number == 1 and table.spreads:
-        lines += [
-            "",
-            "% Spread of the found lr across start rates",
-            *_tex_grid(_spread_grid(table)),
-        ]
-    if _has_clean(table):
-        lines += [
-            "",
-            "% Clean protocol: test accuracy at the best validation epoch",
-            *_tex_grid(
-                _grid(table, lambda cell: ours_text(cell, clean=True)), _label_columns(table)
-            ),
-        ]
-    lines += [f"% {finding}" for finding in table.findings]
-    lines += [f"% Note: {note}" for note in table.notes]
-    return "\n".join(lines) + "\n"
+def table_csv(table: Table) -> str:
+    """``table<N>.csv``: :func:`table_records` as CSV."""
+    return render_csv(table_records(table))
 
 
 # --------------------------------------------------------------------------- files
@@ -598,11 +536,12 @@ def write_table(table: Table, out_dir: str | Path) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"table{table.number}"
+    report = table_report(table)
     written = []
     for suffix, text in (
-        (".md", render_markdown(table)),
-        (".csv", render_csv(table)),
-        (".tex", render_tex(table)),
+        (".md", render_md(report)),
+        (".csv", table_csv(table)),
+        (".tex", render_tex(report)),
     ):
         path = stem.with_suffix(suffix)
         atomic_write_text(path, text)
