@@ -17,7 +17,6 @@ import contextlib
 import copy
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -692,7 +691,7 @@ def fig2b(
     from bgd_experiments import data as cifar
     from bgd_experiments.linesearch.experiments import run_fig2b
     from bgd_experiments.reporting.functions import write_fig2b
-    from bgd_experiments.training.provenance import cpu_model, provenance
+    from bgd_experiments.training.provenance import artefact_provenance
 
     out_dir = Path(out_dir)
     request = {
@@ -719,12 +718,7 @@ def fig2b(
     model = build_model(make_model, seed, device, channels_last)
     log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
     payload = run_fig2b(model, inputs, targets, **settings)
-    payload["provenance"] = {
-        **provenance(device),
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "data": describe_data_source(data),
-    }
+    payload["provenance"] = artefact_provenance(describe_data_source(data), device)
     return _write_with_request(payload, request, write_fig2b, out_dir)
 
 

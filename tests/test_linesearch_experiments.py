@@ -22,6 +22,7 @@ from bgd_experiments.linesearch.methods import backtracking_gd, unbounded_backtr
 from bgd_experiments.linesearch.objectives import CUBIC_SINE, QUARTIC
 from bgd_experiments.linesearch.paper_values import PAPER_VALUES, paper_value, paper_values
 from bgd_experiments.reporting.functions import write_fig2b
+from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
 # The paper's settings for Examples 3.6 and 3.7.
 SETTINGS = {"alpha": 0.5, "beta": 0.7, "delta0": 1.0, "grad_tol": 1e-10, "max_iter": 10**6}
@@ -159,7 +160,7 @@ def test_example_3_7_backtracking_point_is_reached_at_step_10_to_the_5() -> None
 def test_functions_json_records_provenance(tmp_path: Path) -> None:
     tasks.functions(tmp_path, {"max_iter": 50, "num_starts": 2})
     provenance = json.loads((tmp_path / "functions.json").read_text())["provenance"]
-    for key in ("git_commit", "git_dirty", "versions", "device", "cpu_cores", "data"):
+    for key in ARTEFACT_PROVENANCE_KEYS:
         assert key in provenance, key
     assert {"python", "torch", "numpy"} <= set(provenance["versions"])
 

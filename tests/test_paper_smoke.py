@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bgd_experiments.io import read_json
+from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
 BIN = Path(sys.executable).parent
 
@@ -78,9 +79,6 @@ def test_every_artefact_runs_end_to_end_at_smoke_budget(tmp_path, smoke_env):
     assert "skipped" not in again
 
 
-PROVENANCE_KEYS = ("git_commit", "git_dirty", "versions", "device", "cpu_cores", "data")
-
-
 def test_fig2_writes_provenance_and_a_titled_figure(tmp_path, smoke_env):
     results = tmp_path / "results"
     command = [
@@ -97,7 +95,7 @@ def test_fig2_writes_provenance_and_a_titled_figure(tmp_path, smoke_env):
     run(command, tmp_path, smoke_env)
     for name in ("functions.json", "fig2b.json"):
         provenance = read_json(results / name)["provenance"]
-        for key in PROVENANCE_KEYS:
+        for key in ARTEFACT_PROVENANCE_KEYS:
             assert key in provenance, (name, key)
         assert {"python", "torch", "numpy"} <= set(provenance["versions"])
     fig2b = read_json(results / "fig2b.json")

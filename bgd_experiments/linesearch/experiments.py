@@ -14,7 +14,6 @@ tuned to agree.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..training.provenance import provenance
+from ..training.provenance import artefact_provenance
 from .methods import (
     STOP_GRAD_TOL,
     STOP_MAX_ITER,
@@ -460,11 +459,7 @@ def run_deterministic_experiments(
         ),
     }
     report["wall_time_s"] = time.perf_counter() - began
-    report["provenance"] = {
-        **provenance(torch.device("cpu")),
-        "cpu_cores": os.cpu_count(),
-        "data": "none (synthetic functions)",
-    }
+    report["provenance"] = artefact_provenance("none (synthetic functions)")
     return report
 
 
