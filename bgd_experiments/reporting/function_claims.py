@@ -375,12 +375,12 @@ def mexican_hat_claims(mexican: dict[str, Any]) -> list[Row]:
             "agrees": _mostly_settled(settle),
         },
         {
-            "claim": "Two-way is cheaper than Backtracking GD",
+            "claim": "pure Backtracking GD needs more total time to run than Two-way",
             "ours": f"mean function evals {two_way['function_evals_mean']:.1f} vs "
             f"{backtracking['function_evals_mean']:.1f}; wall time "
             f"{two_way['wall_time_total_s']:.2f} s vs {backtracking['wall_time_total_s']:.2f} s",
-            "criterion": "fewer mean function evaluations",
-            "agrees": two_way["function_evals_mean"] < backtracking["function_evals_mean"],
+            "criterion": "Two-way's total wall time below Backtracking GD's",
+            "agrees": two_way["wall_time_total_s"] < backtracking["wall_time_total_s"],
         },
     ]
 
