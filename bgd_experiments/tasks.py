@@ -723,6 +723,7 @@ def fig2b(
     from bgd_experiments import data as cifar
     from bgd_experiments.linesearch.experiments import run_fig2b
     from bgd_experiments.reporting.functions import write_fig2b
+    from bgd_experiments.training.provenance import artefact_provenance
 
     out_dir = Path(out_dir)
     request = {
@@ -749,6 +750,7 @@ def fig2b(
     model = seeded_model(make_model, seed, device, channels_last)
     log.info("Figure 2(b): Two-way Backtracking GD on %d images -> %s", len(targets), out_dir)
     payload = run_fig2b(model, inputs, targets, **settings)
+    payload["provenance"] = artefact_provenance(describe_data_source(data), device)
     return _write_with_request(payload, request, write_fig2b, out_dir)
 
 

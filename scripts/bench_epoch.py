@@ -48,7 +48,7 @@ from bgd_experiments.data import CIFAR_MEAN, CIFAR_STD, DeviceLoader
 from bgd_experiments.models import build_model, use_channels_last
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.timing import synchronize, timed
-from bgd_experiments.training.provenance import git_state
+from bgd_experiments.training.provenance import artefact_provenance, git_state
 from bgd_experiments.training.runtime import prepare_model
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -568,6 +568,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _data_provenance(source: str) -> object:
+    """The data's file name and content hash, or "none (synthetic)"."""
+    if source == "synthetic":
+        return "none (synthetic)"
+    from bgd_experiments.data import data_identity
+
+    try:
+        return data_identity("cifar10", source)
+    except Exception as error:  # the benchmark still runs, and says why the hash is missing
+        return f"unknown ({type(error).__name__})"
+
+
 def write(report: dict, out: Path, device: torch.device) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = out / device.type
@@ -671,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "command": "python scripts/bench_epoch.py " + " ".join(_portable(argv or sys.argv[1:])),
         "models": [],
+        "provenance": artefact_provenance(_data_provenance(args.data), device),
     }
     parts = args.parts.split(",")
     if "data" in parts:

@@ -467,7 +467,17 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}; data: {description}; augment {args.augment}"
     )
     print(header, flush=True)
-    report: dict[str, object] = {"setup": header}
+    from bgd_experiments.training.provenance import artefact_provenance
+
+    data_provenance: object = "none (synthetic)"
+    if args.data != "synthetic":
+        from bgd_experiments.data import data_identity
+
+        data_provenance = data_identity("cifar10", args.data)
+    report: dict[str, object] = {
+        "setup": header,
+        "provenance": artefact_provenance(data_provenance, device),
+    }
 
     if "a" in args.parts:
         a = part_a(args, model0, loader, device)

@@ -42,7 +42,7 @@ from torch import nn
 
 from bgd_experiments.models import MODEL_BUILDERS, build_model
 from bgd_experiments.models._common import SubsampledConv1x1
-from bgd_experiments.training.provenance import cpu_model
+from bgd_experiments.training.provenance import artefact_provenance, cpu_model
 
 # Training batches of Table 1 (the others use 200), the last partial batch of a 50,000- or
 # 2,000-image epoch at batch 12 (8), Figure 2(b)'s full batch (500) and small odd and even
@@ -541,6 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         "max_batch": args.max_batch,
         "threads": args.threads or torch.get_num_threads(),
         "wall": wall,
+        "provenance": artefact_provenance("none (synthetic convolution inputs)"),
     }
     records = [
         {

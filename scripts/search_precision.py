@@ -42,7 +42,7 @@ from bgd_experiments.io import atomic_write_text
 from bgd_experiments.models import build_model
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.training.loop import search_batches
-from bgd_experiments.training.provenance import git_state, package_versions
+from bgd_experiments.training.provenance import artefact_provenance, git_state
 from bgd_experiments.training.runtime import prepare_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,10 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         "searches": searches,
         "verdict": verdict,
         "provenance": {
+            **artefact_provenance(data_identity("cifar10", args.data)),
             **git,
-            "versions": package_versions(),
             "torch": torch.__version__,
-            "data": data_identity("cifar10", args.data),
         },
     }
     if args.json:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_epoch.py"
 
 
@@ -49,6 +51,8 @@ def test_bench_epoch_runs_and_writes_md_and_json(tmp_path, tiny_cifar10_targz):
     )
     assert code == 0
     report = json.loads((tmp_path / "cpu.json").read_text())
+    assert set(ARTEFACT_PROVENANCE_KEYS) <= set(report["provenance"])
+    assert report["provenance"]["data"]["name"] == tiny_cifar10_targz.name
     assert report["data_path"]["ratio_ours_over_authors"] > 0
     assert report["data_path"]["ours_augment_threads"] == 1
     assert "Ours assembles each batch with 1 CPU thread" in (tmp_path / "cpu.md").read_text()

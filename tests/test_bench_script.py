@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_mbt.py"
 
 
@@ -41,6 +43,7 @@ def test_bench_runs_and_the_authors_style_search_picks_the_same_sigmas(tmp_path,
     )
     assert code == 0
     report = json.loads(report_path.read_text())
+    assert set(ARTEFACT_PROVENANCE_KEYS) <= set(report["provenance"])
     search = report["search"]
     # The naive baseline must make the very same decisions, or the time ratio means nothing.
     assert search["same_sigmas"] is True

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bgd_experiments.io import read_json
+from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
 BIN = Path(sys.executable).parent
 
@@ -76,3 +77,27 @@ def test_every_artefact_runs_end_to_end_at_smoke_budget(tmp_path, smoke_env):
     assert (results / "functions.json").stat().st_mtime_ns == made["functions.json"]
     again = run([*fig2, "fig2b.iterations=2", "force=true"], tmp_path, smoke_env)
     assert "skipped" not in again
+
+
+def test_fig2_writes_provenance_and_a_titled_figure(tmp_path, smoke_env):
+    results = tmp_path / "results"
+    command = [
+        str(BIN / "bgd-run"),
+        "experiment=fig2",
+        "budget=smoke",
+        f"results_dir={results}",
+        *TINY_DATA,
+        "dataset.train_subset=20",
+        "fig2b.iterations=2",
+        "functions.max_iter=20",
+        "functions.num_starts=2",
+    ]
+    run(command, tmp_path, smoke_env)
+    for name in ("functions.json", "fig2b.json"):
+        provenance = read_json(results / name)["provenance"]
+        for key in ARTEFACT_PROVENANCE_KEYS:
+            assert key in provenance, (name, key)
+        assert {"python", "torch", "numpy"} <= set(provenance["versions"])
+    fig2b = read_json(results / "fig2b.json")
+    assert "sha256" in fig2b["provenance"]["data"]
+    assert (results / "fig2b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scan_onednn.py"
 
 
@@ -19,6 +21,8 @@ def test_scan_compares_every_shape_and_writes_its_table(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     (report,) = tmp_path.glob("*.json")
     cases = json.loads(report.read_text())["cases"]
+    provenance = json.loads(report.read_text())["meta"]["provenance"]
+    assert set(ARTEFACT_PROVENANCE_KEYS) <= set(provenance)
     # ResNet18 at width 0.25 has 11 distinct convolutions; each runs a training batch of 3
     # (with a float64 reference, batch <= 25) and a forward-only batch of 7, at both ISAs.
     assert len(cases) == 22

@@ -43,6 +43,21 @@ def write_fig2b(payload: dict[str, Any], out_dir: Path) -> None:
     atomic_write_json(out_dir / "fig2b.json", payload)
 
 
+def fig2b_budget(payload: dict[str, Any]) -> str:
+    """The run's budget for the title: model and width, images, iterations, seed."""
+    request = payload.get("request", {})
+    model = request.get("model", {})
+    parts = []
+    if model.get("name"):
+        width = model.get("width")
+        parts.append(f"{model['name']}" + (f" width {width:g}" if width is not None else ""))
+    parts.append(f"{payload['num_examples']} images as one batch")
+    parts.append(f"{len(payload['step_sizes'])} iterations")
+    if "seed" in request:
+        parts.append(f"seed {request['seed']}")
+    return ", ".join(parts)
+
+
 def plot_fig2b(payload: dict[str, Any], out_dir: Path) -> None:
     """Figure 2(b): step size and loss per iteration, as ``fig2b.png`` / ``fig2b.pdf``."""
     settings = payload["settings"]
@@ -61,10 +76,13 @@ def plot_fig2b(payload: dict[str, Any], out_dir: Path) -> None:
     loss_axes.plot(range(len(losses)), losses, color="tab:red", label="loss")
     loss_axes.set_ylabel("full-batch cross-entropy", color="tab:red")
     axes.set_title(
-        f"Fig. 2(b): Two-way Backtracking GD, {payload['num_examples']} images as one batch\n"
+        "Fig. 2(b): Two-way Backtracking GD on the full-batch loss\n"
+        f"{fig2b_budget(payload)}\n"
         f"α={alpha}, β={beta}, δ0={delta0}, BatchNorm {batchnorm_mode} mode",
         fontsize=10,
     )
+    lines = axes.get_lines() + loss_axes.get_lines()
+    axes.legend(lines, [line.get_label() for line in lines], loc="upper right", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     for suffix in ("png", "pdf"):
         atomic_save_figure(out_dir / f"fig2b.{suffix}", figure)

@@ -65,3 +65,29 @@ def device_description(device: torch.device) -> str:
 
 def provenance(device: torch.device) -> dict[str, Any]:
     return {**git_state(), "versions": package_versions(), "device": device_description(device)}
+
+
+# What every committed artefact records (tests check these keys).
+ARTEFACT_PROVENANCE_KEYS = (
+    "git_commit",
+    "git_dirty",
+    "versions",
+    "cpu_model",
+    "cpu_cores",
+    "device",
+    "data",
+)
+
+
+def artefact_provenance(
+    data: Any = "none (synthetic)", device: torch.device | None = None
+) -> dict[str, Any]:
+    """Provenance of a committed result file: git commit and dirty flag, package versions,
+    the machine (CPU model, cores, device) and the data (file name and content hash, or
+    ``"none ..."`` for synthetic inputs)."""
+    return {
+        **provenance(device or torch.device("cpu")),
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "data": data,
+    }
