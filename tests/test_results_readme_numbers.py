@@ -101,21 +101,26 @@ def noise_quarter_width() -> str:
 
     return (
         f"baseline {both('baseline')}; weights times 1 + 1e-7 N(0,1), two draws, "
-        f"{both('weights_1e-7')}; channels_last {both('channels_last')}; two threads {both('threads')}."
+        f"{both('weights_1e-7')}; channels_last {both('channels_last')}; two threads "
+        f"{both('threads')}."
     )
 
 
 def noise_reference() -> str:
     assert _rate("0.25", "reference", 0.01) == _rate("0.25", "baseline", 0.01)
     assert _rate("0.25", "reference", 100.0) == _rate("0.25", "baseline", 100.0)
-    return f"found exactly the fast path's rates ({_rate('0.25', 'reference', 0.01)}; {_rate('0.25', 'reference', 100.0)})"
+    return (
+        f"found exactly the fast path's rates ({_rate('0.25', 'reference', 0.01)}; "
+        f"{_rate('0.25', 'reference', 100.0)})"
+    )
 
 
 def noise_pooled() -> str:
     a, b = _spread("0.25", "0.01", "float_level"), _spread("0.25", "100", "float_level")
     assert a["n"] == b["n"]
     return (
-        f"x{a['max_min']:.3f} (CV {a['cv']:.3f}) from 1e-2 and x{b['max_min']:.3f} (CV {b['cv']:.3f}) "
+        f"x{a['max_min']:.3f} (CV {a['cv']:.3f}) from 1e-2 and x{b['max_min']:.3f} (CV "
+        f"{b['cv']:.3f}) "
         f"from 100, {a['n']} searches each"
     )
 
@@ -123,8 +128,10 @@ def noise_pooled() -> str:
 def noise_full_width() -> str:
     pooled = _spread("1", "0.01", "float_level")
     return (
-        f"(start 1e-2 only, {pooled['n']} searches): {_rate('1', 'baseline', 0.01, 3)}, weight draws "
-        f"{_rate('1', 'weights_1e-7', 0.01, 3)}, channels_last {_rate('1', 'channels_last', 0.01, 3)}, "
+        f"(start 1e-2 only, {pooled['n']} searches): {_rate('1', 'baseline', 0.01, 3)}, "
+        f"weight draws "
+        f"{_rate('1', 'weights_1e-7', 0.01, 3)}, channels_last "
+        f"{_rate('1', 'channels_last', 0.01, 3)}, "
         f"so x{pooled['max_min']:.3f} (CV {pooled['cv']:.3f})"
     )
 
@@ -141,7 +148,8 @@ def noise_other_seeds() -> str:
         return f"{_rate('0.25', family, 0.01)} and {_rate('0.25', family, 100.0)}"
 
     return (
-        f"at width 0.25 another batch order gives {both('loader_seed')}, another init {both('init_seed')} "
+        f"at width 0.25 another batch order gives {both('loader_seed')}, another init "
+        f"{both('init_seed')} "
         f"(x{min(ratios):.2f}-{max(ratios):.2f}); at full width another batch order gives "
         f"{_rate('1', 'loader_seed', 0.01, 3)} (x{full:.3f})"
     )
@@ -157,15 +165,20 @@ def noise_determinism() -> str:
     assert cell.found_lr == twin["found_lr"]  # to the last digit
     assert noise()["widths"]["0.25"]["provenance"]["git_commit"].startswith("992d261")
     return (
-        f"Table 1's cell at batch 200, start 1e-2, seed 0 (channels_last, one thread, commit {_commit(cell)}) "
-        f"is {g(cell.found_lr, 6)}, the `channels_last` search of `table1_noise.json` (commit 992d261)"
+        f"Table 1's cell at batch 200, start 1e-2, seed 0 (channels_last, one thread, "
+        f"commit {_commit(cell)}) "
+        f"is {g(cell.found_lr, 6)}, the `channels_last` search of `table1_noise.json` "
+        f"(commit 992d261)"
     )
 
 
 def noise_full_width_rate() -> str:
     rates = _spread("1", "0.01", "float_level")["found_lr"]
     quarter = _searches("0.25", "baseline", 0.01)[0]["found_lr"]
-    return f"the found rate is {min(rates):.4f}-{max(rates):.4f}, less than half the quarter-width {g(quarter, 2)}"
+    return (
+        f"the found rate is {min(rates):.4f}-{max(rates):.4f}, less than half the "
+        f"quarter-width {g(quarter, 2)}"
+    )
 
 
 def noise_cost() -> str:
@@ -241,8 +254,10 @@ def made_from_table() -> str:
     assert len(searches) == len(starts) * len(batches) * len(seeds.split(", "))
     assert {r.seed for r in table3} == {0}
     return (
-        f"| Table 1 | {len(searches)} searches: {len(starts)} start rates x {len(batches)} batch sizes x seeds {seeds} | "
-        f"| Table 2 | {len(table2)} runs: {len(cells)} cells x seeds {', '.join(str(s) for s in sorted({r.seed for r in table2}))} | "
+        f"| Table 1 | {len(searches)} searches: {len(starts)} start rates x {len(batches)} "
+        f"batch sizes x seeds {seeds} | "
+        f"| Table 2 | {len(table2)} runs: {len(cells)} cells x seeds "
+        f"{', '.join(str(s) for s in sorted({r.seed for r in table2}))} | "
         f"| Table 3 / Figure 3 | {len(table3)} runs (seed 0) |"
     )
 
@@ -260,9 +275,12 @@ def other_runs() -> str:
     later = [r for r in fair if r.seed != 0]
     assert {r.seed for r in later} == {1, 2}
     return (
-        f"are the {len(fair)} clean-protocol runs of Table 2's fair comparison, made from the clean commit "
-        f"e5159ac ({len(seed0)} of seed 0: {len(optimizers)} baselines at {rates.pop()} rates each; "
-        f"{len(later)} of seeds 1 and 2), and the {len(plus)} runs of Table 2+ made from 6862672 (below)."
+        f"are the {len(fair)} clean-protocol runs of Table 2's fair comparison, made from "
+        f"the clean commit "
+        f"e5159ac ({len(seed0)} of seed 0: {len(optimizers)} baselines at {rates.pop()} "
+        f"rates each; "
+        f"{len(later)} of seeds 1 and 2), and the {len(plus)} runs of Table 2+ made from "
+        f"6862672 (below)."
     )
 
 
@@ -276,7 +294,10 @@ def warm_restart_twins() -> str:
 
 def densenet_wall_time() -> str:
     minutes = [r.wall_time / 60 for r in runs() if r.model == "densenet121"]
-    return f"the committed DenseNet121 runs of Table 3 took {min(minutes):.1f}-{max(minutes):.1f} min each (`summary.json`)"
+    return (
+        f"the committed DenseNet121 runs of Table 3 took "
+        f"{min(minutes):.1f}-{max(minutes):.1f} min each (`summary.json`)"
+    )
 
 
 # --- Table 2+ (table2_plus.csv and the runs) -----------------------------------------------
@@ -298,8 +319,10 @@ def plus_runs() -> str:
     assert seeds == {"0;1;2"}
     made = [r for r in runs() if _commit(r) == "6862672"]
     return (
-        f"{total} runs ({len(rows)} optimizer and protocol cells x 3 seeds): the {own} paper-protocol runs "
-        f"of the paper's optimizers are Table 2's runs (commit 2ebc13e); the other {len(made)} were made"
+        f"{total} runs ({len(rows)} optimizer and protocol cells x 3 seeds): the {own} "
+        f"paper-protocol runs "
+        f"of the paper's optimizers are Table 2's runs (commit 2ebc13e); the other "
+        f"{len(made)} were made"
     )
 
 
@@ -311,7 +334,10 @@ def plus_ratios() -> str:
     nag = float(_plus("paper", "mbt_nag")["passes_to_target"])
     cheap = [nag / float(_plus("paper", o)["passes_to_target"]) for o in ("sgd_cosine", "prodigy")]
     sls = nag / float(_plus("paper", "sls")["passes_to_target"])
-    return f"To 25% it needs {round(min(cheap))}-{round(max(cheap))}x the passes of SGD + cosine and Prodigy and about {round(sls)}x SLS's"
+    return (
+        f"To 25% it needs {round(min(cheap))}-{round(max(cheap))}x the passes of SGD + "
+        f"cosine and Prodigy and about {round(sls)}x SLS's"
+    )
 
 
 def plus_wall_times() -> str:
@@ -319,8 +345,10 @@ def plus_wall_times() -> str:
         return round(float(_plus(protocol, optimizer)["wall_time_to_target"]))
 
     return (
-        f"in wall time {wall('paper', 'mbt_nag')} s against {wall('paper', 'sgd_cosine')} s for SGD + cosine under "
-        f"`paper` ({wall('clean', 'mbt_nag')} s against {wall('clean', 'sgd_cosine')} s under `clean`"
+        f"in wall time {wall('paper', 'mbt_nag')} s against {wall('paper', 'sgd_cosine')} "
+        f"s for SGD + cosine under "
+        f"`paper` ({wall('clean', 'mbt_nag')} s against {wall('clean', 'sgd_cosine')} s "
+        f"under `clean`"
     )
 
 
@@ -339,7 +367,8 @@ def plus_search_cost() -> str:
     (batches,) = {int(b) for b in backward}
     trials = [f - batches for f in forward]
     return (
-        f"Each search costs about {round(statistics.mean(forward))} forward and {batches} backward passes here "
+        f"Each search costs about {round(statistics.mean(forward))} forward and {batches} "
+        f"backward passes here "
         f"({batches} gradient batches, {min(trials):.0f}-{max(trials):.0f} trials)"
     )
 
