@@ -373,7 +373,37 @@ def plus_search_cost() -> str:
     )
 
 
+def loss_after_first_search() -> str:
+    for optimizer in ("mbt_mmt", "mbt_nag"):
+        (run,) = [
+            r
+            for r in runs()
+            if r.dataset == "cifar100" and r.model == "resnet18" and r.optimizer == optimizer
+        ]
+        with (run.path / "metrics.jsonl").open() as handle:
+            first = json.loads(handle.readline())
+        assert first["epoch"] == 1 and 100 <= first["test_loss"] < 1000
+    return "After that first epoch the test loss is in the hundreds"
+
+
+@cache
+def fig2b() -> dict:
+    return json.loads((CPU / "fig2b.json").read_text())
+
+
+def resnet18_size() -> str:
+    return f"(ResNet18: {fig2b()['num_parameters'] / 1e6:.2f}M parameters instead of 11.2M;"
+
+
+def fig2b_settings() -> str:
+    settings = ", ".join(f"{k}: {v}" for k, v in fig2b()["settings"].items())
+    return f"records `settings: {{{settings}}}` on {fig2b()['num_examples']} images"
+
+
 CHECKS = [
+    loss_after_first_search,
+    resnet18_size,
+    fig2b_settings,
     noise_quarter_width,
     noise_reference,
     noise_pooled,
