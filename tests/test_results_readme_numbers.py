@@ -400,7 +400,44 @@ def fig2b_settings() -> str:
     return f"records `settings: {{{settings}}}` on {fig2b()['num_examples']} images"
 
 
+def timing_table_runs() -> str:
+    made = [r for r in runs() if _commit(r) == "2ebc13e"]
+    seed0 = [r for r in made if r.seed == 0]
+    table1 = [r for r in seed0 if r.task == "search"]
+    table2 = [r for r in seed0 if r.task == "train" and not _is_table3(r)]
+    table3 = [r for r in seed0 if _is_table3(r)]
+    later = [r for r in made if r.task == "train" and not _is_table3(r) and r.seed in (1, 2)]
+    trained = len(table1) + len(table2) + len(table3)  # run folders; Figure 2 writes JSON
+    return (
+        f"| Table 1 (search only) | {len(table1)} | 13.6 min | {len(table1)} finished | "
+        f"| Table 2 | {len(table2)} | 20.7 min | statuses: generated block above | "
+        f"| Table 3 (incl. Figure 3's four runs) | {len(table3)} | 33.9 min | "
+        f"{len(table3)} finished | "
+        f"| Figure 2 (`functions` + 2b) | 1 | 3.9 min | finished | "
+        f"| Figure 3 (report only) | 0 | 6 s | from Table 3's runs | "
+        f"| **`make paper BUDGET=cpu`** | {trained} | **72 min** | | "
+        f"| Table 2, seeds 1 and 2 | {len(later)} | 41 min |"
+    )
+
+
+def plus_optimizers() -> str:
+    rows = [r for r in table2_plus() if r["protocol"] == "paper"]
+    own = [r for r in rows if r["family"] in ("paper baseline", "MBT")]
+    assert {r["optimizer"] for r in rows} == {
+        r["optimizer"] for r in table2_plus() if r["protocol"] == "clean"
+    }
+    return f"the {len(rows)} optimizers of `experiment=table2_plus` (the paper's {len(own)}"
+
+
+def plus_comparisons() -> str:
+    rows = [r for r in table2_plus() if r["protocol"] == "paper" and r["optimizer"] != "mbt_nag"]
+    return f"the Holm-corrected test over each protocol's {len(rows)} comparisons"
+
+
 CHECKS = [
+    timing_table_runs,
+    plus_optimizers,
+    plus_comparisons,
     loss_after_first_search,
     resnet18_size,
     fig2b_settings,
