@@ -62,9 +62,7 @@ def place(results_dir: Path, config: dict[str, Any]) -> tuple[Path, dict[str, An
     config = with_data_identity(config)
     data = config.get(DATA_KEY) or {}
     if data.get("sha256") is None:
-        raise ValueError(
-            "its data has no recorded hash (config.yaml has no data.sha256)"
-        )
+        raise ValueError("its data has no recorded hash (config.yaml has no data.sha256)")
     try:
         reference = reference_for(config)
     except Exception as error:  # an unknown group name: Hydra's own error says which

@@ -249,3 +249,31 @@ def test_momentum_guard_table_and_sentences() -> None:
         behind.append(means[1] - means[0])
     points = int(_search(r"the runs fall about (\d+) points behind", text).group(1))
     assert [round(gap) for gap in behind] == [points, points]
+
+
+def test_the_schedule_free_warm_up_table_is_the_run_folders():
+    import statistics
+
+    import yaml
+
+    folder = Path(__file__).resolve().parents[1] / "results" / "cpu-sf-warmup-val"
+    if not (folder / "runs").exists():
+        pytest.skip("no committed warm-up runs")
+    by_warmup: dict[int, list[dict]] = {}
+    for path in folder.rglob("summary.json"):
+        config = yaml.safe_load((path.parent / "config.yaml").read_text())
+        by_warmup.setdefault(config["optimizer"]["warmup_steps"], []).append(
+            json.loads(path.read_text())
+        )
+    text = (folder / "README.md").read_text()
+    for warmup, summaries in sorted(by_warmup.items()):
+        val = statistics.mean(s["best_val_acc"] for s in summaries)
+        tests = [s["test_acc_at_best_val"] for s in summaries]
+        row = (
+            f"| {warmup} | {len(summaries)} | {val:.2f} | "
+            f"{statistics.mean(tests):.2f} +- {statistics.stdev(tests):.2f} |"
+        )
+        assert row in text
+        assert all(s["git_commit"].startswith("7321d79") and not s["git_dirty"] for s in summaries)
+    best = max(by_warmup, key=lambda w: statistics.mean(s["best_val_acc"] for s in by_warmup[w]))
+    assert best == 20 and "Chosen on validation: 20 steps" in text
