@@ -185,7 +185,9 @@ def test_a_sweep_skips_a_held_cell_and_trains_the_others(tmp_path, tiny_root, mo
 def test_ctrl_c_stops_in_one_line_and_keeps_finished_epochs(tmp_path, tiny_root):
     results = tmp_path / "results"
     command = [str(BGD_RUN), *TINY, f"dataset.root={tiny_root}", f"results_dir={results}"]
-    command += ["trainer.epochs=500"]
+    # No early stop: the run must still be training when the signal comes, however slowly
+    # this process polls on a loaded machine (500 epochs of 40 images take about 30 s).
+    command += ["trainer.epochs=500", "trainer.baseline_stop_patience=null"]
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
