@@ -188,8 +188,15 @@ def test_ctrl_c_stops_in_one_line_and_keeps_finished_epochs(tmp_path, tiny_root)
     # No early stop: the run must still be training when the signal comes, however slowly
     # this process polls on a loaded machine (500 epochs of 40 images take about 30 s).
     command += ["trainer.epochs=500", "trainer.baseline_stop_patience=null"]
+    # As from a terminal: SIGINT at its default in the child, whatever this test process's
+    # disposition is (an ignored signal would be inherited across exec).
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 300
     while not list(results.rglob(CHECKPOINT_FILE)) and time.monotonic() < deadline:
