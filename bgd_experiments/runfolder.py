@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from bgd_experiments.io import iter_jsonl, json_line
+from bgd_experiments.io import atomic_write_text, iter_jsonl, json_line
 from bgd_experiments.records import EpochRecord, RunStatus, RunSummary
 
 SUMMARY_FILE = "summary.json"
@@ -603,6 +603,10 @@ class RunFolder:
                 raise ValueError(f"{self.metrics_file}, line {line}: {error}") from None
             by_epoch[parsed.epoch] = parsed
         return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+    def replace_metrics(self, records: list[EpochRecord]) -> None:
+        """Write ``metrics.jsonl`` afresh, atomically (a resumed run's checkpoint history)."""
+        atomic_write_text(self.metrics_file, "".join(json_line(r.to_json()) for r in records))
 
     def append_metrics(self, record: EpochRecord) -> None:
         with open(self.metrics_file, "a") as handle:

@@ -44,7 +44,13 @@ def write_run(
         "train_subset": 2000,
         "budget": budget,
     }
-    summary = {"run": run, "wall_time": wall, "epochs_completed": epochs, "device": device}
+    summary = {
+        "status": "finished",
+        "run": run,
+        "wall_time": wall,
+        "epochs_completed": epochs,
+        "device": device,
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     config = {"dataset": {"test_subset": 1000}, "budget": {"search_batches": 20}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bgd_experiments.linesearch.paper_values import PAPER_VALUES
+from bgd_experiments.reporting.paper import OPTIMIZER_LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TEXT = REPO.parent / "shared" / "paper" / "truong-nguyen-2020-backtracking-gd-part2.txt"
@@ -22,20 +23,8 @@ PAPER_CSV = REPO / "bgd_experiments" / "reporting" / "paper_results.csv"
 
 # The column order of Tables 1 and 2 (starting learning rates, as the CSV spells them).
 LR_COLUMNS = ("100", "10", "1", "1e-1", "1e-2", "1e-3", "1e-4", "1e-5", "1e-6")
-# Table 2's row names as the paper prints them.
-TABLE2_ROWS = {
-    "sgd": "SGD",
-    "mmt": "MMT",
-    "nag": "NAG",
-    "adagrad": "Adagrad",
-    "adadelta": "Adadelta",
-    "rmsprop": "RMSprop",
-    "adam": "Adam",
-    "adamax": "Adamax",
-    "mbt_gd": "MBT-GD",
-    "mbt_mmt": "MBT-MMT",
-    "mbt_nag": "MBT-NAG",
-}
+# Table 2's row names as the paper prints them are the labels our tables use.
+TABLE2_ROWS = OPTIMIZER_LABELS
 # Table 3's row names and its columns (dataset, optimiser), left to right.
 TABLE3_ROWS = {
     "resnet18": "Resnet18",

@@ -31,6 +31,7 @@ from bgd_experiments.reporting import (
 )
 from bgd_experiments.reporting.cli import main
 from bgd_experiments.reporting.noise import FLOAT_FAMILIES, NOISE_FILE, family_spreads
+from bgd_experiments.reporting.report import section_markdown
 from bgd_experiments.reporting.runs import RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -334,7 +335,7 @@ def test_fair_baselines_choose_the_rate_on_validation(runs: list[RunRecord]) -> 
     table = build_table2([*runs, *clean[1:]])  # SGD misses its 100 cell: pending
     assert "selection pending" in table.findings[2]
     assert "8 of 9" not in table.findings[2] and "71 of 72" in table.findings[2]
-    assert "selection pending" in table.sections[-1]
+    assert "selection pending" in section_markdown(table.sections[-1])
     fair = {item.optimizer: item for item in fair_baselines(clean, build_table2(runs).cells)}
     assert all(item.lr == 0.01 and item.complete for item in fair.values())
     assert fair["sgd"].scores == [35.0]
@@ -768,13 +769,13 @@ def test_the_clean_grid_shows_only_clean_protocol_runs():
 def test_each_table_states_its_protocol(runs: list[RunRecord]) -> None:
     from bgd_experiments.reporting.tables import build_table1, build_table3
 
-    table2 = build_table2(runs).sections[0]
+    table2 = section_markdown(build_table2(runs).sections[0])
     assert table2.startswith("## Protocol of this table")
     assert "sqrt(batch / N) (the training images): 1,000." in table2
     assert "seeds 0, 1" in table2
     searches = [run for run in runs if run.task == "search"]
     full = [dataclasses.replace(run, train_subset=None) for run in searches]
-    assert "(the training images): 50,000." in build_table1(full).sections[0]
+    assert "(the training images): 50,000." in section_markdown(build_table1(full).sections[0])
     # The same paper cell in Table 2 (search from 1e-2) and Table 3 (from 100), said so.
     table3 = build_table3(runs)
     nag = next(r for r in runs if r.optimizer == "mbt_nag" and r.lr == 0.01)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bgd_experiments.io import atomic_save_figure, read_jsonl
+from bgd_experiments.io import atomic_save_figure
 from bgd_experiments.reporting.report import (
     Grid,
     Report,
@@ -22,12 +22,10 @@ from bgd_experiments.reporting.report import (
 )
 from bgd_experiments.reporting.runs import RunRecord, read_run
 from bgd_experiments.runfolder import (
-    CONFIG_FILE,
     IDENTITY_KEY,
-    METRICS_FILE,
     RESUMABLE_DIFFERENCES,
+    RunFolder,
     flatten_config,
-    read_config,
 )
 
 RUNS_CSV_COLUMNS = (
@@ -111,7 +109,7 @@ def lr_per_epoch_markdown(runs: Sequence[RunRecord]) -> str:
 def differing_keys(folders: Sequence[Path]) -> list[tuple[str, list[Any]]]:
     """(key, value per run) for every config key whose value is not the same in all runs;
     where the run ran and how it was displayed are left out."""
-    configs = [flatten_config(read_config(folder / CONFIG_FILE)) for folder in folders]
+    configs = [flatten_config(RunFolder(folder).read_config()) for folder in folders]
     keys = sorted(set().union(*configs)) if configs else []
     differences = []
     for key in keys:
@@ -183,11 +181,10 @@ def plot_comparison(runs: Sequence[RunRecord], path_stem: Path) -> list[Path]:
     figure = Figure(figsize=(10.0, 4.0), constrained_layout=True)
     accuracy_axes, lr_axes = figure.subplots(1, 2)
     for i, run in enumerate(runs):
-        metrics_path = run.path / METRICS_FILE
-        records = read_jsonl(metrics_path) if metrics_path.exists() else []
-        epochs = [record.get("epoch") for record in records]
-        accuracy_axes.plot(epochs, [r.get("test_acc") for r in records], label=_label(run, i))
-        lrs = [(r.get("epoch"), r.get("lr")) for r in records if r.get("lr")]
+        accuracy_axes.plot(run.epoch_numbers, run.test_acc_history, label=_label(run, i))
+        lrs = [
+            (epoch, lr) for epoch, lr in zip(run.epoch_numbers, run.lr_history, strict=True) if lr
+        ]
         if lrs:
             lr_axes.plot(*zip(*lrs, strict=True), label=_label(run, i))
     accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")

@@ -21,7 +21,6 @@ whether it is ``measured`` (the artefact's own runs at that budget: their wall t
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bgd_experiments.compose import CONFIG_DIR, compose_config, group_options
+from bgd_experiments.io import read_json
 from bgd_experiments.reporting.report import Grid, Report, Section, markdown_blocks
+from bgd_experiments.runfolder import SUMMARY_FILE, RunFolder
 
 BUDGETS = ("smoke", "cpu", "short", "paper")
 ARTEFACTS = ("table1", "table2", "table3", "fig2", "fig3")
@@ -192,29 +191,29 @@ def _device_kind(text: str | None) -> str:
 
 
 def read_measured_runs(results_dir: Path, config_dir: Path = CONFIG_DIR) -> list[MeasuredRun]:
-    """Every run folder (summary.json) under ``results_dir`` with its wall time and work (the
-    search schedule from the folder's config.yaml, else from composing its optimizer)."""
+    """Every ended run under ``results_dir`` with its wall time and work (the search schedule
+    from the folder's config.yaml, else from composing its optimizer)."""
     runs = []
-    for summary_path in sorted(results_dir.rglob("summary.json")):
+    for summary_path in sorted(results_dir.rglob(SUMMARY_FILE)):
+        folder = RunFolder(summary_path.parent)
         try:
-            summary = json.loads(summary_path.read_text())
-            run = summary["run"]
-            wall = float(summary["wall_time"])
-        except (OSError, ValueError, KeyError, TypeError):
+            summary = folder.read_summary()
+        except (OSError, ValueError, TypeError):  # damaged: the runs listing reports it
             continue
-        folder = summary_path.parent
-        test = TEST_IMAGES
-        search_batches = 20
-        optimizer_config: dict[str, Any] = {}
-        config_path = folder / "config.yaml"
-        if config_path.exists():  # the run's own record of its config
-            try:
-                config = yaml.safe_load(config_path.read_text()) or {}
-                test = int((config.get("dataset") or {}).get("test_subset") or TEST_IMAGES)
-                search_batches = int((config.get("budget") or {}).get("search_batches") or 20)
-                optimizer_config = dict(config.get("optimizer") or {})
-            except (yaml.YAMLError, ValueError, TypeError, AttributeError):
-                pass
+        if (
+            summary is None
+            or not isinstance(summary.run, dict)
+            or not isinstance(summary.wall_time, int | float)
+        ):
+            continue
+        run = summary.run
+        config = folder.read_config()  # the run's own record of its config ({} if none)
+        try:
+            test = int((config.get("dataset") or {}).get("test_subset") or TEST_IMAGES)
+            search_batches = int((config.get("budget") or {}).get("search_batches") or 20)
+            optimizer_config = dict(config.get("optimizer") or {})
+        except (ValueError, TypeError, AttributeError):
+            test, search_batches, optimizer_config = TEST_IMAGES, 20, {}
         train = int(run.get("train_subset") or TRAIN_IMAGES)
         optimizer = str(run.get("optimizer"))
         steps = 0.0
@@ -231,7 +230,7 @@ def read_measured_runs(results_dir: Path, config_dir: Path = CONFIG_DIR) -> list
             )
         runs.append(
             MeasuredRun(
-                path=folder,
+                path=folder.path,
                 task=str(run.get("task")),
                 budget=run.get("budget"),
                 device=_device_kind(summary.get("device")),
@@ -241,7 +240,7 @@ def read_measured_runs(results_dir: Path, config_dir: Path = CONFIG_DIR) -> list
                 lr=run.get("lr"),
                 seed=int(run.get("seed") or 0),
                 width=float(run.get("width") or 1.0),
-                wall_time=wall,
+                wall_time=float(summary.wall_time),
                 steps=steps,
             )
         )
@@ -330,7 +329,7 @@ def rates_from_bench(bench_dir: Path, rates: Rates) -> None:
     epoch (pure training), plus the evaluation share a run adds (counted in the work)."""
     for path in sorted(bench_dir.glob("*.json")):
         try:
-            report = json.loads(path.read_text())
+            report = read_json(path)
             device = _device_kind(report["machine"]["device"])
             for result in report["models"]:
                 entry = result["variants"]["nag-fp32"]

@@ -25,7 +25,7 @@ from bgd_experiments.reporting.paper import (
     paper_cells,
     same_rate,
 )
-from bgd_experiments.reporting.report import Grid, Section, section_markdown
+from bgd_experiments.reporting.report import Grid, Section
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.stats import (
     BETTER,
@@ -114,8 +114,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     spreads: list[dict[str, object]] = field(default_factory=list)  # Table 1 only
     noise: dict[str, Any] | None = None  # Table 1 only: the search's noise floor, if measured
-    # Sections before the findings, in Markdown (report.section_markdown of a Section)
-    sections: list[str] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)  # before the findings
     protocol: list[str] = field(default_factory=list)  # what this table's runs did
 
     @property
@@ -244,7 +243,7 @@ def _join_numbers(values: Sequence[Any], fmt: Callable[[Any], str] = str) -> str
     return ", ".join(fmt(value) for value in values) if values else "none"
 
 
-def protocol_section(table: Table) -> str:
+def protocol_section(table: Table) -> Section:
     """What this table's runs did: N of the search's sqrt(batch / N) rescaling, the start
     rates, the budget (images, epochs, width) and the seeds, read from the runs."""
     runs = table.runs
@@ -264,7 +263,7 @@ def protocol_section(table: Table) -> str:
         f"width {_join_numbers(widths, lambda w: f'{w:g}')}; seeds {_join_numbers(seeds)} "
         f"({len(runs)} runs).",
     ]
-    return section_markdown(Section("Protocol of this table", bullets=bullets))
+    return Section("Protocol of this table", bullets=bullets)
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -657,7 +656,7 @@ def _max_sentence(cells: list[Cell]) -> tuple[str, list[Comparison | None] | Non
     return text, comparisons
 
 
-def _fair_section(fair: list[FairBaseline]) -> str:
+def _fair_section(fair: list[FairBaseline]) -> Section:
     rows = []
     for item in fair:
         chosen = "selection pending" if item.lr is None else format_rate(item.lr)
@@ -685,18 +684,16 @@ def _fair_section(fair: list[FairBaseline]) -> str:
         "test acc at best val (%)",
         "n",
     ]
-    return section_markdown(
-        Section(
-            "Fair best baselines: rate chosen on validation (clean protocol)",
-            notes=[
-                "Per baseline, the paper-grid rate with the best seed-0 validation accuracy "
-                "(`best_val_acc`, clean protocol: the test images never choose it), scored by "
-                "the test accuracy at the best validation epoch (`test_acc_at_best_val`) over "
-                "the seeds run at that rate. rates seen: grid rates with a finished seed-0 "
-                "clean run."
-            ],
-            grid=Grid(columns, rows),
-        )
+    return Section(
+        "Fair best baselines: rate chosen on validation (clean protocol)",
+        notes=[
+            "Per baseline, the paper-grid rate with the best seed-0 validation accuracy "
+            "(`best_val_acc`, clean protocol: the test images never choose it), scored by "
+            "the test accuracy at the best validation epoch (`test_acc_at_best_val`) over "
+            "the seeds run at that rate. rates seen: grid rates with a finished seed-0 "
+            "clean run."
+        ],
+        grid=Grid(columns, rows),
     )
 
 

@@ -458,7 +458,7 @@ def table_report(table: Table) -> Report:
                 tex="Clean protocol: test accuracy at the best validation epoch",
             )
         )
-    sections += [Section(notes=[section]) for section in table.sections]
+    sections += table.sections
     if table.findings:
         sections.append(Section("Findings", bullets=table.findings, tex_bullets=""))
     if table.notes:

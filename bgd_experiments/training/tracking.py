@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bgd_experiments.io import atomic_write_text, json_line
 from bgd_experiments.records import EpochRecord
-from bgd_experiments.runfolder import METRICS_FILE, RunFolder
+from bgd_experiments.runfolder import RunFolder
 
 log = logging.getLogger("bgd_experiments.training")
 
@@ -39,8 +38,7 @@ class RunTracker:
         self.title = title
         # Rewrite the file from the checkpoint's history: a kill between the checkpoint and
         # the append (or mid-append) must not leave a duplicate or torn record behind.
-        lines = "".join(json_line(record) for record in history)
-        atomic_write_text(run_dir / METRICS_FILE, lines)
+        RunFolder(run_dir).replace_metrics([EpochRecord.from_json(r) for r in history])
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
