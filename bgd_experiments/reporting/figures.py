@@ -7,8 +7,6 @@ changes between consecutive searched epochs.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bgd_experiments.io import atomic_write_text, save_figure_files
 from bgd_experiments.reporting.paper import DATASET_LABELS, OPTIMIZER_LABELS
+from bgd_experiments.reporting.report import Grid, render_csv
 from bgd_experiments.reporting.runs import RunRecord
 from bgd_experiments.reporting.tables import build_table3
 from bgd_experiments.runfolder import RunStatus
@@ -123,29 +122,25 @@ def fig3_curves(runs: Sequence[RunRecord], paper_csv: str | None = None) -> list
 
 def render_fig3_csv(curves: Sequence[LrCurve]) -> str:
     """The plotted data, one row per (run, epoch)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(FIG3_CSV_COLUMNS)
-    for curve in curves:
-        for index, epoch in enumerate(curve.epochs):
-            lr = curve.lrs[index]
-            alpha = curve.alphas[index]
-            momentum = curve.momentum[index]
-            writer.writerow(
-                [
-                    curve.dataset,
-                    FIG3_MODEL,
-                    curve.optimizer,
-                    "" if curve.seed is None else curve.seed,
-                    curve.status,
-                    epoch,
-                    "" if lr is None else repr(lr),
-                    "" if alpha is None else repr(alpha),
-                    "" if momentum is None else str(bool(momentum)).lower(),
-                    str(epoch in curve.switch_epochs).lower(),
-                ]
-            )
-    return buffer.getvalue()
+    rows = [
+        [
+            curve.dataset,
+            FIG3_MODEL,
+            curve.optimizer,
+            "" if curve.seed is None else curve.seed,
+            curve.status,
+            epoch,
+            "" if lr is None else repr(lr),
+            "" if alpha is None else repr(alpha),
+            "" if momentum is None else str(bool(momentum)).lower(),
+            str(epoch in curve.switch_epochs).lower(),
+        ]
+        for curve in curves
+        for epoch, lr, alpha, momentum in zip(
+            curve.epochs, curve.lrs, curve.alphas, curve.momentum, strict=True
+        )
+    ]
+    return render_csv(Grid(FIG3_CSV_COLUMNS, rows))
 
 
 def _switch_label(curve: LrCurve, epoch: int) -> str:

@@ -21,6 +21,7 @@ from bgd_experiments.linesearch.experiments import (
     settle_iteration,
 )
 from bgd_experiments.reporting.function_claims import fmt_number, fmt_point, judge_claims
+from bgd_experiments.reporting.report import Grid, Report, Section, render_md
 
 
 def write_functions_report(report: dict[str, Any], out_dir: Path) -> None:
@@ -128,64 +129,113 @@ def plot_fig2a(figure_runs: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 # --- Report ----------------------------------------------------------------------------------
 
 
-def _example_table(example: dict[str, Any]) -> list[str]:
-    lines = [
-        "| method | final point | iterations | stop | final step | f(x) | ‖∇f‖ "
-        "| function evals | gradient evals | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+def _example_grid(example: dict[str, Any]) -> Grid:
+    columns = [
+        "method",
+        "final point",
+        "iterations",
+        "stop",
+        "final step",
+        "f(x)",
+        "‖∇f‖",
+        "function evals",
+        "gradient evals",
+        "wall time (s)",
     ]
-    for run in example["runs"]:
-        lines.append(
-            f"| {run['label']} | {fmt_point(run['final_point'])} | {run['iterations']} "
-            f"| {run['stop_reason']} | {run['final_step_size']:.6g} | {run['final_value']:.6g} "
-            f"| {run['final_grad_norm']:.3e} | {run['function_evals']} "
-            f"| {run['gradient_evals']} | {run['wall_time_s']:.3f} |"
-        )
-    return lines
+    rows = [
+        [
+            run["label"],
+            fmt_point(run["final_point"]),
+            run["iterations"],
+            run["stop_reason"],
+            f"{run['final_step_size']:.6g}",
+            f"{run['final_value']:.6g}",
+            f"{run['final_grad_norm']:.3e}",
+            run["function_evals"],
+            run["gradient_evals"],
+            f"{run['wall_time_s']:.3f}",
+        ]
+        for run in example["runs"]
+    ]
+    return Grid(columns, rows)
 
 
 def _yes_no(flag: bool) -> str:
     return "yes" if flag else "**no**"
 
 
-def _claims_table(claims: list[dict[str, Any]]) -> list[str]:
-    lines = ["| paper's claim | our run | criterion | agrees |", "|---|---|---|---|"]
-    for claim in claims:
-        lines.append(
-            f"| {claim['claim']} | {claim['ours']} | {claim['criterion']} "
-            f"| {_yes_no(claim['agrees'])} |"
-        )
-    return lines
+def _claims_grid(claims: list[dict[str, Any]]) -> Grid:
+    rows = [
+        [claim["claim"], claim["ours"], claim["criterion"], _yes_no(claim["agrees"])]
+        for claim in claims
+    ]
+    return Grid(["paper's claim", "our run", "criterion", "agrees"], rows)
 
 
-def _paper_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| quantity | paper | ours | note |", "|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['quantity']} | {row['paper']} | {row['ours']} | {row['note']} |")
-    return lines
+def _paper_grid(rows: list[dict[str, Any]]) -> Grid:
+    cells = [[row["quantity"], row["paper"], row["ours"], row["note"]] for row in rows]
+    return Grid(["quantity", "paper", "ours", "note"], cells)
 
 
 def _span_text(span: list[float] | None) -> str:
     return "" if span is None else f" (r = {span[0]:.4f}-{span[1]:.4f})"
 
 
-def _endings_table(endings: dict[str, dict[str, Any]], grad_tol: float) -> list[str]:
-    lines = [
-        "| method | jumped out to the flat region r ≥ 1 (∇f = 0) "
-        f"| inside the disk, stopped by ‖∇f‖ ≤ {grad_tol:g} "
-        "| ... of which at a local minimum (Hessian positive definite) "
-        "| inside the disk, still moving at the iteration budget |",
-        "|---|---|---|---|---|",
+def _endings_grid(endings: dict[str, dict[str, Any]], grad_tol: float) -> Grid:
+    columns = [
+        "method",
+        "jumped out to the flat region r ≥ 1 (∇f = 0)",
+        f"inside the disk, stopped by ‖∇f‖ ≤ {grad_tol:g}",
+        "... of which at a local minimum (Hessian positive definite)",
+        "inside the disk, still moving at the iteration budget",
     ]
-    for name, end in endings.items():
-        lines.append(
-            f"| {name} | {end['flat_region']}/{end['runs']}{_span_text(end['flat_region_radius'])}"
-            f" | {end['inside_stopped']}/{end['runs']}"
-            f"{_span_text(end['inside_stopped_radius'])}"
-            f" | {end['inside_stopped_local_minimum']}/{end['inside_stopped']}"
-            f" | {end['inside_moving']}/{end['runs']}{_span_text(end['inside_moving_radius'])} |"
-        )
-    return lines
+    rows = [
+        [
+            name,
+            f"{end['flat_region']}/{end['runs']}{_span_text(end['flat_region_radius'])}",
+            f"{end['inside_stopped']}/{end['runs']}{_span_text(end['inside_stopped_radius'])}",
+            f"{end['inside_stopped_local_minimum']}/{end['inside_stopped']}",
+            f"{end['inside_moving']}/{end['runs']}{_span_text(end['inside_moving_radius'])}",
+        ]
+        for name, end in endings.items()
+    ]
+    return Grid(columns, rows)
+
+
+def _methods_grid(methods: dict[str, dict[str, Any]]) -> Grid:
+    columns = [
+        "method",
+        "converged",
+        "convergence rate",
+        "iterations to convergence (mean / median)",
+        "iterations, all runs (mean)",
+        "function evals (mean)",
+        "gradient evals (mean)",
+        "function evals / iteration",
+        "wall time total (s)",
+        "wall time per run (s)",
+        "median final ‖∇f‖",
+        "median final r",
+    ]
+    rows = [
+        [
+            name,
+            f"{stats['converged']}/{stats['runs']}",
+            f"{stats['convergence_rate']:.2f}",
+            f"{fmt_number(stats['iterations_mean_converged'], 1)} / "
+            f"{fmt_number(stats['iterations_median_converged'], 1)}",
+            f"{stats['iterations_mean_all']:.1f}",
+            f"{stats['function_evals_mean']:.1f}",
+            f"{stats['gradient_evals_mean']:.1f}",
+            f"{stats['function_evals_per_iteration']:.2f}",
+            f"{stats['wall_time_total_s']:.2f}",
+            f"{stats['wall_time_mean_s']:.4f}",
+            f"{stats['final_grad_norm_median']:.2e}",
+            f"{stats['final_radius_median']:.4f}",
+        ]
+        for name, stats in methods.items()
+    ]
+    return Grid(columns, rows)
 
 
 def _fig2a_statement(mexican: dict[str, Any]) -> str:
@@ -216,103 +266,96 @@ def _long_runs_lines(check: dict[str, Any] | None) -> list[str]:
     return [
         f"Longer check runs from the first start where Backtracking GD did not converge "
         f"(r0 = {check['r0']:.4f}, θ0 = {check['theta0']:.4f}): " + "; ".join(parts) + ".",
-        "",
     ]
 
 
-def render_functions_markdown(report: dict[str, Any]) -> str:
-    """functions.md: the tables, the paper's claims and whether our runs agree."""
+def functions_report(report: dict[str, Any]) -> Report:
+    """functions.md's report: the tables, the paper's claims and whether our runs agree."""
     ex36, ex37, mexican = report["example_3_6"], report["example_3_7"], report["mexican_hat"]
     settings = report["settings"]
     mh_settings = mexican["settings"]
-    lines = [
-        "# Deterministic experiments (Truong & Nguyen, Part 2, Section 3)",
-        "",
-        f"Settings: α = {settings['alpha']}, β = {settings['beta']}, δ0 = {settings['delta0']}, "
-        f"stop at max_iter = {settings['max_iter']} iterations or ‖∇f‖ ≤ {settings['grad_tol']}, "
-        "float64 on the CPU. Regenerate with "
-        "`bgd-run experiment=functions`. "
-        f"Total wall time {report['wall_time_s']:.1f} s.",
-        "",
-        "Evaluation counts: a value-and-gradient call counts as 1 function + 1 gradient "
-        "evaluation, each trial point of a line search as 1 function evaluation; totals include "
-        "the final evaluation at the last point. Stop `line_search_failed`: no step "
-        "δ0·β^k passed Armijo because the decrease it asks for, α·δ·‖∇f‖², is below the "
-        "float64 rounding of f (trial points then equal x), so ‖∇f‖ ≤ 1e-10 is out of reach.",
-        "",
-        f"## Example 3.6: {ex36['objective']}, start {tuple(ex36['start'])}",
-        "",
-        *_example_table(ex36),
-        "",
-        "The paper's statements beside our numbers (the paper's side: "
-        "`bgd_experiments/linesearch/paper_values.py`):",
-        "",
-        *_paper_table(ex36["paper_comparison"]),
-        "",
-        *_claims_table(ex36["claims"]),
-        "",
-        f"## Example 3.7: {ex37['objective']}, start {tuple(ex37['start'])}",
-        "",
-        *_example_table(ex37),
-        "",
-        *_paper_table(ex37["paper_comparison"]),
-        "",
-        *_claims_table(ex37["claims"]),
-        "",
-        "## Mexican hat: Standard GD, Backtracking GD, Two-way Backtracking GD",
-        "",
+    comparison = mexican["two_way_vs_backtracking"]
+    lead = Section(
+        "Deterministic experiments (Truong & Nguyen, Part 2, Section 3)",
+        notes=[
+            f"Settings: α = {settings['alpha']}, β = {settings['beta']}, "
+            f"δ0 = {settings['delta0']}, stop at max_iter = {settings['max_iter']} iterations "
+            f"or ‖∇f‖ ≤ {settings['grad_tol']}, float64 on the CPU. Regenerate with "
+            "`bgd-run experiment=functions`. "
+            f"Total wall time {report['wall_time_s']:.1f} s.",
+            "Evaluation counts: a value-and-gradient call counts as 1 function + 1 gradient "
+            "evaluation, each trial point of a line search as 1 function evaluation; totals "
+            "include the final evaluation at the last point. Stop `line_search_failed`: no step "
+            "δ0·β^k passed Armijo because the decrease it asks for, α·δ·‖∇f‖², is below the "
+            "float64 rounding of f (trial points then equal x), so ‖∇f‖ ≤ 1e-10 is out of "
+            "reach.",
+        ],
+        level=1,
+    )
+    mexican_lead = (
         f"{mh_settings['num_starts']} random starts x0 = r0(cos θ0, sin θ0) with "
         f"r0 ~ U{tuple(mh_settings['radius_range'])} and θ0 ~ U(π, 2π) (so sin θ0 < 0), "
         f"seed {mh_settings['seed']}; at most {mh_settings['max_iter']} iterations per run "
         "(runs that enter the function's spiral valley crawl along it, see the check below, "
         "so a larger budget mostly buys time, not convergence). Standard GD uses the constant "
-        "step "
-        f"1/L = {mh_settings['standard_gd_step']:.5f}, with L = "
+        f"step 1/L = {mh_settings['standard_gd_step']:.5f}, with L = "
         f"{mh_settings['lipschitz_estimate']:.3f} the largest |Hessian eigenvalue| on a "
         "401×401 grid of [-1, 1]² (central differences of the exact gradient). Converged = "
-        "stopped by ‖∇f‖ ≤ 1e-10; iteration means/medians are over converged runs.",
-        "",
-        "| method | converged | convergence rate | iterations to convergence (mean / median) "
-        "| iterations, all runs (mean) | function evals (mean) | gradient evals (mean) "
-        "| function evals / iteration | wall time total (s) | wall time per run (s) "
-        "| median final ‖∇f‖ | median final r |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, stats in mexican["methods"].items():
-        lines.append(
-            f"| {name} | {stats['converged']}/{stats['runs']} | {stats['convergence_rate']:.2f} "
-            f"| {fmt_number(stats['iterations_mean_converged'], 1)} / "
-            f"{fmt_number(stats['iterations_median_converged'], 1)} "
-            f"| {stats['iterations_mean_all']:.1f} | {stats['function_evals_mean']:.1f} "
-            f"| {stats['gradient_evals_mean']:.1f} | {stats['function_evals_per_iteration']:.2f} "
-            f"| {stats['wall_time_total_s']:.2f} | {stats['wall_time_mean_s']:.4f} "
-            f"| {stats['final_grad_norm_median']:.2e} | {stats['final_radius_median']:.4f} |"
-        )
-    comparison = mexican["two_way_vs_backtracking"]
-    lines += [
-        "",
+        "stopped by ‖∇f‖ ≤ 1e-10; iteration means/medians are over converged runs."
+    )
+    identical = (
         f"Two-way and Backtracking GD took identical step sequences (hence identical iterates) "
         f"in {comparison['identical_step_sequences']} of {comparison['runs']} runs: growing the "
         "step back while Armijo holds, as the spec and the authors' code do, usually lands on "
         "the same grid step that plain backtracking from δ0 finds. Two-way used fewer "
         f"function evaluations in {comparison['two_way_fewer_function_evals']} of "
-        f"{comparison['runs']} runs.",
-        "",
-        *_long_runs_lines(mexican["long_runs_check"]),
-        "Where the runs end (counted from each run's final point and stop reason):",
-        "",
-        *_endings_table(mexican["endings"], settings["grad_tol"]),
-        "",
-        *_paper_table(mexican["paper_comparison"]),
-        "",
-        *_claims_table(mexican["claims"]),
-        "",
-        "## Figure 2(a)",
-        "",
+        f"{comparison['runs']} runs."
+    )
+    figure = (
         "`fig2a.png` / `fig2a.pdf`: the step size of Two-way Backtracking GD per iteration on "
         f"the Mexican hat for the first {len(mexican['figure_2a_runs'])} starts above — "
         + _fig2a_statement(mexican)
-        + ".",
-        "",
-    ]
-    return "\n".join(lines)
+        + "."
+    )
+    return Report(
+        [
+            lead,
+            Section(
+                f"Example 3.6: {ex36['objective']}, start {tuple(ex36['start'])}",
+                grid=_example_grid(ex36),
+            ),
+            Section(
+                notes=[
+                    "The paper's statements beside our numbers (the paper's side: "
+                    "`bgd_experiments/linesearch/paper_values.py`):"
+                ],
+                grid=_paper_grid(ex36["paper_comparison"]),
+            ),
+            Section(grid=_claims_grid(ex36["claims"])),
+            Section(
+                f"Example 3.7: {ex37['objective']}, start {tuple(ex37['start'])}",
+                grid=_example_grid(ex37),
+            ),
+            Section(grid=_paper_grid(ex37["paper_comparison"])),
+            Section(grid=_claims_grid(ex37["claims"])),
+            Section(
+                "Mexican hat: Standard GD, Backtracking GD, Two-way Backtracking GD",
+                notes=[mexican_lead],
+                grid=_methods_grid(mexican["methods"]),
+                after=[
+                    identical,
+                    *_long_runs_lines(mexican["long_runs_check"]),
+                    "Where the runs end (counted from each run's final point and stop reason):",
+                ],
+            ),
+            Section(grid=_endings_grid(mexican["endings"], settings["grad_tol"])),
+            Section(grid=_paper_grid(mexican["paper_comparison"])),
+            Section(grid=_claims_grid(mexican["claims"])),
+            Section("Figure 2(a)", notes=[figure]),
+        ]
+    )
+
+
+def render_functions_markdown(report: dict[str, Any]) -> str:
+    """functions.md: :func:`functions_report` in Markdown."""
+    return render_md(functions_report(report))

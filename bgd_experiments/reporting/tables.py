@@ -616,6 +616,27 @@ def _paper_sentence(cells: list[Cell]) -> str:
     )
 
 
+def _ranking_sentence(
+    intro: str,
+    optimizer: str,
+    lr: float,
+    accuracy: float,
+    scored: str,
+    named: Sequence[tuple[str, Sequence[float]]],
+    baseline: Sequence[float],
+) -> tuple[str, list[Comparison | None] | None]:
+    """One reading of Table 2's ranking: the best baseline, then each MBT method against it
+    (Holm-corrected); the comparisons are None where an MBT method has no result."""
+    parts, comparisons = _comparison_parts(named, baseline)
+    text = (
+        f"{intro}: {OPTIMIZER_LABELS[optimizer]} at lr {format_rate(lr)} with "
+        f"{_fmt_acc(accuracy)}{scored}; " + ", ".join(parts) + "."
+    )
+    if any(not values for _, values in named):
+        return text, None
+    return text, comparisons
+
+
 def _max_sentence(cells: list[Cell]) -> tuple[str, list[Comparison | None] | None]:
     """Our paper-protocol reading: the maximum of the baseline cell means (chosen on the test
     images it is scored on, so it favours the baselines)."""
@@ -643,17 +664,14 @@ def _max_sentence(cells: list[Cell]) -> tuple[str, list[Comparison | None] | Non
             else [v for v in (_best_test_acc(r) for r in cell.runs if r.ended) if v is not None]
         )
         named.append((name, values))
-    parts, comparisons = _comparison_parts(named, baseline)
     total = sum(cell.optimizer in BASELINE_OPTIMIZERS for cell in cells)
-    text = (
+    intro = (
         f"Ours, paper protocol (maximum of {len(usable)} of {total} baseline cell means, chosen "
-        f"on the test images it is scored on, which favours the baselines): "
-        f"{OPTIMIZER_LABELS[best.optimizer]} at lr {format_rate(best.start_lr)} with "
-        f"{_fmt_acc(best.ours or 0.0)}; " + ", ".join(parts) + "."
+        f"on the test images it is scored on, which favours the baselines)"
     )
-    if any(not values for _, values in named):
-        return text, None
-    return text, comparisons
+    return _ranking_sentence(
+        intro, best.optimizer, best.start_lr, best.ours or 0.0, "", named, baseline
+    )
 
 
 def _fair_section(fair: list[FairBaseline]) -> Section:
@@ -712,16 +730,14 @@ def _fair_sentence(
     best = max(fair, key=lambda item: item.val_acc or 0.0)
     mbt_start = next((c.start_lr for c in cells if c.optimizer == "mbt_nag"), 1e-2)
     named = [(name, _mbt_clean_scores(runs, name, mbt_start)) for name in ("mbt_mmt", "mbt_nag")]
-    parts, comparisons = _comparison_parts(named, best.scores)
-    text = (
+    intro = (
         "Ours, fair (each baseline's rate and the best baseline chosen on seed-0 validation "
-        f"accuracy, clean protocol): {OPTIMIZER_LABELS[best.optimizer]} at lr "
-        f"{format_rate(best.lr or 0.0)} with {_fmt_acc(best.mean or 0.0)} (test accuracy at "
-        f"the best validation epoch, n = {len(best.scores)}); " + ", ".join(parts) + "."
+        "accuracy, clean protocol)"
     )
-    if any(not values for _, values in named):
-        return text, None
-    return text, comparisons
+    scored = f" (test accuracy at the best validation epoch, n = {len(best.scores)})"
+    return _ranking_sentence(
+        intro, best.optimizer, best.lr or 0.0, best.mean or 0.0, scored, named, best.scores
+    )
 
 
 def table2_ranking(cells: list[Cell], runs: Sequence[RunRecord] = ()) -> list[str]:
