@@ -20,7 +20,13 @@ from bgd_experiments.linesearch.experiments import (
 )
 from bgd_experiments.linesearch.methods import backtracking_gd, unbounded_backtracking_gd
 from bgd_experiments.linesearch.objectives import CUBIC_SINE, QUARTIC
-from bgd_experiments.linesearch.paper_values import PAPER_VALUES, paper_value, paper_values
+from bgd_experiments.linesearch.paper_values import (
+    PAPER_VALUES,
+    SETTLE_ITERATION,
+    TWO_WAY,
+    paper_value,
+    paper_values,
+)
 from bgd_experiments.reporting.functions import write_fig2b
 from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
@@ -110,7 +116,16 @@ def test_report_puts_the_paper_beside_ours(tmp_path: Path) -> None:
     assert f"{unbounded['Unbounded Backtracking GD']['final_step_size']!r}" in markdown
     assert "Where the runs end" in markdown
     payload = json.loads((tmp_path / "functions.json").read_text())
-    assert payload["mexican_hat"]["paper_comparison"][0]["paper"] == "about 6"
+    settle_row = payload["mexican_hat"]["paper_comparison"][0]
+    assert settle_row["paper"] == paper_value("mexican_hat", TWO_WAY, SETTLE_ITERATION).text
+    settling = payload["mexican_hat"]["two_way_settling"]
+    assert settling["paper_settle_iteration"] == 6
+    assert 0 <= settling["settled_by_paper_iteration"] <= settling["runs_considered"]
+    claim = payload["mexican_hat"]["claims"][0]
+    assert claim["agrees"] == (
+        f"in {settling['settled_by_paper_iteration']} of {settling['runs_considered']} runs "
+        "(no share stated)"
+    )
 
 
 def test_paper_values_are_unique_and_looked_up() -> None:

@@ -42,7 +42,13 @@ from .objectives import (
     mexican_hat_value_and_grad,
     objective_from_model,
 )
-from .paper_values import BACKTRACKING, UNBOUNDED
+from .paper_values import (
+    BACKTRACKING,
+    SETTLE_ITERATION,
+    TWO_WAY,
+    UNBOUNDED,
+    paper_value,
+)
 
 # The paper's settings for every deterministic experiment.
 ALPHA = 0.5
@@ -57,9 +63,12 @@ EXAMPLE_3_7_START = (0.1, 15.0)
 START_RADIUS_RANGE = (0.1, 0.9)
 FIG2A_NUM_STARTS = 4
 FIG2A_MAX_PLOTTED_ITERATIONS = 200
-# A run "settles" at iteration n when its step size is constant from n to the end; judged only
-# on runs of at least this many iterations (shorter ones stop before anything can settle).
+# A run "stabilises to Standard GD" (the paper's words) at iteration n when its step size is
+# constant from n to its end; counted only on runs of at least this many iterations (a shorter
+# run stops before a constant step could show; this bound is ours, the paper states none).
 SETTLE_MIN_ITERATIONS = 20
+# Section 4.1: "Two-way Backtracking GD stablises to Standard GD in only 6 iterates".
+PAPER_SETTLE_ITERATION = int(paper_value("mexican_hat", TWO_WAY, SETTLE_ITERATION).value or 0)
 # Lengths of the check runs that show how far the spiral valley is from ||g|| <= 1e-10.
 LONG_RUN_STANDARD_GD = 10**6
 LONG_RUN_BACKTRACKING = 10**5
@@ -377,7 +386,8 @@ def run_mexican_hat_comparison(
             s > r.iterations // 2 and r.stop_reason == STOP_MAX_ITER
             for s, r in zip(settles, long_runs, strict=True)
         ),
-        "settled_within_10_iterations": sum(s <= 10 for s, _ in settled_in_first_half),
+        "paper_settle_iteration": PAPER_SETTLE_ITERATION,
+        "settled_by_paper_iteration": sum(s <= PAPER_SETTLE_ITERATION for s in settles),
         "settle_iteration_median": statistics.median(s for s, _ in settled_in_first_half)
         if settled_in_first_half
         else math.nan,

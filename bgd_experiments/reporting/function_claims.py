@@ -352,10 +352,20 @@ def example_3_7_paper_rows(section: dict[str, Any]) -> list[Row]:
 # --- Mexican hat -----------------------------------------------------------------------------
 
 
-def _mostly_settled(settle: dict[str, Any]) -> bool:
-    """More than half of the long enough Two-way runs are constant from iteration <= 10 on."""
-    considered = settle["runs_considered"]
-    return considered > 0 and settle["settled_within_10_iterations"] * 2 > considered
+def _settle_share(settle: dict[str, Any]) -> str:
+    """How many of the long enough Two-way runs stabilise by the paper's iteration: a share,
+    not a verdict, as the paper shows its figure's run(s) and states no share of starts."""
+    return (
+        f"in {settle['settled_by_paper_iteration']} of {settle['runs_considered']} runs "
+        "(no share stated)"
+    )
+
+
+def _less_time(two_way: dict[str, Any], backtracking: dict[str, Any]) -> bool | str:
+    """Two-way takes less time than Backtracking GD, judged on wall time and evaluations."""
+    faster = two_way["wall_time_total_s"] < backtracking["wall_time_total_s"]
+    fewer = two_way["function_evals_mean"] < backtracking["function_evals_mean"]
+    return faster if faster == fewer else "not resolved"
 
 
 def mexican_hat_claims(mexican: dict[str, Any]) -> list[Row]:
@@ -365,22 +375,29 @@ def mexican_hat_claims(mexican: dict[str, Any]) -> list[Row]:
     considered = settle["runs_considered"]
     return [
         {
-            "claim": "Two-way's step size settles to a constant after about 6 iterations",
-            "ours": f"{settle['settled_within_10_iterations']} of {considered} runs with >= "
-            f"{settle['min_iterations']} iterations are constant from iteration <= 10 on; "
-            f"{settle['constant_over_second_half']} are constant over their second half "
+            "claim": "Two-way Backtracking GD stabilises to Standard GD (a constant step) in "
+            f"only {settle['paper_settle_iteration']} iterates (Fig. 2(a))",
+            "ours": f"{settle['settled_by_paper_iteration']} of {considered} runs with >= "
+            f"{settle['min_iterations']} iterations have a constant step from iteration <= "
+            f"{settle['paper_settle_iteration']} to their end; "
+            f"{settle['constant_over_second_half']} from some iteration in their first half "
             "(median settle iteration "
             f"{fmt_number(settle['settle_iteration_median'], 1)})",
-            "criterion": "most (> 50%) such runs constant from iteration <= 10 on",
-            "agrees": _mostly_settled(settle),
+            "criterion": "a run stabilises at iteration n when its step is constant from n to "
+            f"its end; n <= {settle['paper_settle_iteration']} as printed. The paper shows "
+            "the run(s) of its Fig. 2(a) and states no share of starts, so the share is "
+            "reported, not judged",
+            "agrees": _settle_share(settle),
         },
         {
             "claim": "pure Backtracking GD needs more total time to run than Two-way",
             "ours": f"mean function evals {two_way['function_evals_mean']:.1f} vs "
             f"{backtracking['function_evals_mean']:.1f}; wall time "
             f"{two_way['wall_time_total_s']:.2f} s vs {backtracking['wall_time_total_s']:.2f} s",
-            "criterion": "Two-way's total wall time below Backtracking GD's",
-            "agrees": two_way["wall_time_total_s"] < backtracking["wall_time_total_s"],
+            "criterion": "Two-way's total wall time below Backtracking GD's, and so its "
+            "function evaluations (the same code runs both, and the count does not depend on "
+            "the machine's load); the two disagreeing: not resolved",
+            "agrees": _less_time(two_way, backtracking),
         },
     ]
 
@@ -390,7 +407,6 @@ def mexican_hat_paper_rows(mexican: dict[str, Any]) -> list[Row]:
     settle = mexican["two_way_settling"]
     considered = settle["runs_considered"]
     median = settle["settle_iteration_median"]
-    agrees = _mostly_settled(settle)
     return [
         paper_row(
             "mexican_hat",
@@ -399,12 +415,13 @@ def mexican_hat_paper_rows(mexican: dict[str, Any]) -> list[Row]:
             f"median {fmt_number(median, 1)} over the {settle['constant_over_second_half']} of "
             f"{considered} runs (>= {settle['min_iterations']} iterations) whose step is "
             "constant over their second half",
-            f"{'agrees' if agrees else 'differs'}"
-            f": {settle['settled_within_10_iterations']} of {considered} runs are constant from "
-            f"iteration <= 10 on; {considered - settle['constant_over_second_half']} still "
+            f"holds {_settle_share(settle)}: {settle['settled_by_paper_iteration']} of "
+            f"{considered} runs have a constant step from iteration <= "
+            f"{settle['paper_settle_iteration']} on; "
+            f"{considered - settle['constant_over_second_half']} still "
             "change their step size in their second half, "
             f"{settle['unsettled_at_max_iter']} of them still moving at the iteration budget "
             "(see where the runs end above)",
-            agrees,
+            None,
         )
     ]

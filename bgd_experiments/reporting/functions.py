@@ -160,7 +160,10 @@ def _example_grid(example: dict[str, Any]) -> Grid:
     return Grid(columns, rows)
 
 
-def _yes_no(flag: bool) -> str:
+def _yes_no(flag: bool | str) -> str:
+    """A verdict; a text where the paper gives nothing to judge against (e.g. a share)."""
+    if isinstance(flag, str):
+        return flag
     return "yes" if flag else "**no**"
 
 
