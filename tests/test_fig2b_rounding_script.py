@@ -1,0 +1,51 @@
+"""scripts/fig2b_rounding.py end to end on tiny generated data: four settings, each compared."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fig2b_rounding.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("fig2b_rounding", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_first_difference_counts_from_the_first_setting():
+    script = load_script()
+    assert script.first_difference([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) is None
+    assert script.first_difference([1.0, 2.5, 3.0], [1.0, 2.0, 3.0]) == 1
+
+
+def test_every_setting_runs_and_is_compared(tmp_path, tiny_cifar10_targz):
+    script = load_script()
+    out = tmp_path / "fig2b_rounding.json"
+    overrides = ["dataset.train_subset=20", "dataset.test_subset=20", "model.width=0.0625"]
+    assert (
+        script.main(["--iterations=3", f"--data={tiny_cifar10_targz}", f"--json={out}", *overrides])
+        == 0
+    )
+    report = json.loads(out.read_text())
+    settings = [(run["channels_last"], run["threads"]) for run in report["runs"]]
+    assert settings == list(script.SETTINGS)
+    first = report["runs"][0]
+    assert first["first_step_difference"] is None and first["first_loss_difference"] is None
+    for run in report["runs"]:
+        assert len(run["step_sizes"]) == len(run["losses"]) == 3
+        assert run["request"]["dataset"]["train_subset"] == 20
+        difference = script.first_difference(run["losses"], first["losses"])
+        assert run["first_loss_difference"] == difference
+    finals = [run["final_loss"] for run in report["runs"]]
+    assert report["final_loss_spread"] == {"min": min(finals), "max": max(finals)}
+    assert set(ARTEFACT_PROVENANCE_KEYS) <= set(report["provenance"])
+    markdown = out.with_suffix(".md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 4  # header, separator, one row per setting
