@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bgd_experiments.optim import MBTSGD, mbt_search
-from bgd_experiments.optim._common import batch_norm_layers, search_mode
+from bgd_experiments.optim import MBTSGD, batch_norm_layers, mbt_search, search_mode
 from bgd_experiments.optim.search import TrialPoint
 from bgd_experiments.timing import timed
 

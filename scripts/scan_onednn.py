@@ -40,8 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bgd_experiments.models import MODEL_BUILDERS, build_model
-from bgd_experiments.models._common import SubsampledConv1x1
+from bgd_experiments.models import MODEL_BUILDERS, SubsampledConv1x1, build_model
 from bgd_experiments.training.provenance import artefact_provenance, cpu_model
 
 # Training batches of Table 1 (the others use 200), the last partial batch of a 50,000- or

@@ -14,7 +14,9 @@ from torch import nn
 
 from bgd_experiments.models import (
     MODEL_BUILDERS,
+    SubsampledConv1x1,
     build_model,
+    conv1x1,
     count_trainable_parameters,
     densenet121,
     mobilenetv2,
@@ -23,7 +25,6 @@ from bgd_experiments.models import (
     senet18,
     use_channels_last,
 )
-from bgd_experiments.models._common import SubsampledConv1x1, conv1x1
 
 MODEL_NAMES = ("resnet18", "preactresnet18", "mobilenetv2", "senet18", "densenet121")
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bgd_experiments.optim import mbt_search, mbt_search_reference
-from bgd_experiments.optim._common import SearchProgress
+from bgd_experiments.optim import SearchProgress, mbt_search, mbt_search_reference
 from bgd_experiments.training.tracking import RunTracker
 from tests.test_mbt_search import run_search
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ._common import validate_builder_args
+from ._common import SubsampledConv1x1, conv1x1, validate_builder_args
 from .densenet import densenet121
 from .mobilenetv2 import mobilenetv2
 from .resnet import preactresnet18, resnet18
@@ -77,7 +77,9 @@ def count_trainable_parameters(model: nn.Module) -> int:
 
 __all__ = [
     "MODEL_BUILDERS",
+    "SubsampledConv1x1",
     "build_model",
+    "conv1x1",
     "count_trainable_parameters",
     "densenet121",
     "mobilenetv2",

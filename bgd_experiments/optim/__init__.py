@@ -8,9 +8,18 @@
   paper's per-epoch schedule and plateau switch.
 * :class:`MBTPlateau` -- the plateau switch (alpha, momentum) and early stop of MBT.
 * :class:`Patience` -- the authors' epochs-without-improvement counters and early stop.
+* :class:`SearchProgress` -- what a search's progress callback receives.
+* :func:`search_mode`, :func:`batch_norm_layers` -- the model's state during a search (for
+  writing another search to compare with, as ``scripts/bench_mbt.py`` does).
 """
 
-from ._common import SearchResult, SearchSettings
+from ._common import (
+    SearchProgress,
+    SearchResult,
+    SearchSettings,
+    batch_norm_layers,
+    search_mode,
+)
 from .mbt_sgd import MBTSGD, WARM_START_MODES
 from .patience import Patience, PatienceStop
 from .plateau import PLATEAU_RULES, MBTPlateau
@@ -24,10 +33,13 @@ __all__ = [
     "MBTPlateau",
     "Patience",
     "PatienceStop",
+    "SearchProgress",
     "SearchResult",
     "SearchSettings",
+    "batch_norm_layers",
     "mbt_search",
     "mbt_search_reference",
     "reference_search_with",
+    "search_mode",
     "search_with",
 ]
