@@ -137,7 +137,8 @@ def make_data(args: argparse.Namespace, device: torch.device):
         try:
             train = load_cifar("cifar10", args.data, "train")
             images, labels = train.images, train.labels
-            description = f"real CIFAR-10 ({len(labels)} training images) from {args.data}"
+            source = Path(args.data).name  # the file's name: no path of this machine
+            description = f"real CIFAR-10 ({len(labels)} training images) from {source}"
         except Exception as error:  # the benchmark still runs, and says so
             print(f"! could not load {args.data} ({error}); using synthetic data", flush=True)
             args.data = "synthetic"

@@ -62,7 +62,63 @@ def epoch_commit() -> str:
     return f"from the clean commit {epoch_bench()['provenance']['git_commit'][:7]}"
 
 
-CHECKS = [data_path_ratio, epoch_ratios, epoch_commit]
+@cache
+def mbt_bench() -> dict:
+    return json.loads((BENCH / "mbt.json").read_text())
+
+
+def _span(values: list[float], digits: int) -> str:
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+def search_ratios() -> str:
+    search = mbt_bench()["search"]
+    rounds = search["rounds"]
+    ratio = [r["search_ratio_fast_over_naive"] for r in rounds]
+    trial = [r["trial_fast_over_step"] for r in rounds]
+    forward = [r["no_grad_forward_over_step"] for r in rounds]
+    return (
+        f"| search time, ours / authors' style (same {search['trials_fast']} trials, same "
+        f"sigmas) | {search['search_ratio_fast_over_naive']:.2f} (rounds {_span(ratio, 2)}) | "
+        f"<= 0.92 | | one trial / one plain SGD step (a bare no-grad forward: "
+        f"{_span(forward, 2)}) | {search['trial_fast_over_step']:.2f} (rounds "
+        f"{_span(trial, 2)}) | <= 0.32 |"
+    )
+
+
+def epoch_mbt_ratios() -> str:
+    epoch = mbt_bench()["epoch"]
+    return (
+        f"MBT-NAG / NAG, restore mode | {epoch['epoch_ratio_restore']:.3f} (runs "
+        f"{_span(epoch['epoch_ratio_restore_runs'], 3)}) | <= 1.15 | | the same, "
+        f"`keep_search_steps=true` | {epoch['epoch_ratio_keep']:.3f} (runs "
+        f"{_span(epoch['epoch_ratio_keep_runs'], 3)}) | <= 1.07 |"
+    )
+
+
+def epoch_mbt_parts() -> str:
+    epoch = mbt_bench()["epoch"]
+    return (
+        f"takes {epoch['search_restore_s']:.1f} s (restore) and {epoch['search_keep_s']:.1f} s "
+        f"(keep) against {epoch['epoch_nag_s']:.1f} s for NAG's {epoch['steps']} steps, so "
+        f"from the parts alone the ratios are {epoch['epoch_ratio_restore_at_250_steps']:.2f} "
+        f"and {epoch['epoch_ratio_keep_at_250_steps']:.2f}"
+    )
+
+
+def mbt_commit() -> str:
+    return f"`mbt.txt`, from the clean commit {mbt_bench()['provenance']['git_commit'][:7]}"
+
+
+CHECKS = [
+    data_path_ratio,
+    epoch_ratios,
+    epoch_commit,
+    search_ratios,
+    epoch_mbt_ratios,
+    epoch_mbt_parts,
+    mbt_commit,
+]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -72,7 +128,7 @@ def test_speed_page_number_matches_bench_file(check):
 
 
 def test_bench_files_record_their_provenance():
-    for name in ("cpu.json",):
+    for name in ("cpu.json", "mbt.json"):
         provenance = json.loads((BENCH / name).read_text())["provenance"]
         assert provenance["git_dirty"] is False, name
         assert provenance["data"]["name"] == "cifar10-jpeg.tar.gz", name
