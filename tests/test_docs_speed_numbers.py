@@ -128,7 +128,7 @@ def test_speed_page_number_matches_bench_file(check):
 
 
 def test_bench_files_record_their_provenance():
-    for name in ("cpu.json", "mbt.json"):
+    for name in ("cpu.json", "mbt.json", "search_precision.json"):
         provenance = json.loads((BENCH / name).read_text())["provenance"]
         assert provenance["git_dirty"] is False, name
         assert provenance["data"]["name"] == "cifar10-jpeg.tar.gz", name
