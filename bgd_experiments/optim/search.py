@@ -138,6 +138,37 @@ def mbt_search(
     return search_with(settings, model, loss_fn, batches, optimizer, compute_loss=compute_loss)
 
 
+def _batch_objective(
+    model: nn.Module,
+    loss_fn: LossFn | None,
+    compute_loss: ComputeLoss | None,
+    batch: Any,
+    device: torch.device,
+) -> tuple[Callable[[], torch.Tensor], int]:
+    """The mean loss of ``batch`` at the model's current weights, and this process's share
+    of the batch (its number of examples)."""
+    if compute_loss is None:
+        assert loss_fn is not None
+        inputs, targets = split_batch(batch, device)  # refuses other shapes
+        return _pair_loss(model, loss_fn, inputs, targets), len(targets)
+    return _batch_loss(model, compute_loss, batch_to(batch, device)), batch_size_of(batch)
+
+
+def _non_finite(
+    weights_value: float, loss_value: float, norm_sq: float, index: int, tally: SearchTally
+) -> str | None:
+    """Why the search must stop at batch ``index`` (None: all finite)."""
+    if not math.isfinite(weights_value):
+        return (
+            f"the weights became non-finite after the search step of batch {index - 1}"
+            f" (sigma {tally.sigmas[-1]:g})"
+        )
+    if not (math.isfinite(loss_value) and math.isfinite(norm_sq)):
+        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+        return f"non-finite {what} at the current point on search batch {index}"
+    return None
+
+
 def search_with(
     s: SearchSettings,
     model: nn.Module,
@@ -171,20 +202,11 @@ def search_with(
 
         try:
             for index, batch in enumerate(itertools.islice(batches, s.num_batches)):
+                evaluate, local_size = _batch_objective(model, loss_fn, compute_loss, batch, device)
                 # Several processes: each holds a shard of B_i; its share weighs its means.
-                if compute_loss is None:
-                    inputs, targets = split_batch(batch, device)  # refuses other shapes
-                    local_size = len(targets)
-                else:
-                    local_size = batch_size_of(batch)
                 global_size = local_size if reducer is None else reducer.total(local_size)
                 share = local_size / global_size
-                if compute_loss is None:
-                    tally.count_batch(index, local_size, s, global_size)
-                    evaluate = _pair_loss(model, loss_fn, inputs, targets)
-                else:
-                    tally.count_batch(index, local_size, s, global_size)
-                    evaluate = _batch_loss(model, compute_loss, batch_to(batch, device))
+                tally.count_batch(index, local_size, s, global_size)
 
                 optimizer.zero_grad(set_to_none=True)
                 with torch.enable_grad(), running_stats_frozen(bn_layers, not s.keep_search_steps):
@@ -216,16 +238,7 @@ def search_with(
                 ).tolist()
                 del loss
 
-                if not math.isfinite(weights_value):
-                    tally.failure = (
-                        f"the weights became non-finite after the search step of batch {index - 1}"
-                        f" (sigma {tally.sigmas[-1]:g})"
-                    )
-                elif not (math.isfinite(loss_value) and math.isfinite(norm_sq)):
-                    tally.failure = (
-                        f"non-finite {'loss' if not math.isfinite(loss_value) else 'gradient norm'}"
-                        f" at the current point on search batch {index}"
-                    )
+                tally.failure = _non_finite(weights_value, loss_value, norm_sq, index, tally)
                 if tally.failure is not None:
                     if tally.sigmas:
                         tally.failure += (
