@@ -395,6 +395,45 @@ def resnet18_size() -> str:
     return f"(ResNet18: {fig2b()['num_parameters'] / 1e6:.2f}M parameters instead of 11.2M;"
 
 
+@cache
+def fig2b_rounding() -> dict:
+    return json.loads((CPU / "fig2b_rounding.json").read_text())
+
+
+def fig2b_spread() -> str:
+    report = fig2b_rounding()
+    runs = report["runs"]
+    latest = max(
+        max(r["first_step_difference"] or 0, r["first_loss_difference"] or 0) for r in runs
+    )
+    earliest_settle = min(r["settle_iteration"] for r in runs)
+    iterations = len(runs[0]["step_sizes"])
+    spread = report["final_loss_spread"]
+    return (
+        f"each of the others differs from the NCHW two-thread run by iteration {latest}, the "
+        "final loss ranges over "
+        f"{spread['min']:.4f}-{spread['max']:.4f}, and none keeps a constant step before "
+        f"iteration {earliest_settle} of {iterations}."
+    )
+
+
+def fig2b_reproduced() -> str:
+    """The committed fig2b.json is exactly one of the four settings' runs."""
+    committed = fig2b()
+    same = [
+        r
+        for r in fig2b_rounding()["runs"]
+        if r["step_sizes"] == committed["step_sizes"] and r["losses"] == committed["losses"]
+    ]
+    assert len(same) == 1
+    layout = "channels_last" if same[0]["channels_last"] else "NCHW"
+    threads = {1: "one", 2: "two"}[same[0]["threads"]]
+    return (
+        f"The committed `fig2b.json` is the {layout} {threads}-thread run (final loss "
+        f"{committed['summary']['final_value']:.4f})"
+    )
+
+
 def fig2b_settings() -> str:
     settings = ", ".join(f"{k}: {v}" for k, v in fig2b()["settings"].items())
     return f"records `settings: {{{settings}}}` on {fig2b()['num_examples']} images"
@@ -441,6 +480,8 @@ CHECKS = [
     loss_after_first_search,
     resnet18_size,
     fig2b_settings,
+    fig2b_spread,
+    fig2b_reproduced,
     noise_quarter_width,
     noise_reference,
     noise_pooled,
