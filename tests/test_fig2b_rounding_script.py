@@ -40,6 +40,9 @@ def test_every_setting_runs_and_is_compared(tmp_path, tiny_cifar10_targz):
     assert first["first_step_difference"] is None and first["first_loss_difference"] is None
     for run in report["runs"]:
         assert len(run["step_sizes"]) == len(run["losses"]) == 3
+        steps = run["step_sizes"]
+        settle = run["settle_iteration"]  # steps settle..end are equal, the one before is not
+        assert len(set(steps[settle:])) == 1 and (settle == 0 or steps[settle - 1] != steps[-1])
         assert run["request"]["dataset"]["train_subset"] == 20
         difference = script.first_difference(run["losses"], first["losses"])
         assert run["first_loss_difference"] == difference
