@@ -280,15 +280,31 @@ def detected_isa(isa: str) -> str:
     return "unknown"
 
 
+def log_entries(log: Path) -> list[dict]:
+    """The complete records of a worker log. A worker writes one JSON line per event; the
+    text after the last newline is a line still being written, or torn by a killed worker,
+    and is left out, as is any line that a crash record was appended to."""
+    if not log.exists():
+        return []
+    entries = []
+    for line in log.read_text().split("\n")[:-1]:
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries
+
+
 def read_log(log: Path) -> dict[int, dict]:
     """The results a (possibly unfinished) scan's log holds, by case index."""
-    results: dict[int, dict] = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
-            if "index" in entry:
-                results[entry["index"]] = entry
-    return results
+    return {entry["index"]: entry for entry in log_entries(log) if "index" in entry}
+
+
+def append_record(log: Path, entry: dict) -> None:
+    """Append one record on a line of its own, after a torn last line if there is one."""
+    torn = log.exists() and log.stat().st_size > 0 and not log.read_text().endswith("\n")
+    with open(log, "a") as record:
+        record.write(("\n" if torn else "") + json.dumps(entry) + "\n")
 
 
 def scan_isa(isa: str, args: argparse.Namespace, work: list, log: Path) -> dict[int, dict]:
@@ -306,20 +322,15 @@ def scan_isa(isa: str, args: argparse.Namespace, work: list, log: Path) -> dict[
         shape, batch, forward_only = work[index]
         return args.case_timeout + 3e-9 * shape.flops(batch) * (1 if forward_only else 3) * 3
 
-    results: dict[int, dict] = {}
-    start = 0
-    if log.exists():  # --resume: go on after the last case the log has a result for
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
-            if "index" in entry:
-                start = max(start, entry["index"] + 1)
+    # --resume: keep the log's results and go on after the last case it has one for.
+    results = read_log(log)
+    start = max(results, default=-1) + 1
     while start < len(work):
         command = [sys.executable, __file__, "--worker", "--start", str(start), "--log", str(log)]
         command += forwarded_arguments(args)
         returncode = run_worker(command, env, log, time_limit)
         started = None
-        for line in log.read_text().splitlines():
-            entry = json.loads(line)
+        for entry in log_entries(log):
             if "started" in entry:
                 started = entry["started"]
             else:
@@ -331,8 +342,7 @@ def scan_isa(isa: str, args: argparse.Namespace, work: list, log: Path) -> dict[
         # A corrupted heap shows as an abort, a segfault or an endless loop (seen at AVX2).
         how = "hang" if returncode is None else f"exit {returncode}"
         results[started] = {"index": started, "crash": True, "how": how}
-        with open(log, "a") as record:  # so that --resume keeps it
-            record.write(json.dumps(results[started]) + "\n")
+        append_record(log, results[started])  # so that --resume keeps it
         print(f"  {isa}: case {started} killed the worker ({how}); going on", flush=True)
         start = started + 1
     return results
@@ -350,7 +360,8 @@ def run_worker(command: list[str], env: dict, log: Path, time_limit) -> int | No
         size = log.stat().st_size if log.exists() else 0
         if size != last_size:
             last_size = size
-            last = json.loads(log.read_text().splitlines()[-1]) if size else {}
+            entries = log_entries(log)
+            last = entries[-1] if entries else {}
             if "started" in last:
                 deadline = time.monotonic() + time_limit(last["started"])
         if time.monotonic() > deadline:

@@ -36,3 +36,33 @@ def test_scan_compares_every_shape_and_writes_its_table(tmp_path: Path) -> None:
                 assert max(outcome["nchw_vs_float64"].values()) < 1e-4
     summary = report.with_suffix(".md").read_text()
     assert "| AVX2 | Intel AVX2 | 22 | 22 | 0 | 0 | 0 |" in summary
+
+
+def _load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scan_onednn", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_torn_log_line_is_skipped_and_a_crash_record_starts_a_line(tmp_path: Path) -> None:
+    # A worker killed in the middle of a write leaves a partial last line; the scanner reads
+    # the log while a worker writes, and appends its crash record after such a line.
+    script = _load_script()
+    log = tmp_path / "cpu.AVX2.log"
+    log.write_text('{"started": 0}\n{"index": 0, "layout_error": {}}\n{"started": 1}\n{"ind')
+    assert script.log_entries(log) == [
+        {"started": 0},
+        {"index": 0, "layout_error": {}},
+        {"started": 1},
+    ]
+    script.append_record(log, {"index": 1, "crash": True, "how": "hang"})
+    assert script.read_log(log) == {
+        0: {"index": 0, "layout_error": {}},
+        1: {"index": 1, "crash": True, "how": "hang"},
+    }
+    assert script.log_entries(tmp_path / "absent.log") == []
