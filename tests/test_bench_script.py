@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from scriptload import load_script
 
 from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_mbt.py"
-
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_mbt", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_mbt")
 
 
 @pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])

@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
+
+from scriptload import load_script
 
 from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fig2b_rounding.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("fig2b_rounding", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_first_difference_counts_from_the_first_setting():
-    script = load_script()
+    script = load_script("fig2b_rounding")
     assert script.first_difference([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) is None
     assert script.first_difference([1.0, 2.5, 3.0], [1.0, 2.0, 3.0]) == 1
 
 
 def test_every_setting_runs_and_is_compared(tmp_path, tiny_cifar10_targz):
-    script = load_script()
+    script = load_script("fig2b_rounding")
     out = tmp_path / "fig2b_rounding.json"
     overrides = ["dataset.train_subset=20", "dataset.test_subset=20", "model.width=0.0625"]
     assert (

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_runs_per_gpu.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("bench_runs_per_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from scriptload import load_script
 
 
 def test_best_count_needs_a_real_gain():
-    bench = load_script()
+    bench = load_script("bench_runs_per_gpu")
 
     def counts(*rates):
         return [{"runs": 2**i, "aggregate_images_per_s": r} for i, r in enumerate(rates)]
@@ -28,7 +19,7 @@ def test_best_count_needs_a_real_gain():
 
 
 def test_runs_side_by_side_on_cpu(tmp_path):
-    bench = load_script()
+    bench = load_script("bench_runs_per_gpu")
     arguments = ["--device", "cpu", "--counts", "1,2", "--model", "resnet18", "--width"]
     arguments += ["0.0625", "--precision", "fp32", "--batch-size", "16", "--images", "64"]
     arguments += ["--steps", "2", "--warmup", "1", "--out", str(tmp_path)]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scriptload import load_script
+
 from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "scan_onednn.py"
@@ -39,14 +41,7 @@ def test_scan_compares_every_shape_and_writes_its_table(tmp_path: Path) -> None:
 
 
 def _load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("scan_onednn", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scan_onednn")
 
 
 def test_a_torn_log_line_is_skipped_and_a_crash_record_starts_a_line(tmp_path: Path) -> None:

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from scriptload import load_script
 
 from bgd_experiments.reporting.noise import FLOAT_FAMILIES
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "search_noise.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("search_noise", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_search_noise_records_every_search_and_merges_widths(tmp_path, tiny_cifar10_targz):
-    script = load_script()
+    script = load_script("search_noise")
     out = tmp_path / "results" / "table1_noise.json"
     common = [
         f"--data={tiny_cifar10_targz}",
