@@ -295,6 +295,17 @@ def log_entries(log: Path) -> list[dict]:
     return entries
 
 
+def last_entry(log: Path) -> dict:
+    """The log's last complete record ({} if none), without parsing the lines before it:
+    the scanner polls it while a worker writes."""
+    for line in reversed(log.read_text().split("\n")[:-1]):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return {}
+
+
 def read_log(log: Path) -> dict[int, dict]:
     """The results a (possibly unfinished) scan's log holds, by case index."""
     return {entry["index"]: entry for entry in log_entries(log) if "index" in entry}
@@ -360,8 +371,7 @@ def run_worker(command: list[str], env: dict, log: Path, time_limit) -> int | No
         size = log.stat().st_size if log.exists() else 0
         if size != last_size:
             last_size = size
-            entries = log_entries(log)
-            last = entries[-1] if entries else {}
+            last = last_entry(log)
             if "started" in last:
                 deadline = time.monotonic() + time_limit(last["started"])
         if time.monotonic() > deadline:

@@ -55,6 +55,7 @@ def test_a_torn_log_line_is_skipped_and_a_crash_record_starts_a_line(tmp_path: P
         {"index": 0, "layout_error": {}},
         {"started": 1},
     ]
+    assert script.last_entry(log) == {"started": 1}
     script.append_record(log, {"index": 1, "crash": True, "how": "hang"})
     assert script.read_log(log) == {
         0: {"index": 0, "layout_error": {}},
