@@ -28,8 +28,10 @@ writes ``<out>/<cpu>.json`` with every comparison and ``<out>/<cpu>.md`` with th
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -418,6 +420,56 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def scan_command(argv: list[str]) -> str:
+    """The command that reproduces a scan, without its output folder (a path of this machine)."""
+    kept, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument == "--out":
+            skip = True
+        elif not argument.startswith("--out="):
+            kept.append(argument)
+    return shlex.join(["python", "scripts/scan_onednn.py", *kept])
+
+
+def provenance_lines(meta: dict) -> list[str]:
+    """Where the scan was made: commit and dirty flag, versions, and the command."""
+    made = meta.get("provenance")
+    if not made:
+        return []
+    tree = "clean tree" if made["git_dirty"] is False else "uncommitted changes"
+    versions = ", ".join(f"{name} {version}" for name, version in made["versions"].items())
+    lines = [f"- Made from commit {str(made['git_commit'])[:7]} ({tree}); {versions}"]
+    if meta.get("command"):
+        lines.append(f"- Command: `{meta['command']}`")
+    return lines
+
+
+def summary_from_report(report: dict) -> str:
+    """The summary of a scan's JSON report, as the scan itself wrote it."""
+    meta = {**report["meta"]}
+    isa_names = meta.pop("isa")
+    shapes: dict[ConvShape, list[str]] = {}
+    work = []
+    per_isa: dict[str, dict[int, dict]] = {isa: {} for isa in isa_names}
+    for index, case in enumerate(report["cases"]):
+        shape = ConvShape(**case["shape"])
+        shapes[shape] = case["models"]
+        work.append((shape, case["batch"], case["forward_only"]))
+        for isa, result in case["results"].items():
+            per_isa[isa][index] = result
+    return summarise(shapes, work, per_isa, isa_names, meta)
+
+
+def read_report(path: Path) -> dict:
+    """A scan's JSON report, plain or gzipped (as committed)."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return json.loads(raw)
+
+
 def summarise(shapes, work, per_isa: dict[str, dict[int, dict]], isa_names, meta) -> str:
     lines = [
         "# oneDNN convolution scan: channels_last vs NCHW vs float64",
@@ -427,11 +479,17 @@ def summarise(shapes, work, per_isa: dict[str, dict[int, dict]], isa_names, meta
         f"- {len(shapes)} convolution shapes of {', '.join(meta['models'])} at widths "
         f"{', '.join(f'{w:g}' for w in meta['widths'])}; training batches "
         f"{', '.join(map(str, meta['train_batches']))} (forward, input, weight and bias "
-        f"gradients), evaluation batches {', '.join(map(str, meta['eval_batches']))} "
-        f"(forward); {len(work)} cases per ISA level",
+        f"gradients)"
+        + (
+            f", evaluation batches {', '.join(map(str, meta['eval_batches']))} (forward)"
+            if meta["eval_batches"]
+            else ""
+        )
+        + f"; {len(work)} cases per ISA level",
         f"- {meta['threads']} torch thread(s); "
         "each ISA level in its own process, allocator dirtied first, MALLOC_PERTURB_=165, "
         f"MALLOC_CHECK_=3; wrong = relative error > {TOLERANCE:g} of the largest entry",
+        *provenance_lines(meta),
         "",
         "| ISA cap | oneDNN ran | cases | ok | channels_last wrong | NCHW wrong | crashes "
         "| largest error of an ok case | wall |",
@@ -516,6 +574,11 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="summarise the logs in --out as they are (a partial scan shows its coverage)",
     )
+    parser.add_argument(
+        "--summary-of",
+        type=Path,
+        help="print the summary of a scan's JSON report (plain or .gz) and exit",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
@@ -524,6 +587,9 @@ def main(argv: list[str] | None = None) -> None:
     args.models = tuple(args.models)
     if args.worker:
         worker(args)
+        return
+    if args.summary_of:
+        print(summary_from_report(read_report(args.summary_of)), end="")
         return
 
     shapes, work = cases(
@@ -562,6 +628,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads or torch.get_num_threads(),
         "wall": wall,
         "provenance": artefact_provenance("none (synthetic convolution inputs)"),
+        "command": scan_command(argv if argv is not None else sys.argv[1:]),
     }
     records = [
         {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -38,6 +39,51 @@ def test_scan_compares_every_shape_and_writes_its_table(tmp_path: Path) -> None:
                 assert max(outcome["nchw_vs_float64"].values()) < 1e-4
     summary = report.with_suffix(".md").read_text()
     assert "| AVX2 | Intel AVX2 | 22 | 22 | 0 | 0 | 0 |" in summary
+    assert f"- Made from commit {provenance['git_commit'][:7]} (" in summary
+    # The command reproduces the scan and names no folder of this machine.
+    assert "- Command: `python scripts/scan_onednn.py --isa default AVX2 --models" in summary
+    assert str(tmp_path) not in summary
+    # A committed report (gzipped) renders back to the summary the scan wrote.
+    gzipped = tmp_path / "report.json.gz"
+    gzipped.write_bytes(gzip.compress(report.read_bytes()))
+    rendered = subprocess.run(
+        [sys.executable, str(SCRIPT), "--summary-of", str(gzipped)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert rendered.stdout == summary
+
+
+def test_the_summary_names_evaluation_batches_only_when_there_are_some() -> None:
+    script = _load_script()
+    shape = script.ConvShape(4, 8, 1, 2, 0, 1, 32, 32, False)
+    result = {"index": 0, "layout_error": {"output": 0.0}}
+    meta = {
+        "cpu": "cpu", "avx512": False, "torch": "t", "onednn": "o", "models": ["resnet18"],
+        "widths": [0.25], "train_batches": [3], "eval_batches": [], "threads": 2,
+        "wall": {"AVX2": 1.0},
+    }  # fmt: skip
+    report = {
+        "meta": {**meta, "isa": {"AVX2": "Intel AVX2"}},
+        "cases": [
+            {"shape": script.asdict(shape), "batch": 3, "forward_only": False,
+             "models": ["resnet18@0.25"], "results": {"AVX2": result}},
+        ],
+    }  # fmt: skip
+    summary = script.summary_from_report(report)
+    assert "training batches 3 (forward, input, weight and bias gradients); 1 cases" in summary
+    assert "evaluation" not in summary
+    report["meta"]["eval_batches"] = [1000]
+    assert "evaluation batches 1000 (forward); 1 cases" in script.summary_from_report(report)
+
+
+def test_the_recorded_command_leaves_out_the_output_folder() -> None:
+    script = _load_script()
+    assert script.scan_command(["--max-batch", "200", "--out", "/tmp/x", "--resume"]) == (
+        "python scripts/scan_onednn.py --max-batch 200 --resume"
+    )
+    assert script.scan_command(["--out=/tmp/x", "--isa", "AVX2"]) == (
+        "python scripts/scan_onednn.py --isa AVX2"
+    )
 
 
 def _load_script():
