@@ -7,24 +7,20 @@ so line wrapping does not matter) and the page must contain it.
 from __future__ import annotations
 
 import json
-import re
 from functools import cache
 from pathlib import Path
 
 import pytest
+from pagetext import flat_text
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "results" / "bench"
 PAGE = ROOT / "docs" / "speed.md"
 
 
-def _flat(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
-
-
 @cache
 def page() -> str:
-    return _flat(PAGE.read_text())
+    return flat_text(PAGE)
 
 
 @cache

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import statistics
 from collections import Counter
 from functools import cache
 from pathlib import Path
 
 import pytest
+from pagetext import flat_text
 
 from bgd_experiments.reporting.runs import RunRecord, scan_runs
 
@@ -25,13 +25,9 @@ RESULTS = ROOT / "results"
 CPU = RESULTS / "cpu"
 
 
-def _flat(text: str) -> str:
-    return re.sub(r"\s+", " ", text)
-
-
 @cache
 def readme() -> str:
-    return _flat((RESULTS / "README.md").read_text())
+    return flat_text(RESULTS / "README.md")
 
 
 @cache
