@@ -3,7 +3,8 @@
 Grid: model (MLP, tiny CNN) x batch (50, 200) x optimizer (MBT-GD/MMT/NAG) x momentum
 (0.9, 0.5; MBT-GD has none) x guard (off = faithful, on = momentum_guard) x seeds. A run
 "diverges" when its epoch loss is non-finite or exceeds 10x its first epoch's.
-Writes results/stability/sweep.csv and provenance.json (commit, dirty flag, versions).
+Writes results/stability/sweep.csv (a row per run), table.md (a row per cell, its seeds side
+by side) and provenance.json (commit, dirty flag, versions, machine, arguments, wall time).
 
     nice python scripts/stability_sweep.py [--epochs 6] [--seeds 0 1] [--n 2000]
 """
@@ -14,8 +15,6 @@ import argparse
 import csv
 import json
 import math
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,6 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bgd_experiments.optim import MBTSGD
+from bgd_experiments.reporting import Grid, Report, Section, render_md
+from bgd_experiments.training.provenance import artefact_provenance
+
+DATA = "none (synthetic 10-class task: Gaussian 8x8 inputs labelled by a random linear teacher)"
+CELL = ("model", "batch", "optimizer", "momentum", "guard")
 
 
 def make_model(kind: str) -> nn.Module:
@@ -74,18 +78,20 @@ def run(kind: str, batch: int, name: str, momentum: float, guard: bool, seed: in
     }  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--search-batches", type=int, default=20)
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn"])
     parser.add_argument("--out", default="results/stability")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Read before anything is written: the outputs are tracked files of the checkout.
+    made = artefact_provenance(DATA)
     rows = []
     started = time.time()
     for kind in args.models:
@@ -100,14 +106,54 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
     provenance = {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "args": vars(args), "seconds": round(time.time() - started, 1),
-    }  # fmt: skip
+        **made,
+        # The output folder is a path of this machine, not a setting of the sweep.
+        "args": {key: value for key, value in vars(args).items() if key != "out"},
+        "seconds": round(time.time() - started, 1),
+    }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    (out / "table.md").write_text(summary_table(read_sweep(out / "sweep.csv"), provenance))
+
+
+def read_sweep(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def summary_table(rows: list[dict[str, str]], provenance: dict) -> str:
+    """A row per cell (model, batch, optimizer, momentum, guard), its seeds side by side."""
+    cells: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        cells.setdefault(tuple(row[key] for key in CELL), []).append(row)
+
+    def seeds(runs: list[dict[str, str]], column: str) -> str:
+        return " / ".join(run[column] for run in runs)
+
+    grid = Grid(
+        columns=(
+            "model", "batch", "optimizer", "momentum", "guard", "diverged (seeds)",
+            "max epoch loss", "last loss", "max lr",
+        ),
+        rows=[
+            (
+                *cell[:4], "on" if cell[4] == "True" else "off",
+                f"{sum(run['diverged'] == 'True' for run in runs)}/{len(runs)}",
+                seeds(runs, "max_loss"), seeds(runs, "last_loss"), seeds(runs, "max_lr"),
+            )
+            for cell, runs in cells.items()
+        ],
+        label_columns=5,
+    )  # fmt: skip
+    args = provenance["args"]
+    tree = "clean tree" if provenance["git_dirty"] is False else "uncommitted changes"
+    made = (
+        f"Made from commit {str(provenance['git_commit'])[:7]} ({tree}) on "
+        f"{provenance['device']} in {provenance['seconds']:.0f} s: {args['n']} samples, "
+        f"{args['epochs']} epochs, {args['search_batches']} search batches, seeds "
+        f"{', '.join(map(str, args['seeds']))}; data: {provenance['data']}."
+    )
+    return render_md(Report(sections=[Section(grid=grid)], provenance=made))
 
 
 if __name__ == "__main__":
