@@ -1,4 +1,5 @@
-"""The speed ratios docs/speed.md prints are those of the committed benchmark files.
+"""The numbers docs/speed.md (and the bench figures docs/mbt-in-your-code.md and
+docs/precision.md quote) prints are those of the committed benchmark files.
 
 Each check builds a fragment of the page from ``results/bench/*.json`` (whitespace collapsed,
 so line wrapping does not matter) and the page must contain it.
@@ -129,3 +130,53 @@ def test_bench_files_record_their_provenance():
         assert provenance["git_dirty"] is False, name
         assert provenance["data"]["name"] == "cifar10-jpeg.tar.gz", name
         assert len(provenance["data"]["sha256"]) == 16, name
+
+
+def _trials(start: str, mode: str) -> int:
+    return mbt_bench()["warm_start"][f"start {start} warm_start={mode}"]["trials"]
+
+
+def test_the_library_page_quotes_the_mbt_bench() -> None:
+    library = flat_text(ROOT / "docs" / "mbt-in-your-code.md")
+    epoch = mbt_bench()["epoch"]
+    assert (
+        f"a 250-step epoch at batch 200 costs {epoch['epoch_ratio_keep']:.2f}x NAG's instead "
+        f"of {epoch['epoch_ratio_restore']:.2f}x on CPU"
+    ) in library
+    assert epoch["steps"] == 250 and epoch["epoch_batch_size"] == 200
+    # The bench names restart "off" and carry-over "last_sigma" (their older spellings).
+    restart = [_trials("0.01", "off"), _trials("100", "off")]
+    saved = [_trials("0.01", "previous_sigma"), _trials("100", "previous_sigma")]
+    previous_lr = [_trials("0.01", "previous_lr"), _trials("100", "previous_lr")]
+    carry = [_trials("0.01", "last_sigma"), _trials("100", "last_sigma")]
+    assert all(s < r for s, r in zip(saved, restart, strict=True))
+    assert (
+        f"{saved[0]} against restart's {restart[0]} from start 1e-2 and {saved[1]} against "
+        f"{restart[1]} from start 100; `previous_lr` took {previous_lr[0]} and "
+        f"{previous_lr[1]}, `carry_over` {carry[0]} and {carry[1]}."
+    ) in library
+
+
+def test_the_precision_page_quotes_the_search_precision_bench() -> None:
+    precision = flat_text(ROOT / "docs" / "precision.md")
+    bench = json.loads((BENCH / "search_precision.json").read_text())
+    low, high = bench["comparison"]
+    assert (low["start_lr"], high["start_lr"]) == (0.01, 100.0)
+    floor_low, floor_high = low["noise_floor"]["float_level"], high["noise_floor"]["float_level"]
+    # "far inside" and "beyond" the float-level floor, as the page words them.
+    assert low["ratio"] < floor_low["max_min"]
+    assert floor_high["max_min"] < high["ratio"]
+    assert (
+        f"bf16 moved the found rate by a factor {low['ratio']:.3f}, far inside the float-level "
+        f"noise floor ({floor_low['max_min']:.3f}, CV {floor_low['cv']:.2f}, from"
+    ) in precision
+    assert (
+        f"from start 100 by {high['ratio']:.3f}, beyond the float-level floor there "
+        f"({floor_high['max_min']:.3f}, CV {floor_high['cv']:.2f}) and about the seed-to-seed "
+        f"spread ({high['noise_floor']['init_seed']['max_min']:.2f})"
+    ) in precision
+    assert (
+        f"bf16's mean found rate is {low['mean_ratio']:.3f}x fp32's from 1e-2 and "
+        f"{high['mean_ratio']:.3f}x from 100 (bf16 {_span(high['bf16_with_draws'], 4)}, fp32 "
+        f"{_span(high['fp32_with_draws'], 4)})"
+    ) in precision
