@@ -103,6 +103,11 @@ def epoch_mbt_parts() -> str:
     )
 
 
+def epoch_share_note() -> str:
+    epoch = mbt_bench()["epoch"]
+    return f"(the paper's epoch is {epoch['steps']} steps: {epoch['epoch_ratio_restore']:.2f}x NAG"
+
+
 def mbt_commit() -> str:
     return f"`mbt.txt`, from the clean commit {mbt_bench()['provenance']['git_commit'][:7]}"
 
@@ -114,6 +119,7 @@ CHECKS = [
     search_ratios,
     epoch_mbt_ratios,
     epoch_mbt_parts,
+    epoch_share_note,
     mbt_commit,
 ]
 
