@@ -18,7 +18,8 @@ of zeros) and ``MALLOC_CHECK_=3`` (glibc aborts on a heap corruption). Its alloc
 dirtied before the first shape. A worker that dies marks the shape it was on as ``crash``
 and the scan goes on from the next one.
 
-Example (docs/cpu-memory-layout.md's table; about 40 min for the three ISA levels on 2 cores)::
+Example (docs/cpu-memory-layout.md's tables; on 2 idle cores, the three ISA levels take about
+7 min at training batches 3-200 and about 22 min a level at batches 400-1000)::
 
     python scripts/scan_onednn.py --out results/onednn-scan
 
