@@ -28,7 +28,7 @@ LAUNCHER ?=
 SWEEP = $(BIN)/bgd-run -m experiment=$(1) budget=$(BUDGET) results_dir=$(RESULTS) seed=$(SEEDS) \
 	trainer.progress=plain $(DOWNLOAD) $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) $(ARGS)
 
-.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table2_plus table3 fig3 paper bench bench-epoch gpu-check gpu-check-dry device-bundle clean
+.PHONY: help git-clean-check _install install test lint format demo functions fig2 fig2a fig2b table1 table2 table2_plus table3 fig3 paper bench bench-epoch bench-layout gpu-check gpu-check-dry device-bundle clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -110,6 +110,9 @@ bench: $(STAMP) ## Benchmarks: MBT search vs the authors'-style one, MBT-NAG vs 
 
 bench-epoch: $(STAMP) ## Epochs: authors' DataLoader+PIL vs ours (fp32/bf16/compiled, NAG/MBT-NAG)
 	$(BIN)/python scripts/bench_epoch.py --data $(BGD_CIFAR10_ROOT) $(ARGS)
+
+bench-layout: $(STAMP) ## CPU training step: NCHW (the safe default) vs channels_last
+	$(BIN)/python scripts/bench_layout.py $(ARGS)
 
 # gpu-check writes into GPU_OUT. OFFLINE=1: a bare GPU machine without registries (docs/gpu.md):
 # the machine's PY (python3) with the wheels of .whl and the data of .data (make device-bundle).

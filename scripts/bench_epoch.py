@@ -48,7 +48,7 @@ from bgd_experiments.data import CIFAR_MEAN, CIFAR_STD, DeviceLoader
 from bgd_experiments.models import build_model, use_channels_last
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.timing import synchronize, timed
-from bgd_experiments.training.provenance import artefact_provenance, git_state
+from bgd_experiments.training.provenance import artefact_provenance, git_state, recorded_command
 from bgd_experiments.training.runtime import prepare_model
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -587,15 +587,6 @@ def write(report: dict, out: Path, device: torch.device) -> None:
     stem.with_suffix(".md").write_text(markdown(report))
 
 
-def _portable(arguments: list[str]) -> list[str]:
-    """The command line as recorded: an existing file is named by its file name only, so a
-    committed report holds no path of the machine that made it."""
-    return [
-        Path(argument).name if os.sep in argument and Path(argument).is_file() else argument
-        for argument in arguments
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -681,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": description,
         "batch_size": args.batch_size,
         "workers": args.workers,
-        "command": "python scripts/bench_epoch.py " + " ".join(_portable(argv or sys.argv[1:])),
+        "command": recorded_command("scripts/bench_epoch.py", argv or sys.argv[1:]),
         "models": [],
         "provenance": artefact_provenance(_data_provenance(args.data), device),
     }

@@ -32,7 +32,6 @@ import argparse
 import gzip
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -44,7 +43,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bgd_experiments.models import MODEL_BUILDERS, SubsampledConv1x1, build_model
-from bgd_experiments.training.provenance import artefact_provenance, cpu_model
+from bgd_experiments.training.provenance import (
+    artefact_provenance,
+    cpu_model,
+    recorded_command,
+)
 
 # Training batches of Table 1 (the others use 200), the last partial batch of a 50,000- or
 # 2,000-image epoch at batch 12 (8), Figure 2(b)'s full batch (500) and small odd and even
@@ -421,19 +424,6 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def scan_command(argv: list[str]) -> str:
-    """The command that reproduces a scan, without its output folder (a path of this machine)."""
-    kept, skip = [], False
-    for argument in argv:
-        if skip:
-            skip = False
-        elif argument == "--out":
-            skip = True
-        elif not argument.startswith("--out="):
-            kept.append(argument)
-    return shlex.join(["python", "scripts/scan_onednn.py", *kept])
-
-
 def provenance_lines(meta: dict) -> list[str]:
     """Where the scan was made: commit and dirty flag, versions, and the command."""
     made = meta.get("provenance")
@@ -629,7 +619,9 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads or torch.get_num_threads(),
         "wall": wall,
         "provenance": artefact_provenance("none (synthetic convolution inputs)"),
-        "command": scan_command(argv if argv is not None else sys.argv[1:]),
+        "command": recorded_command(
+            "scripts/scan_onednn.py", argv if argv is not None else sys.argv[1:]
+        ),
     }
     records = [
         {

@@ -20,6 +20,7 @@ from bgd_experiments.reporting import (
 from bgd_experiments.reporting.cli import main as report_main
 from bgd_experiments.reporting.writers import portable_source
 from bgd_experiments.runfolder import config_differences
+from bgd_experiments.training.provenance import recorded_command
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "results"
@@ -173,3 +174,19 @@ def test_run_identity_carries_the_data_block():
 
     fields = {field.name for field in dataclasses.fields(RunIdentity)}
     assert {"data_source", "data"} <= fields
+
+
+def test_the_recorded_command_names_no_path_of_this_machine(tmp_path: Path) -> None:
+    data = tmp_path / "cifar10-jpeg.tar.gz"
+    data.write_bytes(b"x")
+    argv = ["--data", str(data), "--max-batch", "200", "--out", str(tmp_path), "--resume"]
+    assert recorded_command("scripts/scan_onednn.py", argv) == (
+        "python scripts/scan_onednn.py --data cifar10-jpeg.tar.gz --max-batch 200 --resume"
+    )
+    assert recorded_command("scripts/x.py", [f"--out={tmp_path}", "--isa", "AVX2"]) == (
+        "python scripts/x.py --isa AVX2"
+    )
+    # A path that is not an existing file (a folder, a name to create) is kept as it is.
+    assert recorded_command("scripts/x.py", ["--models", "a b", str(tmp_path / "new")]) == (
+        f"python scripts/x.py --models 'a b' {tmp_path / 'new'}"
+    )

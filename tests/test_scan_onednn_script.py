@@ -76,16 +76,6 @@ def test_the_summary_names_evaluation_batches_only_when_there_are_some() -> None
     assert "evaluation batches 1000 (forward); 1 cases" in script.summary_from_report(report)
 
 
-def test_the_recorded_command_leaves_out_the_output_folder() -> None:
-    script = _load_script()
-    assert script.scan_command(["--max-batch", "200", "--out", "/tmp/x", "--resume"]) == (
-        "python scripts/scan_onednn.py --max-batch 200 --resume"
-    )
-    assert script.scan_command(["--out=/tmp/x", "--isa", "AVX2"]) == (
-        "python scripts/scan_onednn.py --isa AVX2"
-    )
-
-
 def _load_script():
     return load_script("scan_onednn")
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,22 @@ def artefact_provenance(
         "cpu_cores": os.cpu_count(),
         "data": data,
     }
+
+
+def recorded_command(
+    script: str, argv: Sequence[str], output_options: Sequence[str] = ("--out",)
+) -> str:
+    """The command that reproduces an artefact, as the artefact records it: the output-folder
+    options are left out and an existing file is named by its file name only, so a committed
+    file holds no path of the machine that made it."""
+    kept: list[str] = []
+    skip_value = False
+    for argument in argv:
+        if skip_value:
+            skip_value = False
+        elif argument in output_options:
+            skip_value = True
+        elif not argument.startswith(tuple(f"{option}=" for option in output_options)):
+            is_file = os.sep in argument and Path(argument).is_file()
+            kept.append(Path(argument).name if is_file else argument)
+    return shlex.join(["python", script, *kept])
