@@ -1,5 +1,6 @@
 """The oneDNN scan's committed summaries, and docs/cpu-memory-layout.md's numbers, are those
-of the committed scan reports (``results/onednn-scan/*.json.gz``).
+of the committed scan reports (``results/onednn-scan/*.json.gz``) and of the layout bench
+(``results/bench/layout.json``).
 
 Each check builds a fragment of the page from a report (whitespace collapsed, so line
 wrapping does not matter) and the page must contain it.
@@ -7,6 +8,7 @@ wrapping does not matter) and the page must contain it.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from functools import cache
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from pagetext import flat_text
 from scriptload import load_script
 
+from bgd_experiments.reporting.paper import MODEL_LABELS
 from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,3 +209,35 @@ def test_no_shape_of_the_committed_width_failed() -> None:
         for case in report(name)["cases"]:
             if any(result["verdict"] != "ok" for result in case["results"].values()):
                 assert not any(model.endswith("@0.25") for model in case["models"])
+
+
+@cache
+def layout_bench() -> dict:
+    return json.loads((ROOT / "results" / "bench" / "layout.json").read_text())
+
+
+def test_the_page_shows_the_layout_bench() -> None:
+    bench = layout_bench()
+    assert bench["provenance"]["git_dirty"] is False
+    assert f"from the clean commit {bench['provenance']['git_commit'][:7]}" in page()
+    setting = bench["setting"]
+    assert (
+        f"a training step at width {setting['width']:g}, batch {setting['batch_size']}, "
+        f"{setting['threads']} threads"
+    ) in page()
+    assert f"(median of {setting['steps']} steps each)" in page()
+    ratios = []
+    for name, row in bench["models"].items():
+        ratio = row["ratio_nchw_over_channels_last"]
+        ratios.append(ratio)
+        assert (
+            f"| {MODEL_LABELS[name]} | {row['nchw_s']:.3f} s | {row['channels_last_s']:.3f} s "
+            f"| {ratio:.2f} |"
+        ) in page()
+    assert f"makes a CPU step {min(ratios):.2f}-{max(ratios):.2f}x slower" in page()
+    # results/README.md says the same in time saved by channels_last.
+    saved = [1 - 1 / ratio for ratio in ratios]
+    assert (
+        f"(steps take {min(saved) * 100:.0f}-{max(saved) * 100:.0f}% less time here, "
+        "`results/bench/layout.md`)"
+    ) in flat_text(ROOT / "results" / "README.md")
