@@ -85,10 +85,22 @@ fi
 
 mkdir -p "$GPU_OUT"
 GPU_OUT=$(cd "$GPU_OUT" && pwd)
+RESULTS=$GPU_OUT
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
+# An out folder inside the checkout (make gpu-check-dry's results/gpu-check-dry) holds tracked
+# files: written during the run they would make every step record a dirty tree. There the
+# results are written to a staging folder and copied in when the script ends; elsewhere (the
+# device call's $OUT) they are written in place, so a run killed by its time limit keeps them.
+case "$GPU_OUT/" in
+    "$ROOT"/*) GPU_OUT=$WORK/out && mkdir -p "$GPU_OUT" ;;
+esac
+publish() {
+    if [ "$GPU_OUT" != "$RESULTS" ]; then cp -f "$GPU_OUT"/* "$RESULTS"/ 2>/dev/null; fi
+    rm -rf "$WORK"
+}
+trap publish EXIT
 LOG="$GPU_OUT/gpu-check.log"
 : >"$LOG"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
 : >"$WORK/steps.tsv"
 export PYTHONUNBUFFERED=1 PYTHONNOUSERSITE=1
 # The decoded images are cached once for every step, and never in the user's cache.
@@ -174,5 +186,5 @@ strict=()
     | tee -a "$LOG"
 rc=${PIPESTATUS[0]}
 if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then status=$rc; fi
-log "gpu-check: exit $status after ${SECONDS}s; results in $GPU_OUT"
+log "gpu-check: exit $status after ${SECONDS}s; results in $RESULTS"
 exit "$status"
