@@ -104,6 +104,8 @@ def test_a_refused_run_leaves_no_folder(
         assert "set results_dir to a folder you can write" in output
 
 
+# The torn checkpoint's pickle header (protocol 4) makes torch warn before the read fails.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")
 def test_a_corrupt_checkpoint_names_the_file_and_force_true(
     tmp_path, tiny_cifar10_torchvision, monkeypatch, capsys
 ):
