@@ -38,7 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bgd_experiments.optim import MBTSGD, batch_norm_layers, mbt_search, search_mode
+from bgd_experiments.optim import (
+    MBTSGD,
+    WARM_START_MODES,
+    batch_norm_layers,
+    mbt_search,
+    search_mode,
+)
 from bgd_experiments.optim.search import TrialPoint
 from bgd_experiments.timing import timed
 
@@ -386,7 +392,7 @@ def part_c(args, model0: nn.Module, loader, device: torch.device) -> dict:
     loss_fn = nn.CrossEntropyLoss()
     out: dict[str, dict[str, float]] = {}
     for start in (args.start_lr, 100.0):
-        for mode in ("off", "previous_sigma", "previous_lr", "last_sigma"):
+        for mode in WARM_START_MODES:
             model = copy.deepcopy(model0)
             optimizer = MBTSGD(
                 model.parameters(), lr=start, num_batches=args.num_batches, warm_start=mode
@@ -467,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}; data: {description}; augment {args.augment}"
     )
     print(header, flush=True)
-    from bgd_experiments.training.provenance import artefact_provenance
+    from bgd_experiments.training.provenance import artefact_provenance, recorded_command
 
     data_provenance: object = "none (synthetic)"
     if args.data != "synthetic":
@@ -477,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, object] = {
         "setup": header,
         "provenance": artefact_provenance(data_provenance, device),
+        "command": recorded_command(
+            "scripts/bench_mbt.py",
+            argv if argv is not None else sys.argv[1:],
+            output_options=("--json",),
+        ),
     }
 
     if "a" in args.parts:
@@ -521,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n(c) second search after a first one (batch {args.batch_size}):")
         for name, values in c.items():
             print(
-                f"    {name:34s} trials {values['trials']:3d}  lr {values['lr']:.5g}  "
+                f"    {name:37s} trials {values['trials']:3d}  lr {values['lr']:.5g}  "
                 f"{values['wall_s']:.2f}s"
             )
     if args.json:

@@ -49,6 +49,8 @@ def test_bench_runs_and_the_authors_style_search_picks_the_same_sigmas(tmp_path,
     assert set(report["warm_start"]) == {
         f"start {start} warm_start={mode}"
         for start in ("0.01", "100")
-        for mode in ("off", "previous_sigma", "previous_lr", "last_sigma")
+        for mode in ("carry_over", "restart", "previous_sigma", "previous_lr")
     }
     assert memory_format in report["setup"]
+    assert report["command"].startswith("python scripts/bench_mbt.py --data=synthetic ")
+    assert "--json" not in report["command"]  # the output file, a path of this machine
