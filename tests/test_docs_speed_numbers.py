@@ -150,11 +150,10 @@ def test_the_library_page_quotes_the_mbt_bench() -> None:
         f"of {epoch['epoch_ratio_restore']:.2f}x on CPU"
     ) in library
     assert epoch["steps"] == 250 and epoch["epoch_batch_size"] == 200
-    # The bench names restart "off" and carry-over "last_sigma" (their older spellings).
-    restart = [_trials("0.01", "off"), _trials("100", "off")]
+    restart = [_trials("0.01", "restart"), _trials("100", "restart")]
     saved = [_trials("0.01", "previous_sigma"), _trials("100", "previous_sigma")]
     previous_lr = [_trials("0.01", "previous_lr"), _trials("100", "previous_lr")]
-    carry = [_trials("0.01", "last_sigma"), _trials("100", "last_sigma")]
+    carry = [_trials("0.01", "carry_over"), _trials("100", "carry_over")]
     assert all(s < r for s, r in zip(saved, restart, strict=True))
     assert (
         f"{saved[0]} against restart's {restart[0]} from start 1e-2 and {saved[1]} against "
