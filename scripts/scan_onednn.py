@@ -29,12 +29,12 @@ writes ``<out>/<cpu>.json`` with every comparison and ``<out>/<cpu>.md`` with th
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -453,11 +453,20 @@ def summary_from_report(report: dict) -> str:
     return summarise(shapes, work, per_isa, isa_names, meta)
 
 
+# A whole scan's report is a few MB; a file that is, or inflates to, more is refused.
+MAX_REPORT_BYTES = 64 * 2**20
+
+
 def read_report(path: Path) -> dict:
-    """A scan's JSON report, plain or gzipped (as committed)."""
-    raw = path.read_bytes()
+    """A scan's JSON report, plain or gzipped (as committed), read within MAX_REPORT_BYTES."""
+    too_large = ValueError(f"{path}: more than {MAX_REPORT_BYTES:,} bytes; not a scan report")
+    with path.open("rb") as handle:
+        raw = handle.read(MAX_REPORT_BYTES + 1)
     if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+        inflater = zlib.decompressobj(wbits=31)  # gzip framing
+        raw = inflater.decompress(raw, MAX_REPORT_BYTES + 1)
+    if len(raw) > MAX_REPORT_BYTES:
+        raise too_large
     return json.loads(raw)
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from scriptload import load_script
 
 from bgd_experiments.training.provenance import ARTEFACT_PROVENANCE_KEYS
@@ -98,3 +99,15 @@ def test_a_torn_log_line_is_skipped_and_a_crash_record_starts_a_line(tmp_path: P
         1: {"index": 1, "crash": True, "how": "hang"},
     }
     assert script.log_entries(tmp_path / "absent.log") == []
+
+
+def test_a_report_that_inflates_past_the_bound_is_refused(tmp_path: Path) -> None:
+    script = _load_script()
+    bomb = tmp_path / "bomb.json.gz"
+    bomb.write_bytes(gzip.compress(b" " * (script.MAX_REPORT_BYTES + 1)))
+    assert bomb.stat().st_size < 2**20  # small on disk, too large inflated
+    with pytest.raises(ValueError, match="not a scan report"):
+        script.read_report(bomb)
+    plain = tmp_path / "report.json"
+    plain.write_text('{"meta": {}, "cases": []}')
+    assert script.read_report(plain) == {"meta": {}, "cases": []}
