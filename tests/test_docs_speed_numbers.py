@@ -78,8 +78,8 @@ def search_ratios() -> str:
         f"| search time, ours / authors' style (same {search['trials_fast']} trials, same "
         f"sigmas) | {search['search_ratio_fast_over_naive']:.2f} (rounds {_span(ratio, 2)}) | "
         f"<= 0.92 | | one trial / one plain SGD step (a bare no-grad forward: "
-        f"{_span(forward, 2)}) | {search['trial_fast_over_step']:.2f} (rounds "
-        f"{_span(trial, 2)}) | <= 0.32 |"
+        f"{_span(forward, 2)}) | {search['trial_fast_over_step']:.3f} (rounds "
+        f"{_span(trial, 3)}) | <= 0.32 |"
     )
 
 
