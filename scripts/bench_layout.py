@@ -24,7 +24,11 @@ import torch.nn.functional as F
 
 from bgd_experiments.models import MODEL_BUILDERS, build_model
 from bgd_experiments.reporting import Grid, Report, Section, render_md
-from bgd_experiments.training.provenance import artefact_provenance, recorded_command
+from bgd_experiments.training.provenance import (
+    artefact_provenance,
+    made_from,
+    recorded_command,
+)
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 DATA = "none (synthetic: Gaussian 32x32 images, random labels)"
@@ -61,7 +65,6 @@ def step_times(name: str, width: float, batch_size: int, steps: int) -> dict[str
 def summary(report: dict) -> str:
     setting = report["setting"]
     made = report["provenance"]
-    tree = "clean tree" if made["git_dirty"] is False else "uncommitted changes"
     grid = Grid(
         columns=("model", "NCHW step", "channels_last step", "NCHW / channels_last"),
         rows=[
@@ -74,7 +77,7 @@ def summary(report: dict) -> str:
         f"Width {setting['width']:g}, batch {setting['batch_size']}, {setting['threads']} "
         f"thread(s); median of {setting['steps']} timed steps per layout, the layouts "
         "alternating on the same weights and batch.",
-        f"Made from commit {str(made['git_commit'])[:7]} ({tree}) on {made['device']}; "
+        f"Made from {made_from(made)} on {made['device']}; "
         f"data: {made['data']}. Command: `{report['command']}`",
     ]
     title = "# Training step: NCHW against channels_last on CPU"
@@ -120,8 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "layout.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "layout.md").write_text(summary(report))
-    print(summary(report))
+    text = summary(report)
+    (args.out / "layout.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -87,8 +87,8 @@ mkdir -p "$GPU_OUT"
 GPU_OUT=$(cd "$GPU_OUT" && pwd)
 RESULTS=$GPU_OUT
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
-# An out folder inside the checkout (make gpu-check-dry's results/gpu-check-dry) holds tracked
-# files: written during the run they would make every step record a dirty tree. There the
+# An out folder inside the checkout (the default, results/bench) may hold tracked files:
+# written during the run they would make every step record a dirty tree. There the
 # results are written to a staging folder and copied in when the script ends; elsewhere (the
 # device call's $OUT) they are written in place, so a run killed by its time limit keeps them.
 case "$GPU_OUT/" in

@@ -46,6 +46,7 @@ from bgd_experiments.models import MODEL_BUILDERS, SubsampledConv1x1, build_mode
 from bgd_experiments.training.provenance import (
     artefact_provenance,
     cpu_model,
+    made_from,
     recorded_command,
 )
 
@@ -429,9 +430,8 @@ def provenance_lines(meta: dict) -> list[str]:
     made = meta.get("provenance")
     if not made:
         return []
-    tree = "clean tree" if made["git_dirty"] is False else "uncommitted changes"
     versions = ", ".join(f"{name} {version}" for name, version in made["versions"].items())
-    lines = [f"- Made from commit {str(made['git_commit'])[:7]} ({tree}); {versions}"]
+    lines = [f"- Made from {made_from(made)}; {versions}"]
     if meta.get("command"):
         lines.append(f"- Command: `{meta['command']}`")
     return lines

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bgd_experiments.optim import MBTSGD
 from bgd_experiments.reporting import Grid, Report, Section, render_md
-from bgd_experiments.training.provenance import artefact_provenance
+from bgd_experiments.training.provenance import artefact_provenance, made_from
 
 DATA = "none (synthetic 10-class task: Gaussian 8x8 inputs labelled by a random linear teacher)"
 CELL = ("model", "batch", "optimizer", "momentum", "guard")
@@ -146,9 +146,8 @@ def summary_table(rows: list[dict[str, str]], provenance: dict) -> str:
         label_columns=5,
     )  # fmt: skip
     args = provenance["args"]
-    tree = "clean tree" if provenance["git_dirty"] is False else "uncommitted changes"
     made = (
-        f"Made from commit {str(provenance['git_commit'])[:7]} ({tree}) on "
+        f"Made from {made_from(provenance)} on "
         f"{provenance['device']} in {provenance['seconds']:.0f} s: {args['n']} samples, "
         f"{args['epochs']} epochs, {args['search_batches']} search batches, seeds "
         f"{', '.join(map(str, args['seeds']))}; data: {provenance['data']}."

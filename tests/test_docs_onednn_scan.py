@@ -241,3 +241,8 @@ def test_the_page_shows_the_layout_bench() -> None:
         f"(steps take {min(saved) * 100:.0f}-{max(saved) * 100:.0f}% less time here, "
         "`results/bench/layout.md`)"
     ) in flat_text(ROOT / "results" / "README.md")
+
+
+def test_the_committed_layout_summary_is_its_report_rendered() -> None:
+    summary = load_script("bench_layout").summary(layout_bench())
+    assert (ROOT / "results" / "bench" / "layout.md").read_text() == summary

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from pagetext import flat_text
+from scriptload import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT / "results" / "stability"
@@ -105,3 +106,10 @@ def test_the_page_names_the_commit_and_time_of_the_sweep() -> None:
     assert f"{args['n']:,} samples, {args['epochs']} epochs, {args['search_batches']} search" in (
         page()
     )
+
+
+def test_the_committed_table_is_the_sweep_rendered() -> None:
+    sweep = load_script("stability_sweep")
+    provenance = json.loads((SWEEP / "provenance.json").read_text())
+    table = sweep.summary_table(sweep.read_sweep(SWEEP / "sweep.csv"), provenance)
+    assert (SWEEP / "table.md").read_text() == table

@@ -95,6 +95,13 @@ def artefact_provenance(
     }
 
 
+def made_from(provenance: dict[str, Any]) -> str:
+    """``commit abc1234 (clean tree)`` for a summary line: the short commit of an artefact's
+    provenance and whether its tree had uncommitted changes."""
+    tree = "clean tree" if provenance["git_dirty"] is False else "uncommitted changes"
+    return f"commit {str(provenance['git_commit'])[:7]} ({tree})"
+
+
 def recorded_command(
     script: str, argv: Sequence[str], output_options: Sequence[str] = ("--out",)
 ) -> str:
