@@ -18,6 +18,7 @@ import copy
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from bgd_experiments.distributed import DISTRIBUTED_MODES, SINGLE, Ranks, launched_world_size
+from bgd_experiments.optim import SearchProgress
 from bgd_experiments.records import RunStatus, RunSummary
 from bgd_experiments.runfolder import (
     DATA_KEY,
@@ -655,6 +657,36 @@ def search(request: RunSpec) -> dict[str, Any] | None:
         return _search_in(run, request.ranks)
 
 
+# A search-only run shows nothing else while it runs (on a CPU a full-width search at Table
+# 1's batch 800 takes many minutes), so it logs where it is, at most this often.
+SEARCH_LOG_INTERVAL_S = 10.0
+
+
+def _search_progress_log(
+    interval_s: float = SEARCH_LOG_INTERVAL_S,
+) -> Callable[[SearchProgress], None]:
+    """A search progress callback that logs the batch and trial count, at most every
+    ``interval_s`` seconds and always after the last batch."""
+    started = time.perf_counter()
+    last_logged = started
+
+    def report(progress: SearchProgress) -> None:
+        nonlocal last_logged
+        now = time.perf_counter()
+        if now - last_logged < interval_s and progress.batch < progress.num_batches:
+            return
+        last_logged = now
+        log.info(
+            "search: batch %d of %d, %d trials, %.0f s",
+            progress.batch,
+            progress.num_batches,
+            progress.trials,
+            now - started,
+        )
+
+    return report
+
+
 def _search_in(run: OpenedRun, ranks: Ranks = SINGLE) -> dict[str, Any]:
     from bgd_experiments.training.loop import search_batches
     from bgd_experiments.training.provenance import provenance
@@ -663,7 +695,11 @@ def _search_in(run: OpenedRun, ranks: Ranks = SINGLE) -> dict[str, Any]:
 
     optimizer.reducer = ranks.reducer()  # None on one process
     result = optimizer.search(
-        model, nn.CrossEntropyLoss(), search_batches(loader, 0), num_samples=loader.num_samples
+        model,
+        nn.CrossEntropyLoss(),
+        search_batches(loader, 0),
+        num_samples=loader.num_samples,
+        progress=_search_progress_log() if ranks.is_main else None,
     )
     log.info(
         "search from lr %g found lr %.6g (%d trials, %.1fs, %s)",

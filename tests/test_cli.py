@@ -328,6 +328,8 @@ def test_search_only_task_reports_the_found_rate(tmp_path, tiny_cifar10_imagefol
     assert summary["found_lr"] > 0
     assert summary["found_lr"] == summary["search"]["lr"]
     assert len(summary["search"]["sigmas"]) == 4
+    # Where the search is shows in the log, its last batch always.
+    assert "search: batch 4 of 4," in done.stdout + done.stderr
 
     # A finished run is skipped without reading the data: with the images gone and nothing
     # cached, the rerun still skips, while a new run on the same root is refused.
