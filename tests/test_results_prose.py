@@ -5,6 +5,7 @@ sentence is parsed and its numbers recomputed from the committed files."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -277,3 +278,69 @@ def test_the_schedule_free_warm_up_table_is_the_run_folders():
         assert all(s["git_commit"].startswith("7321d79") and not s["git_dirty"] for s in summaries)
     best = max(by_warmup, key=lambda w: statistics.mean(s["best_val_acc"] for s in by_warmup[w]))
     assert best == 20 and "Chosen on validation: 20 steps" in text
+
+
+# ------------------------------------------------------------- Table 1 at the paper's width
+
+WIDTH1 = REPO / "results" / "cpu-table1-width1"
+CPU = REPO / "results" / "cpu"
+
+
+def _search_cells(root: Path) -> dict[int, dict[str, Any]]:
+    """Batch size -> summary of the searches from 1e-2 with seed 0 under ``root``."""
+    cells: dict[int, dict[str, Any]] = {}
+    for path in (root / "runs" / "search").rglob("summary.json"):
+        summary = json.loads(path.read_text())
+        run = summary["run"]
+        if run["seed"] == 0 and math.isclose(run["lr"], 0.01):
+            cells[run["batch_size"]] = summary
+    return cells
+
+
+def test_width1_table1_readme_is_its_run_folders() -> None:
+    from bgd_experiments.reporting.paper import paper_cells
+
+    if not (WIDTH1 / "runs").is_dir():
+        pytest.skip("no committed width-1 searches")
+    text = (WIDTH1 / "README.md").read_text()
+    wide, quarter = _search_cells(WIDTH1), _search_cells(CPU)
+    paper = {
+        cell.batch_size: cell.value for cell in paper_cells(1) if math.isclose(cell.start_lr, 0.01)
+    }
+    assert sorted(wide) == [200, 400, 800]
+    assert {s["run"]["width"] for s in wide.values()} == {1.0}
+    for batch, summary in wide.items():
+        factor = math.sqrt(batch / 50_000)
+        low = quarter[batch]
+        row = (
+            f"| {batch} | {summary['found_lr']:.4f} | {summary['search']['mean_sigma']:.3f} | "
+            f"{low['found_lr']:.4f} | {low['search']['mean_sigma']:.3f} | {paper[batch]:.4f} | "
+            f"{paper[batch] / factor:.3f} |"
+        )
+        assert row in text
+        assert not summary["git_dirty"]
+    commits = {batch: s["git_commit"][:7] for batch, s in wide.items()}
+    assert commits == {800: "ff6354d", 400: "6d1fa5d", 200: "6d1fa5d"}
+
+    growth = _search(
+        r"grows x([\d.]+) at width 1 and x([\d.]+) at width 0\.25, against x([\d.]+)", text
+    )
+    expected = (
+        wide[800]["found_lr"] / wide[200]["found_lr"],
+        quarter[800]["found_lr"] / quarter[200]["found_lr"],
+        paper[800] / paper[200],
+    )
+    assert [float(value) for value in growth.groups()] == [round(v, 2) for v in expected]
+    falls = _search(r"implied sigma falls from (\d\.\d+) to (\d\.\d+)", text)
+    implied = [paper[b] / math.sqrt(b / 50_000) for b in (200, 800)]
+    assert [float(value) for value in falls.groups()] == [round(v, 3) for v in implied]
+
+    noise = json.loads((CPU / "table1_noise.json").read_text())["widths"]["1"]["searches"]
+    baseline = next(s for s in noise if s["family"] == "baseline")
+    assert baseline["found_lr"] == wide[200]["found_lr"]
+    assert repr(wide[200]["found_lr"]) in text
+
+    times = _search(r"(\d[\d,]*) s at batch 200, (\d[\d,]*) s at 400, (\d[\d,]*) s at 800", text)
+    assert [_number(t) for t in times.groups()] == [
+        round(wide[b]["wall_time"]) for b in (200, 400, 800)
+    ]
