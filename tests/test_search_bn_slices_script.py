@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,3 +84,54 @@ def test_slices_that_do_not_divide_the_batch_are_refused(tmp_path):
     with pytest.raises(SystemExit) as refused:
         script.main(["--batch-sizes=10", "--slices=3", f"--json={tmp_path / 'x.json'}"])
     assert refused.value.code == 2
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "cpu" / "table1_bn_slices.json"
+
+
+def _committed() -> dict:
+    if not COMMITTED.is_file():
+        pytest.skip("no committed BatchNorm-slices searches")
+    return json.loads(COMMITTED.read_text())
+
+
+def test_the_committed_table_is_its_searches_rendered_from_a_clean_commit():
+    script = load_script("search_bn_slices")
+    report = _committed()
+    assert report["provenance"]["git_dirty"] is False
+    assert set(ARTEFACT_PROVENANCE_KEYS) <= set(report["provenance"])
+    cells = {(s["batch_size"], s["slices"], s["seed"]) for s in report["searches"]}
+    assert cells == {(b, n, seed) for b in (200, 400, 800) for n in (1, 2, 4) for seed in (0, 1, 2)}
+    assert COMMITTED.with_suffix(".md").read_text() == script.markdown(report)
+
+
+def test_the_width1_readme_quotes_the_sliced_sigmas():
+    report = _committed()
+    text = (COMMITTED.parents[1] / "cpu-table1-width1" / "README.md").read_text()
+
+    def sigmas(batch: int) -> str:
+        means = [
+            statistics.mean(
+                s["mean_sigma"]
+                for s in report["searches"]
+                if s["batch_size"] == batch and s["slices"] == slices
+            )
+            for slices in (1, 2, 4)
+        ]
+        return "{:.3f}, {:.3f} and {:.3f}".format(*means)
+
+    flat = " ".join(text.split())
+    commit = report["provenance"]["git_commit"][:7]
+    assert f"seeds 0-2, clean commit {commit})" in flat
+    assert f"at batch 800 the mean accepted sigma is {sigmas(800)}" in flat
+    assert f"at batch 200 {sigmas(200)}." in flat
+
+
+def test_the_paper_names_no_gpu_as_the_width1_readme_says():
+    paper = COMMITTED.parents[3] / "shared" / "paper"
+    paper = paper / "truong-nguyen-2020-backtracking-gd-part2.txt"
+    if not paper.is_file():
+        pytest.skip("the paper's text is absent")
+    readme = (COMMITTED.parents[1] / "cpu-table1-width1" / "README.md").read_text()
+    assert "its text never\n  mentions a GPU" in readme
+    assert "gpu" not in paper.read_text().lower()
